@@ -1,0 +1,35 @@
+# Two commands do everything: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: demo test bench lint install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rotation-dl demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]"
+	$(PY) scripts/bench_ingest.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check rotation_dl tests scripts
+	$(PY) -m ruff format --check rotation_dl tests scripts
+
+clean:
+	rm -rf outputs .pytest_cache

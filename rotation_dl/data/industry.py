@@ -1,0 +1,192 @@
+"""Stock bars + (point-in-time) classification -> industry bars.
+
+Per industry and bar: equal-weight and amount-weighted mean bar return of the constituents that
+traded in the bar (suspended or absent stocks are left out), OHLC as a return index built from the
+constituents' open/high/low/close relative to their previous close, summed volume and amount, the
+count of active constituents and the share of them that rose. A stock's bar return is its close
+over its previous bar's close; across days that uses adjusted prices when adjustment factors are
+given, so ex-dividend gaps do not show up as returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import polars as pl
+
+from rotation_dl.errors import DataError, UnmappedSymbolError
+from rotation_dl.schema import INDUSTRY_BAR_SCHEMA
+
+log = logging.getLogger(__name__)
+
+Weighting = Literal["equal", "amount"]
+
+
+def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Multiply prices by each stock's adjustment factor of the day (forward-filled, else 1)."""
+    key = "ts" if "ts" in bars.collect_schema() else "date"
+    day = pl.col("ts").dt.date() if key == "ts" else pl.col("date")
+    return (
+        bars.with_columns(day.alias("_d"))
+        .join(
+            factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor"),
+            on=["symbol", "_d"],
+            how="left",
+        )
+        .sort("symbol", key)
+        .with_columns(pl.col("factor").forward_fill().over("symbol").fill_null(1.0))
+        .with_columns([(pl.col(c) * pl.col("factor")).alias(c) for c in ("open", "high", "low", "close")])
+        .drop("_d", "factor")
+    )
+
+
+def factors_from_adjusted_daily(
+    raw_bars: pl.LazyFrame, adjusted_daily: pl.LazyFrame | pl.DataFrame
+) -> pl.LazyFrame:
+    """Adjustment factors implied by adjusted daily closes: adjusted close / raw last-bar close."""
+    last = (
+        raw_bars.filter(pl.col("close") > 0)
+        .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+        .agg(pl.col("close").sort_by("ts").last().alias("raw_close"))
+    )
+    return (
+        last.join(adjusted_daily.lazy().select("symbol", "date", "close"), on=["symbol", "date"])
+        .filter(pl.col("close").is_finite() & (pl.col("close") > 0))
+        .select("symbol", "date", (pl.col("close") / pl.col("raw_close")).alias("factor"))
+    )
+
+
+def map_industries(
+    bars: pl.LazyFrame,
+    classification: pl.DataFrame,
+    on_unmapped: Literal["fail", "drop"] = "fail",
+    source: str = "bars",
+) -> pl.LazyFrame:
+    """Attach each bar's industry on the bar's date (classification may be point-in-time)."""
+    day = pl.col("ts").dt.date() if "ts" in bars.collect_schema() else pl.col("date")
+    keys = bars.select("symbol", day.alias("_d")).unique().collect()
+    cls = classification.lazy()
+    matched = (
+        keys.lazy()
+        .join(cls, on="symbol", how="inner")
+        .filter(
+            (pl.col("start").is_null() | (pl.col("start") <= pl.col("_d")))
+            & (pl.col("end").is_null() | (pl.col("_d") <= pl.col("end")))
+        )
+        .select("symbol", "_d", "industry")
+        .collect()
+    )
+    overlap = matched.filter(pl.struct("symbol", "_d").is_duplicated())
+    if overlap.height:
+        raise DataError(
+            "classification gives a stock two industries on one date (overlapping start/end)",
+            file="classification", column="industry", count=overlap.height,
+            example=overlap.row(0, named=True),
+        )
+    unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
+    if unmapped.height:
+        n_sym = unmapped["symbol"].n_unique()
+        if on_unmapped == "fail":
+            raise UnmappedSymbolError(
+                f"(symbol, day) pairs of {n_sym} symbol(s) have no industry in the "
+                "classification (set on_unmapped=drop to leave them out)",
+                file=source, column="symbol", count=unmapped.height,
+                example=unmapped.row(0, named=True),
+            )
+        log.warning("dropped bars of %d unmapped (symbol, day) pairs, %d symbols",
+                    unmapped.height, n_sym)
+    return bars.with_columns(day.alias("_d")).join(
+        matched.lazy(), on=["symbol", "_d"], how="inner"
+    ).drop("_d")
+
+
+def stock_bar_returns(bars: pl.LazyFrame) -> pl.LazyFrame:
+    """Add prev_close, ret and active (the stock traded in the bar).
+
+    A stock's first bar has no previous close; its open stands in, so its return is intrabar.
+    Rows without a positive close (feed placeholders) are treated as absent.
+    """
+    prev = pl.col("close").shift(1).over("symbol").fill_null(pl.col("open"))
+    return (
+        bars.filter(pl.col("close") > 0)
+        .sort("symbol", "ts")
+        .with_columns(prev.alias("prev_close"))
+        .with_columns(
+            (pl.col("close") / pl.col("prev_close") - 1).alias("ret"),
+            (pl.col("volume") > 0).alias("active"),
+        )
+    )
+
+
+def industry_bars(
+    bars: pl.LazyFrame,
+    classification: pl.DataFrame,
+    *,
+    weighting: Weighting = "equal",
+    adjustment: pl.DataFrame | pl.LazyFrame | None = None,
+    on_unmapped: Literal["fail", "drop"] = "fail",
+) -> pl.LazyFrame:
+    """Aggregate canonical stock bars to industry bars (INDUSTRY_BAR_SCHEMA).
+
+    Args:
+        bars: canonical intraday stock bars.
+        classification: symbol, industry, start, end (null start/end = always).
+        weighting: `equal` (default) or `amount` weights for `ret` and the OHLC index; both
+            `ret_ew` and `ret_aw` are always present.
+        adjustment: factors (symbol, date, factor) making raw prices continuous across days.
+        on_unmapped: `fail` or `drop` bars of symbols without an industry on that date.
+
+    Returns:
+        One row per industry and market bar (every bar time seen in the input); bars where no
+        constituent traded have n_active = 0, null returns and a flat index.
+    """
+    if adjustment is not None:
+        bars = adjust_bars(bars, adjustment)
+    stock = stock_bar_returns(map_industries(bars, classification, on_unmapped))
+    a = pl.col("active")
+    w = pl.when(a).then(pl.col("amount") if weighting == "amount" else pl.lit(1.0)).otherwise(0.0)
+    amt = pl.when(a).then(pl.col("amount")).otherwise(0.0)
+
+    def wmean(x: pl.Expr, weight: pl.Expr) -> pl.Expr:
+        return (pl.when(a).then(x).otherwise(0.0) * weight).sum() / weight.sum()
+
+    pc = pl.col("prev_close")
+    agg = stock.group_by("industry", "ts").agg(
+        a.sum().cast(pl.UInt32).alias("n_active"),
+        wmean(pl.col("ret"), pl.when(a).then(1.0).otherwise(0.0)).alias("ret_ew"),
+        wmean(pl.col("ret"), amt).alias("ret_aw"),
+        wmean(pl.col("open") / pc, w).alias("_ro"),
+        wmean(pl.col("high") / pc, w).alias("_rh"),
+        wmean(pl.col("low") / pc, w).alias("_rl"),
+        (pl.when(a).then(pl.col("ret") > 0).otherwise(None)).mean().alias("up_share"),
+        pl.col("volume").sum(),
+        pl.col("amount").sum(),
+    )
+    grid = (
+        stock.select(pl.col("industry").unique())
+        .join(stock.select(pl.col("ts").unique()), how="cross")
+    )
+    ret = pl.col("ret_aw") if weighting == "amount" else pl.col("ret_ew")
+    out = (
+        grid.join(agg, on=["industry", "ts"], how="left")
+        .with_columns(
+            pl.col("n_active").fill_null(0),
+            pl.col("volume").fill_null(0.0),
+            pl.col("amount").fill_null(0.0),
+        )
+        .with_columns(
+            [pl.when(pl.col("n_active") > 0).then(pl.col(c)).otherwise(None).alias(c)
+             for c in ("ret_ew", "ret_aw", "_ro", "_rh", "_rl", "up_share")]
+        )
+        .sort("industry", "ts")
+        .with_columns(ret.alias("ret"))
+        .with_columns((1 + pl.col("ret").fill_null(0.0)).cum_prod().over("industry").alias("close"))
+        .with_columns(pl.col("close").shift(1, fill_value=1.0).over("industry").alias("_prev"))
+        .with_columns(
+            [(pl.col("_prev") * pl.col(r).fill_null(1.0)).alias(c)
+             for r, c in (("_ro", "open"), ("_rh", "high"), ("_rl", "low"))]
+        )
+        .with_columns(pl.col("ts").dt.date().alias("date"))
+    )
+    return out.select(list(INDUSTRY_BAR_SCHEMA)).cast(INDUSTRY_BAR_SCHEMA)

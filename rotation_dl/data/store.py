@@ -1,0 +1,231 @@
+"""The canonical bar store: validated bars as parquet, partitioned by date (or month).
+
+Layout::
+
+    <root>/_manifest.json                 frequency, bar size, partitioning, session, version
+    <root>/bars/date=2025-01-02/data.parquet    (or month=2025-01/ for partition="month")
+
+Every file is written to a temporary name and renamed into place, so readers never see a partial
+file. `commit_partitions` merges new rows into existing partitions: identical rows are skipped
+(re-running an ingest adds nothing), new rows are added, and rows whose values differ from the
+stored ones are refused unless the policy says `replace`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError
+
+MANIFEST = "_manifest.json"
+SCHEMA_VERSION = 1
+Partitioning = Literal["date", "month"]
+
+
+@dataclass(frozen=True)
+class StoreManifest:
+    """What a store holds; checked on every write and read."""
+
+    frequency: Literal["intraday", "daily"]
+    bar_minutes: int  # 0 for daily
+    partition: Partitioning
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        return "ts" if self.frequency == "intraday" else "date"
+
+
+def read_manifest(root: Path) -> StoreManifest | None:
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        return None
+    return StoreManifest(**json.loads(path.read_text()))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
+    """Write a parquet file atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_manifest(root: Path, manifest: StoreManifest) -> None:
+    atomic_write_bytes(Path(root) / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
+
+
+def check_compatible(existing: StoreManifest | None, new: StoreManifest, root: Path) -> None:
+    """Refuse to mix frequencies, bar sizes or partitionings in one store."""
+    if existing is None:
+        return
+    if (existing.frequency, existing.bar_minutes) != (new.frequency, new.bar_minutes):
+        raise BarSizeError(
+            f"store holds {existing.frequency} bars of {existing.bar_minutes} min, input has "
+            f"{new.frequency} bars of {new.bar_minutes} min; use another store",
+            file=str(root),
+        )
+    if existing.partition != new.partition:
+        raise StoreError(
+            f"{root}: store is partitioned by {existing.partition}, not {new.partition}"
+        )
+
+
+def partition_name(d: date, partition: Partitioning) -> str:
+    return f"date={d.isoformat()}" if partition == "date" else f"month={d:%Y-%m}"
+
+
+def partition_key_expr(key: str, partition: Partitioning) -> pl.Expr:
+    d = pl.col(key).dt.date() if key == "ts" else pl.col(key)
+    if partition == "date":
+        return pl.lit("date=") + d.dt.strftime("%Y-%m-%d")
+    return pl.lit("month=") + d.dt.strftime("%Y-%m")
+
+
+def partition_path(root: Path, name: str) -> Path:
+    return Path(root) / "bars" / name / "data.parquet"
+
+
+def stored_partitions(root: Path) -> list[str]:
+    bars = Path(root) / "bars"
+    if not bars.exists():
+        return []
+    return sorted(p.parent.name for p in bars.glob("*/data.parquet"))
+
+
+def _merge_partition(
+    new: pl.DataFrame, existing: pl.DataFrame | None, key: str, replace: bool, where: str
+) -> pl.DataFrame | None:
+    """Merged partition, or None when `new` adds nothing to `existing`."""
+    keys = ["symbol", key]
+    values = [c for c in new.columns if c not in keys and not c.startswith("_")]
+    distinct = new.unique(subset=[*keys, *values], keep="first", maintain_order=True)
+    clash = distinct.filter(pl.struct(keys).is_duplicated())
+    if clash.height:
+        files = clash["_file"].unique().to_list() if "_file" in clash.columns else []
+        raise DuplicateRowsError(
+            f"appear in several input files with different values ({', '.join(files)})",
+            file=where, column=key, count=clash.height,
+            example=clash.drop([c for c in clash.columns if c.startswith("_")]).row(0, named=True),
+        )
+    new = distinct.drop([c for c in distinct.columns if c.startswith("_")])
+    if existing is None:
+        return new.sort(keys)
+    joined = new.join(existing, on=keys, how="left", suffix="__old")
+    is_new = pl.col(f"{values[0]}__old").is_null()
+    differs = pl.any_horizontal([pl.col(v) != pl.col(f"{v}__old") for v in values])
+    changed = joined.filter(~is_new & differs)
+    added = joined.filter(is_new).select(new.columns)
+    if changed.height and not replace:
+        raise StoreError(
+            f"{where}: {changed.height} rows differ from the stored ones (set "
+            f"on_conflict=replace to overwrite); e.g. {changed.select(new.columns).row(0, named=True)}"
+        )
+    if added.height == 0 and changed.height == 0:
+        return None
+    if changed.height:
+        existing = existing.join(changed.select(keys), on=keys, how="anti")
+        added = pl.concat([added, changed.select(new.columns)])
+    return pl.concat([existing, added]).sort(keys)
+
+
+@dataclass
+class CommitResult:
+    written: list[str]
+    unchanged: list[str]
+    rows_added: int
+
+
+def commit_partitions(
+    root: Path,
+    staging: Path,
+    manifest: StoreManifest,
+    replace: bool = False,
+) -> CommitResult:
+    """Merge staged fragments (<staging>/<partition>/*.parquet) into the store.
+
+    Two phases keep a failure from leaving a half-updated store: first every merged partition is
+    written inside `staging` (all conflicts surface here), then each is renamed into place.
+    """
+    root = Path(root)
+    ready: list[tuple[Path, Path]] = []
+    unchanged: list[str] = []
+    rows_added = 0
+    for part_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
+        new = pl.read_parquet(sorted(part_dir.glob("*.parquet")))
+        final = partition_path(root, part_dir.name)
+        existing = pl.read_parquet(final) if final.exists() else None
+        merged = _merge_partition(new, existing, manifest.key, replace, str(final))
+        if merged is None:
+            unchanged.append(part_dir.name)
+            continue
+        rows_added += merged.height - (existing.height if existing is not None else 0)
+        out = part_dir / "merged.parquet.ready"
+        merged.write_parquet(out, compression="zstd", statistics=True)
+        ready.append((out, final))
+    for src, dst in ready:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+    write_manifest(root, manifest)
+    return CommitResult([d.parent.name for _, d in ready], unchanged, rows_added)
+
+
+def scan_store(
+    root: str | Path,
+    start: date | None = None,
+    end: date | None = None,
+    symbols: Iterable[str] | None = None,
+) -> pl.LazyFrame:
+    """Lazily scan the store, reading only partitions that overlap [start, end]."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise StoreError(f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`")
+    names = stored_partitions(root)
+
+    def _in_range(name: str) -> bool:
+        value = name.split("=", 1)[1]
+        lo = date.fromisoformat(value if len(value) == 10 else value + "-01")
+        if manifest.partition == "date":
+            hi = lo
+        else:
+            nxt = date(lo.year + (lo.month == 12), lo.month % 12 + 1, 1)
+            hi = date.fromordinal(nxt.toordinal() - 1)
+        return (start is None or hi >= start) and (end is None or lo <= end)
+
+    files = [partition_path(root, n) for n in names if _in_range(n)]
+    if not files:
+        raise StoreError(f"{root}: no stored bars between {start} and {end}")
+    lf = pl.scan_parquet(files)
+    key = pl.col(manifest.key)
+    day = key.dt.date() if manifest.key == "ts" else key
+    if start is not None:
+        lf = lf.filter(day >= start)
+    if end is not None:
+        lf = lf.filter(day <= end)
+    if symbols is not None:
+        lf = lf.filter(pl.col("symbol").is_in(list(symbols)))
+    return lf

@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny synthetic market, raw-file writers, the real-data root."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from rotation_dl.data.synthetic import SampleConfig, make_sample_market
+from rotation_dl.schema import BAR_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("ROTATION_DL_DATA_ROOT", REPO.parent / "shared" / "data"))
+
+
+def pytest_collection_modifyitems(config, items):
+    root = data_root()
+    skip_real = pytest.mark.skip(
+        reason=f"real A-share data not found at {root} (set ROTATION_DL_DATA_ROOT)"
+    )
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    for item in items:
+        if "real_data" in item.keywords and not (root / "README.md").exists():
+            item.add_marker(skip_real)
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(skip_gpu)
+
+
+TINY = SampleConfig(n_industries=3, n_stocks=36, n_days=30, bar_minutes=15, seed=11)
+
+
+@pytest.fixture(scope="session")
+def tiny_market():
+    """3 industries x 36 stocks x 30 days x 16 bars, with the planted signal."""
+    return make_sample_market(TINY)
+
+
+def day_bars(
+    symbols=("600000.SH",), day="2025-01-02", bar_minutes=15, price=10.0, volume=1000.0
+) -> pl.DataFrame:
+    """A clean full day of flat bars for each symbol (A-share session, bar-end stamps)."""
+    from rotation_dl.session import A_SHARE
+
+    d = datetime.fromisoformat(day)
+    times = [datetime.combine(d.date(), t) for t in A_SHARE.bar_end_times(bar_minutes)]
+    rows = [
+        (s, t, price, price * 1.01, price * 0.99, price, volume, volume * price)
+        for s in symbols
+        for t in times
+    ]
+    return pl.DataFrame(rows, schema=BAR_SCHEMA, orient="row")
+
+
+def write(df: pl.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        df.write_csv(path)
+    else:
+        df.write_parquet(path)
+    return path
+
+
+def next_days(n: int, start: str = "2025-01-02") -> list[str]:
+    d = datetime.fromisoformat(start)
+    out = []
+    while len(out) < n:
+        if d.weekday() < 5:
+            out.append(d.date().isoformat())
+        d += timedelta(days=1)
+    return out

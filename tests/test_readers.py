@@ -1,0 +1,132 @@
+"""Readers: symbol normalisation, column mapping, units, CSV/parquet, classification."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import polars as pl
+import pytest
+from conftest import day_bars, write
+
+from rotation_dl.data.ingest import ingest_bars
+from rotation_dl.data.readers import (
+    ColumnMapping,
+    normalize_symbol,
+    read_adjustment,
+    read_classification,
+)
+from rotation_dl.data.store import read_manifest, scan_store
+from rotation_dl.errors import SchemaError, ValueRangeError
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("600000", "600000.SH"),
+        ("000001", "000001.SZ"),
+        ("300750", "300750.SZ"),
+        ("688981", "688981.SH"),
+        ("830799", "830799.BJ"),
+        ("920001", "920001.BJ"),
+        ("sh600000", "600000.SH"),
+        ("SZ.000001", "000001.SZ"),
+        (" 600000.sh ", "600000.SH"),
+        ("600000.XSHG", "600000.SH"),
+        ("000001.XSHE", "000001.SZ"),
+        ("AAPL", "AAPL"),
+    ],
+)
+def test_normalize_symbol(raw, expected):
+    out = pl.select(normalize_symbol(pl.lit(raw))).item()
+    assert out == expected
+
+
+def test_mapping_renames_units_and_codes(tmp_path):
+    df = day_bars(["600000.SH"]).with_columns(
+        pl.col("symbol").str.slice(0, 6), (pl.col("volume") / 100).alias("vol_lots")
+    ).drop("volume").rename({"symbol": "code", "ts": "datetime", "amount": "turnover"})
+    path = write(df, tmp_path / "raw.csv")
+    mapping = ColumnMapping(
+        columns={"symbol": "code", "ts": "datetime", "volume": "vol_lots", "amount": "turnover"},
+        volume_multiplier=100,
+    )
+    ingest_bars(path, tmp_path / "store", mapping)
+    out = scan_store(tmp_path / "store").collect()
+    assert out["symbol"].unique().to_list() == ["600000.SH"]
+    assert out["volume"].to_list() == [1000.0] * 16
+    assert out["ts"].min() == datetime(2025, 1, 2, 9, 45)
+
+
+def test_csv_keeps_leading_zeros(tmp_path):
+    df = day_bars(["000001.SZ"]).with_columns(pl.col("symbol").str.slice(0, 6))
+    path = write(df, tmp_path / "raw.csv")
+    ingest_bars(path, tmp_path / "store")
+    assert scan_store(tmp_path / "store").collect()["symbol"][0] == "000001.SZ"
+
+
+def test_daily_bars_with_code_date_and_lots(tmp_path):
+    df = pl.DataFrame(
+        {
+            "code": ["600000", "600000", "000001"],
+            "date": [datetime(2025, 1, 2), datetime(2025, 1, 3), datetime(2025, 1, 2)],
+            "open": [10.0, 10.2, 5.0],
+            "high": [10.5, 10.4, 5.1],
+            "low": [9.9, 10.0, 4.9],
+            "close": [10.2, 10.3, 5.0],
+            "volume": [12.5, 10.0, 3.0],
+        }
+    )
+    path = write(df, tmp_path / "d.parquet")
+    mapping = ColumnMapping(columns={"symbol": "code", "ts": "date"}, volume_multiplier=100)
+    report = ingest_bars(path, tmp_path / "store", mapping)
+    assert report.frequency == "daily"
+    man = read_manifest(tmp_path / "store")
+    assert man.partition == "month" and man.bar_minutes == 0
+    out = scan_store(tmp_path / "store").collect().sort("symbol", "date")
+    assert out.columns[:2] == ["symbol", "date"] and out["date"].dtype == pl.Date
+    assert out.filter(pl.col("symbol") == "600000.SH")["volume"].to_list() == [1250.0, 1000.0]
+    assert out["amount"][0] == pytest.approx(5.0 * 300.0)  # close x volume when no amount
+
+
+def test_classification_history_start_only(tmp_path):
+    path = write(
+        pl.DataFrame(
+            {
+                "stock_code": ["600000", "600000", "000001"],
+                "include_date": ["2020-01-01", "2021-07-30", "2019-01-01"],
+                "l1_name": ["Banks", "NonBank", "Banks"],
+            }
+        ),
+        tmp_path / "cls.csv",
+    )
+    cls = read_classification(
+        path, columns={"symbol": "stock_code", "industry": "l1_name", "start": "include_date"}
+    )
+    row = cls.filter(pl.col("symbol") == "600000.SH").sort("start")
+    assert row["end"].to_list() == [date(2021, 7, 29), None]
+    assert set(cls["symbol"]) == {"600000.SH", "000001.SZ"}
+
+
+def test_classification_missing_industry_policy(tmp_path):
+    path = write(
+        pl.DataFrame({"symbol": ["600000", "600001"], "industry": ["Banks", None]}),
+        tmp_path / "cls.parquet",
+    )
+    with pytest.raises(SchemaError, match="1 row have no industry"):
+        read_classification(path)
+    assert read_classification(path, on_missing_industry="drop").height == 1
+
+
+def test_classification_missing_column(tmp_path):
+    path = write(pl.DataFrame({"symbol": ["600000"]}), tmp_path / "cls.parquet")
+    with pytest.raises(SchemaError, match="industry"):
+        read_classification(path)
+
+
+def test_adjustment_factor_must_be_positive(tmp_path):
+    path = write(
+        pl.DataFrame({"symbol": ["600000"], "date": [date(2025, 1, 2)], "factor": [0.0]}),
+        tmp_path / "adj.parquet",
+    )
+    with pytest.raises(ValueRangeError, match="factor"):
+        read_adjustment(path)
