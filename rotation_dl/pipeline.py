@@ -79,7 +79,8 @@ def build_industry_bars(
         closes = read_daily_closes(adjusted_daily, columns=adjusted_daily_columns)
         factors = factors_from_adjusted_daily(bars, closes).collect()
     frame = industry_bars(
-        bars, cls, weighting=weighting, adjustment=factors, on_unmapped=on_unmapped
+        bars, cls, weighting=weighting, adjustment=factors, on_unmapped=on_unmapped,
+        presorted=True,  # store scans and resample output are in time order per symbol
     ).collect()
     out = Path(output)
     atomic_write_parquet(frame, out)

@@ -65,7 +65,7 @@ BAD_CASES = {
                        ValueRangeError, "high", 1),
     "close_above_high": (lambda df: _set(df, 8, close=11.0), ValueRangeError, "close", 1),
     "open_below_low": (lambda df: _set(df, 9, open=9.0), ValueRangeError, "open", 1),
-    "duplicate_rows": (lambda df: pl.concat([df, df.slice(3, 2)]), DuplicateRowsError, "ts", 4),
+    "duplicate_rows": (lambda df: pl.concat([df, df.slice(3, 2)]), DuplicateRowsError, "ts", 2),
     "unsorted": (lambda df: pl.concat([df.slice(5), df.slice(0, 5)]), UnsortedInputError, "ts", 1),
     "outside_session": (lambda df: _set(df, 0, ts=datetime(2025, 1, 2, 12, 0)), SessionError,
                         "ts", 1),

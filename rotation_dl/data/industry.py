@@ -24,7 +24,10 @@ Weighting = Literal["equal", "amount"]
 
 
 def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """Multiply prices by each stock's adjustment factor of the day (forward-filled, else 1)."""
+    """Multiply prices by each stock's adjustment factor of the day (forward-filled, else 1).
+
+    Rows must be in time order within each symbol; that order is kept.
+    """
     key = "ts" if "ts" in bars.collect_schema() else "date"
     day = pl.col("ts").dt.date() if key == "ts" else pl.col("date")
     return (
@@ -33,8 +36,8 @@ def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.
             factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor"),
             on=["symbol", "_d"],
             how="left",
+            maintain_order="left",
         )
-        .sort("symbol", key)
         .with_columns(pl.col("factor").forward_fill().over("symbol").fill_null(1.0))
         .with_columns([(pl.col(c) * pl.col("factor")).alias(c) for c in ("open", "high", "low", "close")])
         .drop("_d", "factor")
@@ -63,59 +66,72 @@ def map_industries(
     on_unmapped: Literal["fail", "drop"] = "fail",
     source: str = "bars",
 ) -> pl.LazyFrame:
-    """Attach each bar's industry on the bar's date (classification may be point-in-time)."""
-    day = pl.col("ts").dt.date() if "ts" in bars.collect_schema() else pl.col("date")
-    keys = bars.select("symbol", day.alias("_d")).unique().collect()
-    cls = classification.lazy()
-    matched = (
-        keys.lazy()
-        .join(cls, on="symbol", how="inner")
-        .filter(
-            (pl.col("start").is_null() | (pl.col("start") <= pl.col("_d")))
-            & (pl.col("end").is_null() | (pl.col("_d") <= pl.col("end")))
+    """Attach each bar's industry on the bar's date (classification may be point-in-time).
+
+    Row order of `bars` is kept, so time order within a symbol survives the join.
+    """
+    schema = bars.collect_schema()
+    day = pl.col("ts").dt.date() if "ts" in schema else pl.col("date")
+    static = classification.select(pl.col("start").is_null().all() & pl.col("end").is_null().all()).item()
+    if static:
+        dup = classification.filter(pl.col("symbol").is_duplicated())
+        if dup.height:
+            raise DataError(
+                "classification gives a stock two industries on one date (overlapping start/end)",
+                file="classification", column="industry", count=dup.height,
+                example=dup.row(0, named=True),
+            )
+        keys = bars.select(pl.col("symbol").unique()).collect()
+        matched = classification.select("symbol", "industry")
+        unmapped = keys.join(matched, on="symbol", how="anti")
+        on = ["symbol"]
+    else:
+        keys = bars.select("symbol", day.alias("_d")).unique().collect()
+        matched = (
+            keys.join(classification, on="symbol", how="inner")
+            .filter(
+                (pl.col("start").is_null() | (pl.col("start") <= pl.col("_d")))
+                & (pl.col("end").is_null() | (pl.col("_d") <= pl.col("end")))
+            )
+            .select("symbol", "_d", "industry")
         )
-        .select("symbol", "_d", "industry")
-        .collect()
-    )
-    overlap = matched.filter(pl.struct("symbol", "_d").is_duplicated())
-    if overlap.height:
-        raise DataError(
-            "classification gives a stock two industries on one date (overlapping start/end)",
-            file="classification", column="industry", count=overlap.height,
-            example=overlap.row(0, named=True),
-        )
-    unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
+        overlap = matched.filter(pl.struct("symbol", "_d").is_duplicated())
+        if overlap.height:
+            raise DataError(
+                "classification gives a stock two industries on one date (overlapping start/end)",
+                file="classification", column="industry", count=overlap.height,
+                example=overlap.row(0, named=True),
+            )
+        unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
+        on = ["symbol", "_d"]
+        bars = bars.with_columns(day.alias("_d"))
     if unmapped.height:
         n_sym = unmapped["symbol"].n_unique()
         if on_unmapped == "fail":
             raise UnmappedSymbolError(
-                f"(symbol, day) pairs of {n_sym} symbol(s) have no industry in the "
-                "classification (set on_unmapped=drop to leave them out)",
+                f"{'symbols' if static else '(symbol, day) pairs'} of {n_sym} symbol(s) have no "
+                "industry in the classification (set on_unmapped=drop to leave them out)",
                 file=source, column="symbol", count=unmapped.height,
                 example=unmapped.row(0, named=True),
             )
-        log.warning("dropped bars of %d unmapped (symbol, day) pairs, %d symbols",
-                    unmapped.height, n_sym)
-    return bars.with_columns(day.alias("_d")).join(
-        matched.lazy(), on=["symbol", "_d"], how="inner"
-    ).drop("_d")
+        log.warning("dropped bars of %d unmapped symbols", n_sym)
+    out = bars.join(matched.lazy(), on=on, how="inner", maintain_order="left")
+    return out.drop("_d") if not static else out
 
 
-def stock_bar_returns(bars: pl.LazyFrame) -> pl.LazyFrame:
-    """Add prev_close, ret and active (the stock traded in the bar).
+def stock_bar_returns(bars: pl.LazyFrame, presorted: bool = False) -> pl.LazyFrame:
+    """Add prev_close and ret (close over the previous bar's close) per stock.
 
     A stock's first bar has no previous close; its open stands in, so its return is intrabar.
-    Rows without a positive close (feed placeholders) are treated as absent.
+    Rows without a positive close (feed placeholders) are treated as absent. `presorted` skips
+    the sort when rows are already in time order within each symbol (as the store scans).
     """
     prev = pl.col("close").shift(1).over("symbol").fill_null(pl.col("open"))
-    return (
-        bars.filter(pl.col("close") > 0)
-        .sort("symbol", "ts")
-        .with_columns(prev.alias("prev_close"))
-        .with_columns(
-            (pl.col("close") / pl.col("prev_close") - 1).alias("ret"),
-            (pl.col("volume") > 0).alias("active"),
-        )
+    bars = bars.filter(pl.col("close") > 0)
+    if not presorted:
+        bars = bars.sort("symbol", "ts")
+    return bars.with_columns(prev.alias("prev_close")).with_columns(
+        (pl.col("close") / pl.col("prev_close") - 1).alias("ret")
     )
 
 
@@ -126,6 +142,7 @@ def industry_bars(
     weighting: Weighting = "equal",
     adjustment: pl.DataFrame | pl.LazyFrame | None = None,
     on_unmapped: Literal["fail", "drop"] = "fail",
+    presorted: bool = False,
 ) -> pl.LazyFrame:
     """Aggregate canonical stock bars to industry bars (INDUSTRY_BAR_SCHEMA).
 
@@ -136,36 +153,43 @@ def industry_bars(
             `ret_ew` and `ret_aw` are always present.
         adjustment: factors (symbol, date, factor) making raw prices continuous across days.
         on_unmapped: `fail` or `drop` bars of symbols without an industry on that date.
+        presorted: rows already come in time order within each symbol (store scans do).
 
     Returns:
         One row per industry and market bar (every bar time seen in the input); bars where no
         constituent traded have n_active = 0, null returns and a flat index.
     """
+    if not presorted:
+        bars = bars.sort("symbol", "ts")
     if adjustment is not None:
         bars = adjust_bars(bars, adjustment)
-    stock = stock_bar_returns(map_industries(bars, classification, on_unmapped))
-    a = pl.col("active")
-    w = pl.when(a).then(pl.col("amount") if weighting == "amount" else pl.lit(1.0)).otherwise(0.0)
-    amt = pl.when(a).then(pl.col("amount")).otherwise(0.0)
-
-    def wmean(x: pl.Expr, weight: pl.Expr) -> pl.Expr:
-        return (pl.when(a).then(x).otherwise(0.0) * weight).sum() / weight.sum()
-
+    stock = stock_bar_returns(map_industries(bars, classification, on_unmapped), presorted=True)
     pc = pl.col("prev_close")
-    agg = stock.group_by("industry", "ts").agg(
-        a.sum().cast(pl.UInt32).alias("n_active"),
-        wmean(pl.col("ret"), pl.when(a).then(1.0).otherwise(0.0)).alias("ret_ew"),
-        wmean(pl.col("ret"), amt).alias("ret_aw"),
-        wmean(pl.col("open") / pc, w).alias("_ro"),
-        wmean(pl.col("high") / pc, w).alias("_rh"),
-        wmean(pl.col("low") / pc, w).alias("_rl"),
-        (pl.when(a).then(pl.col("ret") > 0).otherwise(None)).mean().alias("up_share"),
-        pl.col("volume").sum(),
-        pl.col("amount").sum(),
+    traded = stock.filter(pl.col("volume") > 0).with_columns(
+        (pl.col("open") / pc).alias("_ro"),
+        (pl.col("high") / pc).alias("_rh"),
+        (pl.col("low") / pc).alias("_rl"),
     )
-    grid = (
-        stock.select(pl.col("industry").unique())
-        .join(stock.select(pl.col("ts").unique()), how="cross")
+    rel = ("_ro", "_rh", "_rl")
+    amount_sum = pl.col("amount").sum()
+
+    def amount_mean(c: str) -> pl.Expr:
+        return pl.when(amount_sum > 0).then((pl.col(c) * pl.col("amount")).sum() / amount_sum) \
+            .otherwise(pl.col(c).mean())
+
+    rel_aggs = [(amount_mean(c) if weighting == "amount" else pl.col(c).mean()).alias(c)
+                for c in rel]
+    agg = traded.group_by("industry", "ts").agg(
+        pl.len().cast(pl.UInt32).alias("n_active"),
+        pl.col("ret").mean().alias("ret_ew"),
+        amount_mean("ret").alias("ret_aw"),
+        *rel_aggs,
+        (pl.col("ret") > 0).mean().alias("up_share"),
+        pl.col("volume").sum(),
+        amount_sum.alias("amount"),
+    )
+    grid = stock.select(pl.col("industry").unique()).join(
+        stock.select(pl.col("ts").unique()), how="cross"
     )
     ret = pl.col("ret_aw") if weighting == "amount" else pl.col("ret_ew")
     out = (
@@ -174,10 +198,6 @@ def industry_bars(
             pl.col("n_active").fill_null(0),
             pl.col("volume").fill_null(0.0),
             pl.col("amount").fill_null(0.0),
-        )
-        .with_columns(
-            [pl.when(pl.col("n_active") > 0).then(pl.col(c)).otherwise(None).alias(c)
-             for c in ("ret_ew", "ret_aw", "_ro", "_rh", "_rl", "up_share")]
         )
         .sort("industry", "ts")
         .with_columns(ret.alias("ret"))

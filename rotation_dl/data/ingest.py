@@ -18,8 +18,14 @@ from pathlib import Path
 
 import polars as pl
 
-from rotation_dl.data.readers import ColumnMapping, list_files, read_bars_file
+from rotation_dl.data.readers import (
+    ColumnMapping,
+    list_files,
+    normalize_symbols,
+    read_bars_file,
+)
 from rotation_dl.data.store import (
+    COMPRESSION,
     Partitioning,
     StoreManifest,
     check_compatible,
@@ -81,11 +87,8 @@ def _file_dates(lf: pl.LazyFrame, file: str) -> list:
 
 def _to_canonical(df: pl.DataFrame, daily: bool) -> pl.DataFrame:
     if daily:
-        cols = [pl.col("ts").dt.date().alias("date"), *[c for c in DAILY_SCHEMA if c != "date"]]
-        return df.select("symbol", *cols[:1], *cols[2:], "_file").select(
-            *DAILY_SCHEMA, "_file"
-        )
-    return df.select(*BAR_SCHEMA, "_file")
+        return df.with_columns(pl.col("ts").dt.date().alias("date")).select(*DAILY_SCHEMA)
+    return df.select(*BAR_SCHEMA)
 
 
 def ingest_bars(
@@ -133,6 +136,7 @@ def ingest_bars(
             for ci in range(0, len(dates), chunk_days):
                 chunk_dates = dates[ci : ci + chunk_days]
                 raw = _collect(lf.filter(pl.col("ts").dt.date().is_in(chunk_dates)), str(path))
+                raw = normalize_symbols(raw, mapping.symbol_format)
                 report.rows_read += raw.height
                 clean, bar_minutes, dropped = validate_bars(
                     raw, str(path), session, policy, mapping.ts_label, bar_minutes
@@ -151,10 +155,11 @@ def ingest_bars(
                 for (name,), frag in keyed.partition_by("_part", as_dict=True).items():
                     out = staging / str(name) / f"{fi:05d}-{ci:06d}.parquet"
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    frag.drop("_part").write_parquet(out)
+                    frag.drop("_part").write_parquet(out, compression=COMPRESSION, statistics=True)
         if manifest is None:
             raise EmptyInputError("no valid rows in the input", file=str(paths[0]), count=0)
-        result = commit_partitions(root, staging, manifest, policy.on_conflict == "replace")
+        result = commit_partitions(root, staging, manifest, policy.on_conflict == "replace",
+                                   sources=[str(f) for f in files])
         report.frequency = manifest.frequency
         report.bar_minutes = manifest.bar_minutes
         report.rows_added = result.rows_added

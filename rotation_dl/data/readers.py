@@ -72,6 +72,19 @@ def normalize_symbol(expr: pl.Expr) -> pl.Expr:
     return pl.when(bare).then(s + suffix).otherwise(s)
 
 
+def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.DataFrame:
+    """Normalise the `symbol` column, working on unique codes only (fast on big frames)."""
+    if symbol_format != "ashare" or df.is_empty():
+        return df
+    uniq = df.select(pl.col("symbol").unique())
+    mapped = uniq.with_columns(normalize_symbol(pl.col("symbol")).alias("new"))
+    changed = mapped.filter(pl.col("symbol") != pl.col("new"))
+    if changed.is_empty():
+        return df
+    table = dict(zip(changed["symbol"].to_list(), changed["new"].to_list(), strict=True))
+    return df.with_columns(pl.col("symbol").replace(table))
+
+
 def list_files(path: str | Path, what: str = "input") -> list[Path]:
     """Files under `path` (a file, a directory searched recursively, or a glob)."""
     p = Path(path)
@@ -190,9 +203,7 @@ def read_bars_file(
         )
     if with_row_index:
         lf = lf.with_row_index("_row")
-    sym = pl.col(sym_src).cast(pl.String)
-    if mapping.symbol_format == "ashare":
-        sym = normalize_symbol(sym)
+    sym = pl.col(sym_src).cast(pl.String)  # normalised per unique code by `normalize_symbols`
     close = pl.col(mapping.source("close")).cast(pl.Float64)
     volume = pl.col(mapping.source("volume")).cast(pl.Float64) * mapping.volume_multiplier
     amount = (

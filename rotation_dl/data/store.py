@@ -68,7 +68,7 @@ def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, compression=COMPRESSION, statistics=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -116,24 +116,34 @@ def stored_partitions(root: Path) -> list[str]:
     return sorted(p.parent.name for p in bars.glob("*/data.parquet"))
 
 
+COMPRESSION = "lz4"  # fast to write and read; the store is a working copy, not an archive
+
+
 def _merge_partition(
     new: pl.DataFrame, existing: pl.DataFrame | None, key: str, replace: bool, where: str
 ) -> pl.DataFrame | None:
-    """Merged partition, or None when `new` adds nothing to `existing`."""
+    """Merged partition, or None when `new` adds nothing to `existing`.
+
+    `new` may hold a `_file` column naming each row's source, used in error messages.
+    """
     keys = ["symbol", key]
     values = [c for c in new.columns if c not in keys and not c.startswith("_")]
-    distinct = new.unique(subset=[*keys, *values], keep="first", maintain_order=True)
-    clash = distinct.filter(pl.struct(keys).is_duplicated())
+    new = new.sort(keys)
+    same_key = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in keys])
+    same_vals = pl.all_horizontal([pl.col(v) == pl.col(v).shift(1) for v in values])
+    flags = new.select(same_key.fill_null(False).alias("k"), same_vals.fill_null(False).alias("v"))
+    clash = new.filter(flags["k"] & ~flags["v"])
     if clash.height:
-        files = clash["_file"].unique().to_list() if "_file" in clash.columns else []
+        files = sorted(set(new.filter(flags["k"] | flags["k"].shift(-1).fill_null(False))
+                           ["_file"].to_list())) if "_file" in new.columns else []
         raise DuplicateRowsError(
             f"appear in several input files with different values ({', '.join(files)})",
             file=where, column=key, count=clash.height,
             example=clash.drop([c for c in clash.columns if c.startswith("_")]).row(0, named=True),
         )
-    new = distinct.drop([c for c in distinct.columns if c.startswith("_")])
+    new = new.filter(~flags["k"]).drop([c for c in new.columns if c.startswith("_")])
     if existing is None:
-        return new.sort(keys)
+        return new
     joined = new.join(existing, on=keys, how="left", suffix="__old")
     is_new = pl.col(f"{values[0]}__old").is_null()
     differs = pl.any_horizontal([pl.col(v) != pl.col(f"{v}__old") for v in values])
@@ -164,27 +174,38 @@ def commit_partitions(
     staging: Path,
     manifest: StoreManifest,
     replace: bool = False,
+    sources: list[str] | None = None,
 ) -> CommitResult:
-    """Merge staged fragments (<staging>/<partition>/*.parquet) into the store.
+    """Merge staged fragments (<staging>/<partition>/<file index>-<chunk>.parquet) into the store.
 
-    Two phases keep a failure from leaving a half-updated store: first every merged partition is
-    written inside `staging` (all conflicts surface here), then each is renamed into place.
+    Two phases keep a failure from leaving a half-updated store: first every partition is made
+    ready inside `staging` (all conflicts surface here), then each is renamed into place. A
+    partition with one fragment and nothing stored is renamed as is, without a re-read.
     """
     root = Path(root)
     ready: list[tuple[Path, Path]] = []
     unchanged: list[str] = []
     rows_added = 0
     for part_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
-        new = pl.read_parquet(sorted(part_dir.glob("*.parquet")))
+        frags = sorted(part_dir.glob("*.parquet"))
         final = partition_path(root, part_dir.name)
+        if len(frags) == 1 and not final.exists():
+            rows_added += pl.scan_parquet(frags[0]).select(pl.len()).collect().item()
+            ready.append((frags[0], final))
+            continue
+        new = pl.concat([
+            pl.read_parquet(f).with_columns(
+                pl.lit(sources[int(f.stem.split("-")[0])] if sources else f.name).alias("_file"))
+            for f in frags
+        ])
         existing = pl.read_parquet(final) if final.exists() else None
         merged = _merge_partition(new, existing, manifest.key, replace, str(final))
         if merged is None:
             unchanged.append(part_dir.name)
             continue
         rows_added += merged.height - (existing.height if existing is not None else 0)
-        out = part_dir / "merged.parquet.ready"
-        merged.write_parquet(out, compression="zstd", statistics=True)
+        out = part_dir / "merged.ready"
+        merged.write_parquet(out, compression=COMPRESSION, statistics=True)
         ready.append((out, final))
     for src, dst in ready:
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,136 @@
+"""Benchmark: ingest + industry aggregation vs a pandas groupby and a bare parquet scan.
+
+Writes outputs/bench/ingest.json. Each measurement runs in its own subprocess so peak RSS
+(ru_maxrss of that child) belongs to that measurement alone. Run: `make bench` or
+`python scripts/bench_ingest.py --stocks 1000 --days 60`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _child(mode: str, raw: Path, work: Path) -> dict:
+    """Run one measurement in this process (called in a subprocess)."""
+    t0 = time.perf_counter()
+    if mode == "rotation_dl":
+        from rotation_dl.data.ingest import ingest_bars
+        from rotation_dl.pipeline import build_industry_bars
+
+        store = work / "store"
+        shutil.rmtree(store, ignore_errors=True)
+        report = ingest_bars(raw / "bars", store)
+        res = build_industry_bars(store, raw / "classification.csv", work / "industry.parquet")
+        rows, out_rows = report.rows_read, res.frame.height
+    elif mode == "scan":
+        df = pl.scan_parquet(sorted((raw / "bars").glob("*.parquet"))).collect()
+        rows, out_rows = df.height, 0
+    elif mode == "pandas":
+        import pandas as pd
+
+        files = sorted((raw / "bars").glob("*.parquet"))
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        cls = pd.read_csv(raw / "classification.csv", dtype={"symbol": str})
+        df = df[df["close"] > 0].merge(cls[["symbol", "industry"]], on="symbol")
+        df = df.sort_values(["symbol", "ts"])
+        df["prev_close"] = df.groupby("symbol")["close"].shift(1).fillna(df["open"])
+        df["ret"] = df["close"] / df["prev_close"] - 1
+        df = df[df["volume"] > 0]
+        df["up"] = df["ret"] > 0
+        df["w_ret"] = df["ret"] * df["amount"]
+        g = df.groupby(["industry", "ts"])
+        out = g.agg(ret_ew=("ret", "mean"), w_ret=("w_ret", "sum"), amount=("amount", "sum"),
+                    volume=("volume", "sum"), n_active=("ret", "size"), up_share=("up", "mean"))
+        out["ret_aw"] = out["w_ret"] / out["amount"]
+        out.to_parquet(work / "industry_pandas.parquet")
+        rows, out_rows = len(df), len(out)
+    else:
+        raise ValueError(mode)
+    wall = time.perf_counter() - t0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"mode": mode, "seconds": wall, "rows": rows, "out_rows": out_rows, "peak_rss_mb": rss_mb}
+
+
+def _measure(mode: str, raw: Path, work: Path) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--raw", str(raw), "--work", str(work)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _make_market(raw: Path, stocks: int, days: int, bar_minutes: int) -> None:
+    from rotation_dl.data.synthetic import SampleConfig, write_sample_market
+
+    if (raw / "bars").exists() and len(list((raw / "bars").glob("*.parquet"))) == days:
+        return
+    shutil.rmtree(raw, ignore_errors=True)
+    cfg = SampleConfig(n_industries=31, n_stocks=stocks, n_days=days, bar_minutes=bar_minutes,
+                       seed=1)
+    write_sample_market(raw, cfg)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--stocks", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--bar-minutes", type=int, default=1)
+    ap.add_argument("--skip-pandas", action="store_true")
+    ap.add_argument("--out", default=str(REPO / "outputs" / "bench" / "ingest.json"))
+    ap.add_argument("--child")
+    ap.add_argument("--raw")
+    ap.add_argument("--work")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.child, Path(args.raw), Path(args.work))))
+        return
+    base = REPO / "outputs" / "bench" / "ingest_work"
+    results: dict[str, dict] = {}
+    for label, days in (("base", args.days), ("2x_days", 2 * args.days)):
+        raw = base / f"raw_{args.stocks}x{days}x{args.bar_minutes}"
+        _make_market(raw, args.stocks, days, args.bar_minutes)
+        work = base / f"work_{label}"
+        work.mkdir(parents=True, exist_ok=True)
+        modes = ["scan", "rotation_dl"] + ([] if args.skip_pandas or label != "base" else ["pandas"])
+        for mode in modes:
+            results[f"{label}/{mode}"] = _measure(mode, raw, work)
+            print(f"{label:8s} {mode:12s} {results[f'{label}/{mode}']}", file=sys.stderr)
+    ours, scan = results["base/rotation_dl"], results["base/scan"]
+    summary = {
+        "rows": ours["rows"],
+        "stocks": args.stocks,
+        "days": args.days,
+        "bar_minutes": args.bar_minutes,
+        "rows_per_s": ours["rows"] / ours["seconds"],
+        "seconds": ours["seconds"],
+        "speedup_vs_pandas": (results["base/pandas"]["seconds"] / ours["seconds"]
+                              if "base/pandas" in results else None),
+        "ratio_to_scan": ours["seconds"] / scan["seconds"],
+        "peak_rss_mb": ours["peak_rss_mb"],
+        "peak_rss_mb_2x_days": results["2x_days/rotation_dl"]["peak_rss_mb"],
+        "pandas_peak_rss_mb": results.get("base/pandas", {}).get("peak_rss_mb"),
+        "scan_peak_rss_mb": scan["peak_rss_mb"],
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
+                    "polars": pl.__version__},
+        "runs": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
