@@ -52,8 +52,9 @@ def cmd_sample(cfg: DictConfig) -> dict[str, Path]:
 
     if cfg.data.kind != "sample":
         raise RotationDLError("`sample` needs data=sample")
-    paths = write_sample_market(cfg.data.raw_dir, SampleConfig(**_plain(cfg.data.sample)),
-                                _session(cfg))
+    paths = write_sample_market(
+        cfg.data.raw_dir, SampleConfig(**_plain(cfg.data.sample)), _session(cfg)
+    )
     log.info("sample market written to %s", cfg.data.raw_dir)
     return paths
 

@@ -8,15 +8,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from rotation_dl.data.industry import Weighting, factors_from_adjusted_daily, industry_bars
+from rotation_dl.data.industry import (
+    Weighting,
+    add_return_index,
+    adjust_bars,
+    aggregate_industry_returns,
+    factors_from_adjusted_daily,
+    map_industries,
+    stock_bar_returns,
+)
 from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.store import atomic_write_parquet, read_manifest, scan_store
+from rotation_dl.data.store import (
+    atomic_write_parquet,
+    read_manifest,
+    scan_store,
+    stored_partitions,
+)
 from rotation_dl.errors import ConfigError, StoreError
 from rotation_dl.session import A_SHARE, Session
 
@@ -42,6 +56,19 @@ class IndustryBarsResult:
         )
 
 
+def _chunks(names: list[str], size: int) -> list[list[str]]:
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def _partition_dates(names: list[str]) -> tuple[date, date]:
+    first, last = names[0].split("=", 1)[1], names[-1].split("=", 1)[1]
+    lo = date.fromisoformat(first if len(first) == 10 else first + "-01")
+    hi = date.fromisoformat(last if len(last) == 10 else last + "-28")
+    if len(last) != 10:  # month partition: run to the month's end
+        hi = date(hi.year + (hi.month == 12), hi.month % 12 + 1, 1) - timedelta(days=1)
+    return lo, hi
+
+
 def build_industry_bars(
     store: str | Path,
     classification: str | Path,
@@ -57,31 +84,86 @@ def build_industry_bars(
     on_unmapped: Literal["fail", "drop"] = "fail",
     on_missing_industry: Literal["fail", "drop"] = "fail",
     session: Session = A_SHARE,
+    chunk_partitions: int = 20,
 ) -> IndustryBarsResult:
-    """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic)."""
+    """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
+
+    Streams the store `chunk_partitions` partitions at a time, carrying each stock's last
+    (adjusted) close and each industry's index level into the next chunk, so memory stays flat
+    as history grows and the result equals a single pass over all of it.
+    """
     manifest = read_manifest(Path(store))
     if manifest is None:
         raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
     if manifest.frequency != "intraday":
         raise ConfigError("industry bars need an intraday store; this store holds daily bars")
-    bars = scan_store(store)
     size = manifest.bar_minutes
-    if bar_minutes and bar_minutes != size:
-        bars = resample_bars(bars, bar_minutes, session, source_minutes=size)
-        size = bar_minutes
     cls = read_classification(
         classification, columns=classification_columns, on_missing_industry=on_missing_industry
     )
-    factors = None
+    factors: pl.DataFrame | None = None
     if adjustment is not None:
         factors = read_adjustment(adjustment, columns=adjustment_columns)
     elif adjusted_daily is not None:
-        closes = read_daily_closes(adjusted_daily, columns=adjusted_daily_columns)
-        factors = factors_from_adjusted_daily(bars, closes).collect()
-    frame = industry_bars(
-        bars, cls, weighting=weighting, adjustment=factors, on_unmapped=on_unmapped,
-        presorted=True,  # store scans and resample output are in time order per symbol
-    ).collect()
+        closes = read_daily_closes(adjusted_daily, columns=adjusted_daily_columns).collect()
+        factors = factors_from_adjusted_daily(scan_store(store), closes).collect(
+            engine="streaming"
+        )
+    names = stored_partitions(Path(store))
+    carry_close: pl.DataFrame | None = None
+    carry_level: pl.DataFrame | None = None
+    parts: list[pl.DataFrame] = []
+    industries: set[str] = set()
+    for chunk in _chunks(names, chunk_partitions):
+        lo, hi = _partition_dates(chunk)
+        bars = scan_store(store, lo, hi)
+        if bar_minutes and bar_minutes != manifest.bar_minutes:
+            bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
+            size = bar_minutes
+        if factors is not None:
+            bars = adjust_bars(bars, factors.filter(pl.col("date").is_between(lo, hi)).lazy())
+        mapped = map_industries(bars, cls, on_unmapped)
+        stock = stock_bar_returns(mapped, presorted=True, prev_close=carry_close).collect()
+        if stock.is_empty():
+            continue
+        chunk_industries = stock["industry"].unique()
+        industries.update(chunk_industries.to_list())
+        agg = aggregate_industry_returns(stock.lazy(), weighting)
+        part = add_return_index(
+            agg, sorted(industries), stock["ts"].unique(), weighting, carry_level
+        ).collect()
+        parts.append(part)
+        last = stock.group_by("symbol").agg(pl.col("close").last().alias("prev_close"))
+        carry_close = (
+            last
+            if carry_close is None
+            else pl.concat([carry_close.join(last, on="symbol", how="anti"), last])
+        )
+        carry_level = part.group_by("industry").agg(
+            pl.col("close").sort_by("ts").last().alias("level")
+        )
+    if not parts:
+        raise StoreError(f"{store}: no bars to aggregate")
+    frame = _complete_grid(pl.concat(parts), sorted(industries))
     out = Path(output)
     atomic_write_parquet(frame, out)
     return IndustryBarsResult(out, frame, size)
+
+
+def _complete_grid(frame: pl.DataFrame, industries: list[str]) -> pl.DataFrame:
+    """Add rows for industries first seen in a later chunk (flat index, n_active = 0)."""
+    expected = len(industries) * frame["ts"].n_unique()
+    if frame.height == expected:
+        return frame.sort("industry", "ts")
+    grid = pl.DataFrame({"industry": industries}).join(
+        frame.select(pl.col("ts").unique()), how="cross"
+    )
+    full = grid.join(frame, on=["industry", "ts"], how="left").sort("industry", "ts")
+    level = pl.col("close").forward_fill().over("industry").fill_null(1.0)
+    return full.with_columns(
+        pl.col("n_active").fill_null(0),
+        pl.col("volume").fill_null(0.0),
+        pl.col("amount").fill_null(0.0),
+        pl.col("ts").dt.date().alias("date"),
+        *[pl.col(c).fill_null(level) for c in ("open", "high", "low", "close")],
+    ).select(frame.columns)

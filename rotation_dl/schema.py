@@ -2,8 +2,9 @@
 
 Bars (any intraday size):  symbol, ts (exchange-local bar END time), open, high, low, close,
                            volume (shares), amount (currency).
-Daily bars:                symbol, date, open, high, low, close, volume (shares), amount (optional).
-Classification:            symbol, industry, start (optional, inclusive), end (optional, inclusive).
+Daily bars:                symbol, date, open, high, low, close, volume (shares),
+                           amount (optional).
+Classification:            symbol, industry, start and end (optional, inclusive dates).
 Adjustment factors:        symbol, date, factor (adjusted price = raw price x factor).
 Industry bars:             industry, ts, date, open, high, low, close (return index), ret, ret_ew,
                            ret_aw, volume, amount, n_active, up_share.

@@ -23,7 +23,7 @@ def _minutes(text: str) -> int:
 
 @dataclass(frozen=True)
 class Session:
-    """Trading intervals of a day as (open, close) minutes since midnight, bar-end exclusive of open."""
+    """Trading intervals of a day as (open, close) minutes since midnight."""
 
     intervals: tuple[tuple[int, int], ...] = ((570, 690), (780, 900))
 
@@ -33,7 +33,9 @@ class Session:
         parsed = tuple((_minutes(a), _minutes(b)) for a, b in intervals)
         for (o, c), nxt in zip(parsed, [*parsed[1:], None], strict=True):
             if c <= o or (nxt is not None and nxt[0] < c):
-                raise ConfigError(f"session intervals must be increasing and disjoint: {intervals}")
+                raise ConfigError(
+                    f"session intervals must be increasing and disjoint: {intervals}"
+                )
         return cls(parsed)
 
     @property
@@ -47,7 +49,9 @@ class Session:
 
     def bar_end_times(self, bar_minutes: int) -> list[time]:
         """Bar-end times of a full day on a `bar_minutes` grid."""
-        clocks = [min(k * bar_minutes, self.length) for k in range(1, self.bars_per_day(bar_minutes) + 1)]
+        clocks = [
+            min(k * bar_minutes, self.length) for k in range(1, self.bars_per_day(bar_minutes) + 1)
+        ]
         return [self._clock_to_time(c) for c in clocks]
 
     def _clock_to_time(self, clock: int) -> time:

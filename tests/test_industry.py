@@ -1,4 +1,5 @@
-"""Industry bars: hand-computed values, suspensions, point-in-time classes, adjustment, look-ahead."""
+"""Industry bars: hand-computed values, suspensions, point-in-time classes, adjustment,
+look-ahead."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ def _bars(rows):
 
 def _cls(mapping: dict[str, str]) -> pl.DataFrame:
     return pl.DataFrame(
-        {"symbol": list(mapping), "industry": list(mapping.values()),
-         "start": [None] * len(mapping), "end": [None] * len(mapping)},
+        {
+            "symbol": list(mapping),
+            "industry": list(mapping.values()),
+            "start": [None] * len(mapping),
+            "end": [None] * len(mapping),
+        },
         schema={"symbol": pl.String, "industry": pl.String, "start": pl.Date, "end": pl.Date},
     )
 
@@ -30,14 +35,16 @@ def _cls(mapping: dict[str, str]) -> pl.DataFrame:
 @pytest.fixture
 def two_stocks():
     # A: 10 -> 11 -> 11 (suspended in bar 3), B: 20 -> 19 -> 19.5
-    return _bars([
-        ("A", T[0], 10.0, 10.0, 10.0, 10.0, 100.0, 1000.0),
-        ("A", T[1], 10.0, 11.5, 10.0, 11.0, 100.0, 3000.0),
-        ("A", T[2], 11.0, 11.0, 11.0, 11.0, 0.0, 0.0),
-        ("B", T[0], 20.0, 20.0, 20.0, 20.0, 50.0, 1000.0),
-        ("B", T[1], 20.0, 20.0, 18.0, 19.0, 50.0, 1000.0),
-        ("B", T[2], 19.0, 20.0, 19.0, 19.5, 50.0, 1000.0),
-    ])
+    return _bars(
+        [
+            ("A", T[0], 10.0, 10.0, 10.0, 10.0, 100.0, 1000.0),
+            ("A", T[1], 10.0, 11.5, 10.0, 11.0, 100.0, 3000.0),
+            ("A", T[2], 11.0, 11.0, 11.0, 11.0, 0.0, 0.0),
+            ("B", T[0], 20.0, 20.0, 20.0, 20.0, 50.0, 1000.0),
+            ("B", T[1], 20.0, 20.0, 18.0, 19.0, 50.0, 1000.0),
+            ("B", T[2], 19.0, 20.0, 19.0, 19.5, 50.0, 1000.0),
+        ]
+    )
 
 
 def test_hand_computed(two_stocks):
@@ -63,7 +70,9 @@ def test_amount_weighting_builds_index_from_ret_aw(two_stocks):
     out = industry_bars(two_stocks, _cls({"A": "X", "B": "X"}), weighting="amount").collect()
     assert out["ret"].to_list()[1] == pytest.approx(out["ret_aw"][1])
     assert out["close"][1] == pytest.approx(1 + out["ret_aw"][1])
-    assert (out["high"] >= out["close"] - 1e-12).all() and (out["low"] <= out["close"] + 1e-12).all()
+    assert (out["high"] >= out["close"] - 1e-12).all() and (
+        out["low"] <= out["close"] + 1e-12
+    ).all()
 
 
 def test_bar_with_no_active_constituent(two_stocks):
@@ -74,12 +83,20 @@ def test_bar_with_no_active_constituent(two_stocks):
 
 
 def test_point_in_time_classification(two_stocks):
-    bars = pl.concat([two_stocks.collect(), two_stocks.collect().with_columns(
-        pl.col("ts") + pl.duration(days=1))]).lazy()
-    cls = pl.DataFrame({
-        "symbol": ["A", "A", "B"], "industry": ["X", "Y", "Y"],
-        "start": [None, date(2025, 1, 3), None], "end": [date(2025, 1, 2), None, None],
-    })
+    bars = pl.concat(
+        [
+            two_stocks.collect(),
+            two_stocks.collect().with_columns(pl.col("ts") + pl.duration(days=1)),
+        ]
+    ).lazy()
+    cls = pl.DataFrame(
+        {
+            "symbol": ["A", "A", "B"],
+            "industry": ["X", "Y", "Y"],
+            "start": [None, date(2025, 1, 3), None],
+            "end": [date(2025, 1, 2), None, None],
+        }
+    )
     out = industry_bars(bars, cls).collect()
     day1 = out.filter(pl.col("date") == date(2025, 1, 2))
     day2 = out.filter(pl.col("date") == date(2025, 1, 3))
@@ -89,10 +106,15 @@ def test_point_in_time_classification(two_stocks):
 
 
 def test_overlapping_classification_rejected(two_stocks):
-    cls = pl.DataFrame({"symbol": ["A", "A", "B"], "industry": ["X", "Y", "Y"],
-                        "start": [None, None, None], "end": [None, None, None]},
-                       schema={"symbol": pl.String, "industry": pl.String, "start": pl.Date,
-                               "end": pl.Date})
+    cls = pl.DataFrame(
+        {
+            "symbol": ["A", "A", "B"],
+            "industry": ["X", "Y", "Y"],
+            "start": [None, None, None],
+            "end": [None, None, None],
+        },
+        schema={"symbol": pl.String, "industry": pl.String, "start": pl.Date, "end": pl.Date},
+    )
     with pytest.raises(DataError, match="two industries"):
         industry_bars(two_stocks, cls).collect()
 
@@ -107,17 +129,24 @@ def test_unmapped_policy(two_stocks):
 
 def test_adjustment_removes_ex_dividend_gap():
     d1, d2 = datetime(2025, 1, 2, 15, 0), datetime(2025, 1, 3, 9, 45)
-    raw = _bars([("A", d1, 10.0, 10.0, 10.0, 10.0, 1.0, 10.0),
-                 ("A", d2, 9.0, 9.0, 9.0, 9.0, 1.0, 9.0)])  # 1.0 dividend, no real move
-    factors = pl.DataFrame({"symbol": ["A", "A"], "date": [date(2025, 1, 2), date(2025, 1, 3)],
-                            "factor": [1.0, 10 / 9]})
+    raw = _bars(
+        [("A", d1, 10.0, 10.0, 10.0, 10.0, 1.0, 10.0), ("A", d2, 9.0, 9.0, 9.0, 9.0, 1.0, 9.0)]
+    )  # 1.0 dividend, no real move
+    factors = pl.DataFrame(
+        {
+            "symbol": ["A", "A"],
+            "date": [date(2025, 1, 2), date(2025, 1, 3)],
+            "factor": [1.0, 10 / 9],
+        }
+    )
     plain = industry_bars(raw, _cls({"A": "X"})).collect()
     adj = industry_bars(raw, _cls({"A": "X"}), adjustment=factors).collect()
     assert plain["ret"][1] == pytest.approx(-0.1)
     assert adj["ret"][1] == pytest.approx(0.0)
     # same factors, derived from adjusted daily closes (forward-adjusted: day 1 = 9.0)
-    qfq = pl.DataFrame({"symbol": ["A", "A"], "date": [date(2025, 1, 2), date(2025, 1, 3)],
-                        "close": [9.0, 9.0]})
+    qfq = pl.DataFrame(
+        {"symbol": ["A", "A"], "date": [date(2025, 1, 2), date(2025, 1, 3)], "close": [9.0, 9.0]}
+    )
     derived = factors_from_adjusted_daily(raw, qfq).collect().sort("date")
     adj2 = industry_bars(raw, _cls({"A": "X"}), adjustment=derived).collect()
     assert adj2["ret"][1] == pytest.approx(0.0)
@@ -129,24 +158,50 @@ def test_no_look_ahead(tiny_market):
     cut = bars["ts"].unique().sort()[200]
     later = pl.col("ts") > cut
     noisy = bars.with_columns(
-        [pl.when(later).then(pl.col(c) * 1.37).otherwise(pl.col(c)).alias(c)
-         for c in ("open", "high", "low", "close", "volume", "amount")]
+        [
+            pl.when(later).then(pl.col(c) * 1.37).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close", "volume", "amount")
+        ]
     )
     kw = dict(adjustment=tiny_market.adj_factors)
     a = industry_bars(bars.lazy(), tiny_market.classification, **kw).collect()
     b = industry_bars(noisy.lazy(), tiny_market.classification, **kw).collect()
     past = pl.col("ts") <= cut
     # polars may sum a group in another order between runs: equal up to float rounding
-    assert_frame_equal(a.filter(past), b.filter(past), check_exact=False, rel_tol=1e-12,
-                       abs_tol=1e-9)
+    assert_frame_equal(
+        a.filter(past), b.filter(past), check_exact=False, rel_tol=1e-12, abs_tol=1e-9
+    )
     assert not a.filter(~past).equals(b.filter(~past))
 
 
 def test_industry_bars_on_tiny_market(tiny_market):
-    out = industry_bars(tiny_market.bars.lazy(), tiny_market.classification,
-                        adjustment=tiny_market.adj_factors).collect()
+    out = industry_bars(
+        tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
+    ).collect()
     assert out.height == 3 * 30 * 16
     traded = out.filter(pl.col("n_active") > 0)
     assert traded.null_count().sum_horizontal().item() == 0
     assert ((traded["up_share"] >= 0) & (traded["up_share"] <= 1)).all()
     assert (out["high"] >= out["low"]).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_streamed_build_equals_single_pass(tiny_market, tmp_path, chunk):
+    from rotation_dl.data.ingest import ingest_bars
+    from rotation_dl.pipeline import build_industry_bars
+
+    tiny_market.bars.write_parquet(tmp_path / "bars.parquet")
+    tiny_market.classification.write_parquet(tmp_path / "cls.parquet")
+    tiny_market.adj_factors.write_parquet(tmp_path / "adj.parquet")
+    ingest_bars(tmp_path / "bars.parquet", tmp_path / "store")
+    res = build_industry_bars(
+        tmp_path / "store",
+        tmp_path / "cls.parquet",
+        tmp_path / "ib.parquet",
+        adjustment=tmp_path / "adj.parquet",
+        chunk_partitions=chunk,
+    )
+    single = industry_bars(
+        tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
+    ).collect()
+    assert_frame_equal(res.frame, single, check_exact=False, rel_tol=1e-10, abs_tol=1e-12)

@@ -43,7 +43,9 @@ def test_new_symbols_merge_into_existing_day(tmp_path):
     report = ingest_bars(write(day_bars(["600001.SH"]), tmp_path / "b.parquet"), store)
     assert report.rows_added == 16
     out = scan_store(store).collect()
-    assert out.height == 32 and not out.select(pl.struct("symbol", "ts").is_duplicated().any()).item()
+    assert (
+        out.height == 32 and not out.select(pl.struct("symbol", "ts").is_duplicated().any()).item()
+    )
 
 
 def test_month_partitions_and_range_scan(tmp_path):
@@ -61,8 +63,10 @@ def test_month_partitions_and_range_scan(tmp_path):
 
 @pytest.mark.parametrize("chunk_days", [1, 3, 100])
 def test_chunking_does_not_change_the_store(tmp_path, tiny_market, chunk_days):
-    raw = write(tiny_market.bars.sample(fraction=1.0, seed=1).sort("symbol", "ts"),
-                tmp_path / "one_file.parquet")
+    raw = write(
+        tiny_market.bars.sample(fraction=1.0, seed=1).sort("symbol", "ts"),
+        tmp_path / "one_file.parquet",
+    )
     store = tmp_path / f"store{chunk_days}"
     ingest_bars(raw, store, chunk_days=chunk_days)
     out = scan_store(store).collect().sort("symbol", "ts")

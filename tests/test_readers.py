@@ -42,9 +42,12 @@ def test_normalize_symbol(raw, expected):
 
 
 def test_mapping_renames_units_and_codes(tmp_path):
-    df = day_bars(["600000.SH"]).with_columns(
-        pl.col("symbol").str.slice(0, 6), (pl.col("volume") / 100).alias("vol_lots")
-    ).drop("volume").rename({"symbol": "code", "ts": "datetime", "amount": "turnover"})
+    df = (
+        day_bars(["600000.SH"])
+        .with_columns(pl.col("symbol").str.slice(0, 6), (pl.col("volume") / 100).alias("vol_lots"))
+        .drop("volume")
+        .rename({"symbol": "code", "ts": "datetime", "amount": "turnover"})
+    )
     path = write(df, tmp_path / "raw.csv")
     mapping = ColumnMapping(
         columns={"symbol": "code", "ts": "datetime", "volume": "vol_lots", "amount": "turnover"},

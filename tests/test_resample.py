@@ -17,13 +17,16 @@ from rotation_dl.session import A_SHARE, Session
 
 @pytest.fixture(scope="module")
 def minute_bars():
-    return make_sample_market(SampleConfig(n_industries=2, n_stocks=8, n_days=3, bar_minutes=1,
-                                           seed=2)).bars.filter(pl.col("close") > 0)
+    return make_sample_market(
+        SampleConfig(n_industries=2, n_stocks=8, n_days=3, bar_minutes=1, seed=2)
+    ).bars.filter(pl.col("close") > 0)
 
 
 def test_hand_case():
-    rows = [("A", datetime(2025, 1, 2, 9, 31 + k), 10 + k, 11 + k, 9 + k, 10.5 + k, 100.0, 1e3)
-            for k in range(5)]
+    rows = [
+        ("A", datetime(2025, 1, 2, 9, 31 + k), 10 + k, 11 + k, 9 + k, 10.5 + k, 100.0, 1e3)
+        for k in range(5)
+    ]
     df = pl.DataFrame(rows, schema=BAR_SCHEMA, orient="row")
     out = resample_bars(df.lazy(), 5, source_minutes=1).collect()
     assert out.height == 1
@@ -33,9 +36,15 @@ def test_hand_case():
     assert (r["volume"], r["amount"]) == (500.0, 5e3)
 
 
-@pytest.mark.parametrize("every, ends", [
-    (5, 48), (15, 16), (30, 8), (60, 4),
-])
+@pytest.mark.parametrize(
+    "every, ends",
+    [
+        (5, 48),
+        (15, 16),
+        (30, 8),
+        (60, 4),
+    ],
+)
 def test_bar_counts_and_sums(minute_bars, every, ends):
     out = resample_bars(minute_bars.lazy(), every, source_minutes=1).collect()
     per_day = out.group_by("symbol", pl.col("ts").dt.date()).len()["len"]
@@ -47,22 +56,30 @@ def test_bar_counts_and_sums(minute_bars, every, ends):
 
 def test_hourly_bar_ends(minute_bars):
     out = resample_bars(minute_bars.lazy(), 60, source_minutes=1).collect()
-    assert sorted(out["ts"].dt.time().unique()) == [time(10, 30), time(11, 30), time(14, 0),
-                                                    time(15, 0)]
+    assert sorted(out["ts"].dt.time().unique()) == [
+        time(10, 30),
+        time(11, 30),
+        time(14, 0),
+        time(15, 0),
+    ]
 
 
 def test_composes(minute_bars):
     direct = resample_bars(minute_bars.lazy(), 15, source_minutes=1).collect()
-    two_step = resample_bars(resample_bars(minute_bars.lazy(), 5, source_minutes=1), 15,
-                             source_minutes=5).collect()
+    two_step = resample_bars(
+        resample_bars(minute_bars.lazy(), 5, source_minutes=1), 15, source_minutes=5
+    ).collect()
     assert_frame_equal(direct, two_step, check_exact=False, rel_tol=1e-12)
 
 
 def test_daily(minute_bars):
     out = resample_bars(minute_bars.lazy(), "1d").collect()
     assert out.columns[:2] == ["symbol", "date"]
-    last = minute_bars.sort("ts").group_by("symbol", pl.col("ts").dt.date().alias("date")).agg(
-        pl.col("close").last())
+    last = (
+        minute_bars.sort("ts")
+        .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+        .agg(pl.col("close").last())
+    )
     merged = out.join(last, on=["symbol", "date"], suffix="_m")
     assert (merged["close"] == merged["close_m"]).all()
 
@@ -75,10 +92,15 @@ def test_invalid_target():
 def test_session_clock_roundtrip():
     s = A_SHARE
     assert s.length == 240 and s.bars_per_day(15) == 16
-    assert [t.strftime("%H:%M") for t in s.bar_end_times(60)] == ["10:30", "11:30", "14:00",
-                                                                   "15:00"]
-    ts = pl.Series([datetime(2025, 1, 2, 9, 45), datetime(2025, 1, 2, 13, 15),
-                    datetime(2025, 1, 2, 12, 0)])
+    assert [t.strftime("%H:%M") for t in s.bar_end_times(60)] == [
+        "10:30",
+        "11:30",
+        "14:00",
+        "15:00",
+    ]
+    ts = pl.Series(
+        [datetime(2025, 1, 2, 9, 45), datetime(2025, 1, 2, 13, 15), datetime(2025, 1, 2, 12, 0)]
+    )
     clock = pl.select(s.clock(pl.lit(ts))).to_series()
     assert clock.to_list() == [15, 135, None]
     back = pl.select(s.clock_to_ts(pl.lit(ts).dt.date(), pl.lit(clock))).to_series()

@@ -25,12 +25,14 @@ def test_defaults_shape():
 
 @pytest.mark.parametrize("bar_minutes, per_day", [(1, 240), (5, 48), (15, 16), (30, 8)])
 def test_bar_sizes(bar_minutes, per_day):
-    m = make_sample_market(SampleConfig(n_industries=2, n_stocks=6, n_days=2,
-                                        bar_minutes=bar_minutes))
+    m = make_sample_market(
+        SampleConfig(n_industries=2, n_stocks=6, n_days=2, bar_minutes=bar_minutes)
+    )
     counts = m.bars.group_by("symbol", pl.col("ts").dt.date()).len()["len"]
     assert counts.max() == per_day
-    clean, size, _ = validate_bars(m.bars.with_columns(pl.lit("x").alias("_file")), "sample",
-                                   A_SHARE, IngestPolicy())
+    clean, size, _ = validate_bars(
+        m.bars.with_columns(pl.lit("x").alias("_file")), "sample", A_SHARE, IngestPolicy()
+    )
     assert size == bar_minutes
 
 
@@ -68,14 +70,27 @@ def test_u_shaped_volume(tiny_market):
 
 
 def test_dividends_leave_adjusted_returns_smooth():
-    m = make_sample_market(SampleConfig(n_industries=2, n_stocks=20, n_days=80, seed=3,
-                                        dividend_rate=0.02))
-    daily = m.bars.filter(pl.col("close") > 0).group_by("symbol", pl.col("ts").dt.date().alias("date")).agg(
-        pl.col("close").sort_by("ts").last()
-    ).join(m.adj_factors, on=["symbol", "date"]).sort("symbol", "date")
-    raw = daily.with_columns((pl.col("close") / pl.col("close").shift(1).over("symbol")).log().alias("r"))
-    adj = daily.with_columns(((pl.col("close") * pl.col("factor")) /
-                              (pl.col("close") * pl.col("factor")).shift(1).over("symbol")).log().alias("r"))
+    m = make_sample_market(
+        SampleConfig(n_industries=2, n_stocks=20, n_days=80, seed=3, dividend_rate=0.02)
+    )
+    daily = (
+        m.bars.filter(pl.col("close") > 0)
+        .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+        .agg(pl.col("close").sort_by("ts").last())
+        .join(m.adj_factors, on=["symbol", "date"])
+        .sort("symbol", "date")
+    )
+    raw = daily.with_columns(
+        (pl.col("close") / pl.col("close").shift(1).over("symbol")).log().alias("r")
+    )
+    adj = daily.with_columns(
+        (
+            (pl.col("close") * pl.col("factor"))
+            / (pl.col("close") * pl.col("factor")).shift(1).over("symbol")
+        )
+        .log()
+        .alias("r")
+    )
     assert raw["r"].min() < adj["r"].min(), "raw prices drop on ex-dates, adjusted do not"
     assert adj["r"].abs().max() <= np.log(1 / 0.9) + 0.02
 
@@ -87,13 +102,20 @@ def test_too_few_stocks():
 
 def _late_volume_ic(market, shuffle: bool = False, seed: int = 0) -> float:
     """Mean daily rank IC of the industries' last-hour volume share vs the 5-day forward excess."""
-    ib = industry_bars(market.bars.lazy(), market.classification,
-                       adjustment=market.adj_factors).collect()
-    day = ib.group_by("industry", "date").agg(
-        (pl.col("volume").filter(pl.col("ts").dt.hour() >= 14).sum() / pl.col("volume").sum())
-        .alias("late"),
-        ((1 + pl.col("ret")).log().sum()).alias("r"),
-    ).sort("industry", "date")
+    ib = industry_bars(
+        market.bars.lazy(), market.classification, adjustment=market.adj_factors
+    ).collect()
+    day = (
+        ib.group_by("industry", "date")
+        .agg(
+            (
+                pl.col("volume").filter(pl.col("ts").dt.hour() >= 14).sum()
+                / pl.col("volume").sum()
+            ).alias("late"),
+            ((1 + pl.col("ret")).log().sum()).alias("r"),
+        )
+        .sort("industry", "date")
+    )
     fwd = pl.col("r").rolling_sum(5).shift(-5).over("industry")
     day = day.with_columns(fwd.alias("fwd")).drop_nulls("fwd")
     day = day.with_columns((pl.col("fwd") - pl.col("fwd").mean().over("date")).alias("ex"))

@@ -34,12 +34,16 @@ def _bad(df: pl.DataFrame, tmp_path: Path, name: str = "bars.parquet") -> Path:
 def _set(df: pl.DataFrame, row: int, **values) -> pl.DataFrame:
     idx = pl.int_range(pl.len())
     return df.with_columns(
-        [pl.when(idx == row).then(pl.lit(v)).otherwise(pl.col(k)).alias(k) for k, v in values.items()]
+        [
+            pl.when(idx == row).then(pl.lit(v)).otherwise(pl.col(k)).alias(k)
+            for k, v in values.items()
+        ]
     )
 
 
-def _assert_fails(path: Path, tmp_path: Path, err: type, column: str | None, count: int | None,
-                  **kw) -> DataError:
+def _assert_fails(
+    path: Path, tmp_path: Path, err: type, column: str | None, count: int | None, **kw
+) -> DataError:
     store = tmp_path / "store"
     with pytest.raises(err) as info:
         ingest_bars(path, store, **kw)
@@ -61,14 +65,22 @@ BAD_CASES = {
     "zero_close": (lambda df: _set(df, 6, close=0.0), ValueRangeError, "close", 1),
     "negative_volume": (lambda df: _set(df, 7, volume=-5.0), ValueRangeError, "volume", 1),
     "negative_amount": (lambda df: _set(df, 7, amount=-5.0), ValueRangeError, "amount", 1),
-    "high_below_low": (lambda df: _set(df, 1, high=9.0, low=9.5, open=9.2, close=9.2),
-                       ValueRangeError, "high", 1),
+    "high_below_low": (
+        lambda df: _set(df, 1, high=9.0, low=9.5, open=9.2, close=9.2),
+        ValueRangeError,
+        "high",
+        1,
+    ),
     "close_above_high": (lambda df: _set(df, 8, close=11.0), ValueRangeError, "close", 1),
     "open_below_low": (lambda df: _set(df, 9, open=9.0), ValueRangeError, "open", 1),
     "duplicate_rows": (lambda df: pl.concat([df, df.slice(3, 2)]), DuplicateRowsError, "ts", 2),
     "unsorted": (lambda df: pl.concat([df.slice(5), df.slice(0, 5)]), UnsortedInputError, "ts", 1),
-    "outside_session": (lambda df: _set(df, 0, ts=datetime(2025, 1, 2, 12, 0)), SessionError,
-                        "ts", 1),
+    "outside_session": (
+        lambda df: _set(df, 0, ts=datetime(2025, 1, 2, 12, 0)),
+        SessionError,
+        "ts",
+        1,
+    ),
     "before_open": (lambda df: _set(df, 0, ts=datetime(2025, 1, 2, 9, 15)), SessionError, "ts", 1),
     "off_grid": (lambda df: _set(df, 2, ts=datetime(2025, 1, 2, 10, 7)), BarSizeError, "ts", 1),
 }
@@ -134,8 +146,12 @@ def test_garbage_csv(tmp_path):
 
 
 def test_mixed_bar_sizes_within_file(tmp_path):
-    df = pl.concat([day_bars(["600000.SH"], bar_minutes=5),
-                    day_bars(["600001.SH", "600002.SH"], bar_minutes=15)])
+    df = pl.concat(
+        [
+            day_bars(["600000.SH"], bar_minutes=5),
+            day_bars(["600001.SH", "600002.SH"], bar_minutes=15),
+        ]
+    )
     e = _assert_fails(_bad(df, tmp_path), tmp_path, BarSizeError, "ts", None)
     assert "mixed bar sizes" in str(e)
 
@@ -170,11 +186,20 @@ def test_failure_in_later_file_leaves_store_unchanged(tmp_path):
 
 
 def test_zero_price_bars_policy(tmp_path):
-    df = _set(day_bars(["600000.SH", "600001.SH"]), 3, open=0.0, high=0.0, low=0.0, close=0.0,
-              volume=0.0, amount=0.0)
+    df = _set(
+        day_bars(["600000.SH", "600001.SH"]),
+        3,
+        open=0.0,
+        high=0.0,
+        low=0.0,
+        close=0.0,
+        volume=0.0,
+        amount=0.0,
+    )
     path = _bad(df, tmp_path)
-    _assert_fails(path, tmp_path, ValueRangeError, "close", 1,
-                  policy=IngestPolicy(on_zero_price_bars="fail"))
+    _assert_fails(
+        path, tmp_path, ValueRangeError, "close", 1, policy=IngestPolicy(on_zero_price_bars="fail")
+    )
     report = ingest_bars(path, tmp_path / "store")
     assert report.dropped["zero_price_bars"] == 1
     assert report.rows_added == df.height - 1

@@ -39,7 +39,9 @@ def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.
             maintain_order="left",
         )
         .with_columns(pl.col("factor").forward_fill().over("symbol").fill_null(1.0))
-        .with_columns([(pl.col(c) * pl.col("factor")).alias(c) for c in ("open", "high", "low", "close")])
+        .with_columns(
+            [(pl.col(c) * pl.col("factor")).alias(c) for c in ("open", "high", "low", "close")]
+        )
         .drop("_d", "factor")
     )
 
@@ -72,13 +74,17 @@ def map_industries(
     """
     schema = bars.collect_schema()
     day = pl.col("ts").dt.date() if "ts" in schema else pl.col("date")
-    static = classification.select(pl.col("start").is_null().all() & pl.col("end").is_null().all()).item()
+    static = classification.select(
+        pl.col("start").is_null().all() & pl.col("end").is_null().all()
+    ).item()
     if static:
         dup = classification.filter(pl.col("symbol").is_duplicated())
         if dup.height:
             raise DataError(
                 "classification gives a stock two industries on one date (overlapping start/end)",
-                file="classification", column="industry", count=dup.height,
+                file="classification",
+                column="industry",
+                count=dup.height,
                 example=dup.row(0, named=True),
             )
         keys = bars.select(pl.col("symbol").unique()).collect()
@@ -99,7 +105,9 @@ def map_industries(
         if overlap.height:
             raise DataError(
                 "classification gives a stock two industries on one date (overlapping start/end)",
-                file="classification", column="industry", count=overlap.height,
+                file="classification",
+                column="industry",
+                count=overlap.height,
                 example=overlap.row(0, named=True),
             )
         unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
@@ -111,7 +119,9 @@ def map_industries(
             raise UnmappedSymbolError(
                 f"{'symbols' if static else '(symbol, day) pairs'} of {n_sym} symbol(s) have no "
                 "industry in the classification (set on_unmapped=drop to leave them out)",
-                file=source, column="symbol", count=unmapped.height,
+                file=source,
+                column="symbol",
+                count=unmapped.height,
                 example=unmapped.row(0, named=True),
             )
         log.warning("dropped bars of %d unmapped symbols", n_sym)
@@ -119,20 +129,118 @@ def map_industries(
     return out.drop("_d") if not static else out
 
 
-def stock_bar_returns(bars: pl.LazyFrame, presorted: bool = False) -> pl.LazyFrame:
+def stock_bar_returns(
+    bars: pl.LazyFrame, presorted: bool = False, prev_close: pl.DataFrame | None = None
+) -> pl.LazyFrame:
     """Add prev_close and ret (close over the previous bar's close) per stock.
 
-    A stock's first bar has no previous close; its open stands in, so its return is intrabar.
-    Rows without a positive close (feed placeholders) are treated as absent. `presorted` skips
-    the sort when rows are already in time order within each symbol (as the store scans).
+    A stock's first bar takes its previous close from `prev_close` (symbol, prev_close; the last
+    close before this slice of history) or, failing that, its own open, so its return is then
+    intrabar. Rows without a positive close (feed placeholders) are treated as absent.
+    `presorted` skips the sort when rows already come in time order within each symbol.
     """
-    prev = pl.col("close").shift(1).over("symbol").fill_null(pl.col("open"))
     bars = bars.filter(pl.col("close") > 0)
     if not presorted:
         bars = bars.sort("symbol", "ts")
-    return bars.with_columns(prev.alias("prev_close")).with_columns(
+    prev = pl.col("close").shift(1).over("symbol")
+    if prev_close is not None:
+        bars = bars.join(
+            prev_close.lazy().select("symbol", pl.col("prev_close").alias("_carry")),
+            on="symbol",
+            how="left",
+            maintain_order="left",
+        )
+        prev = prev.fill_null(pl.col("_carry"))
+    out = bars.with_columns(prev.fill_null(pl.col("open")).alias("prev_close")).with_columns(
         (pl.col("close") / pl.col("prev_close") - 1).alias("ret")
     )
+    return out.drop("_carry") if prev_close is not None else out
+
+
+def aggregate_industry_returns(
+    stock: pl.LazyFrame, weighting: Weighting = "equal"
+) -> pl.LazyFrame:
+    """Stock bar returns -> per (industry, ts): n_active, ret_ew, ret_aw, relative O/H/L,
+    up_share, volume, amount. Only stocks that traded in the bar (volume > 0) count."""
+    pc = pl.col("prev_close")
+    traded = stock.filter(pl.col("volume") > 0).with_columns(
+        (pl.col("open") / pc).alias("_ro"),
+        (pl.col("high") / pc).alias("_rh"),
+        (pl.col("low") / pc).alias("_rl"),
+    )
+    amount_sum = pl.col("amount").sum()
+
+    def amount_mean(c: str) -> pl.Expr:
+        return (
+            pl.when(amount_sum > 0)
+            .then((pl.col(c) * pl.col("amount")).sum() / amount_sum)
+            .otherwise(pl.col(c).mean())
+        )
+
+    rel_aggs = [
+        (amount_mean(c) if weighting == "amount" else pl.col(c).mean()).alias(c)
+        for c in ("_ro", "_rh", "_rl")
+    ]
+    return traded.group_by("industry", "ts").agg(
+        pl.len().cast(pl.UInt32).alias("n_active"),
+        pl.col("ret").mean().alias("ret_ew"),
+        amount_mean("ret").alias("ret_aw"),
+        *rel_aggs,
+        (pl.col("ret") > 0).mean().alias("up_share"),
+        pl.col("volume").sum(),
+        amount_sum.alias("amount"),
+    )
+
+
+def add_return_index(
+    agg: pl.LazyFrame,
+    industries: pl.Series | list[str],
+    times: pl.Series | list,
+    weighting: Weighting = "equal",
+    start_level: pl.DataFrame | None = None,
+) -> pl.LazyFrame:
+    """Complete the (industry x time) grid and chain OHLC as a return index.
+
+    Each industry's index starts at its `start_level` (industry, level) or 1.0; bars with no
+    trading constituent get n_active = 0, null returns and a flat index.
+    """
+    grid = pl.LazyFrame({"industry": pl.Series(industries, dtype=pl.String).unique()}).join(
+        pl.LazyFrame({"ts": pl.Series(times, dtype=pl.Datetime("us")).unique()}), how="cross"
+    )
+    ret = pl.col("ret_aw") if weighting == "amount" else pl.col("ret_ew")
+    out = (
+        grid.join(agg, on=["industry", "ts"], how="left")
+        .with_columns(
+            pl.col("n_active").fill_null(0),
+            pl.col("volume").fill_null(0.0),
+            pl.col("amount").fill_null(0.0),
+        )
+        .sort("industry", "ts")
+        .with_columns(ret.alias("ret"))
+    )
+    level = pl.lit(1.0)
+    if start_level is not None:
+        out = out.join(
+            start_level.lazy().select("industry", pl.col("level").alias("_lvl")),
+            on="industry",
+            how="left",
+            maintain_order="left",
+        )
+        level = pl.col("_lvl").fill_null(1.0)
+    out = (
+        out.with_columns(
+            (level * (1 + pl.col("ret").fill_null(0.0)).cum_prod().over("industry")).alias("close")
+        )
+        .with_columns(pl.col("close").shift(1).over("industry").fill_null(level).alias("_prev"))
+        .with_columns(
+            [
+                (pl.col("_prev") * pl.col(r).fill_null(1.0)).alias(c)
+                for r, c in (("_ro", "open"), ("_rh", "high"), ("_rl", "low"))
+            ]
+        )
+        .with_columns(pl.col("ts").dt.date().alias("date"))
+    )
+    return out.select(list(INDUSTRY_BAR_SCHEMA)).cast(INDUSTRY_BAR_SCHEMA)
 
 
 def industry_bars(
@@ -157,56 +265,16 @@ def industry_bars(
 
     Returns:
         One row per industry and market bar (every bar time seen in the input); bars where no
-        constituent traded have n_active = 0, null returns and a flat index.
+        constituent traded have n_active = 0, null returns and a flat index. For long histories
+        use `rotation_dl.pipeline.build_industry_bars`, which streams this by date chunks.
     """
     if not presorted:
         bars = bars.sort("symbol", "ts")
     if adjustment is not None:
         bars = adjust_bars(bars, adjustment)
     stock = stock_bar_returns(map_industries(bars, classification, on_unmapped), presorted=True)
-    pc = pl.col("prev_close")
-    traded = stock.filter(pl.col("volume") > 0).with_columns(
-        (pl.col("open") / pc).alias("_ro"),
-        (pl.col("high") / pc).alias("_rh"),
-        (pl.col("low") / pc).alias("_rl"),
+    keys = stock.select(pl.col("industry").unique().implode(), pl.col("ts").unique().implode())
+    industries, times = keys.collect().row(0)
+    return add_return_index(
+        aggregate_industry_returns(stock, weighting), industries, times, weighting
     )
-    rel = ("_ro", "_rh", "_rl")
-    amount_sum = pl.col("amount").sum()
-
-    def amount_mean(c: str) -> pl.Expr:
-        return pl.when(amount_sum > 0).then((pl.col(c) * pl.col("amount")).sum() / amount_sum) \
-            .otherwise(pl.col(c).mean())
-
-    rel_aggs = [(amount_mean(c) if weighting == "amount" else pl.col(c).mean()).alias(c)
-                for c in rel]
-    agg = traded.group_by("industry", "ts").agg(
-        pl.len().cast(pl.UInt32).alias("n_active"),
-        pl.col("ret").mean().alias("ret_ew"),
-        amount_mean("ret").alias("ret_aw"),
-        *rel_aggs,
-        (pl.col("ret") > 0).mean().alias("up_share"),
-        pl.col("volume").sum(),
-        amount_sum.alias("amount"),
-    )
-    grid = stock.select(pl.col("industry").unique()).join(
-        stock.select(pl.col("ts").unique()), how="cross"
-    )
-    ret = pl.col("ret_aw") if weighting == "amount" else pl.col("ret_ew")
-    out = (
-        grid.join(agg, on=["industry", "ts"], how="left")
-        .with_columns(
-            pl.col("n_active").fill_null(0),
-            pl.col("volume").fill_null(0.0),
-            pl.col("amount").fill_null(0.0),
-        )
-        .sort("industry", "ts")
-        .with_columns(ret.alias("ret"))
-        .with_columns((1 + pl.col("ret").fill_null(0.0)).cum_prod().over("industry").alias("close"))
-        .with_columns(pl.col("close").shift(1, fill_value=1.0).over("industry").alias("_prev"))
-        .with_columns(
-            [(pl.col("_prev") * pl.col(r).fill_null(1.0)).alias(c)
-             for r, c in (("_ro", "open"), ("_rh", "high"), ("_rl", "low"))]
-        )
-        .with_columns(pl.col("ts").dt.date().alias("date"))
-    )
-    return out.select(list(INDUSTRY_BAR_SCHEMA)).cast(INDUSTRY_BAR_SCHEMA)

@@ -30,7 +30,7 @@ from rotation_dl.data.store import (
     StoreManifest,
     check_compatible,
     commit_partitions,
-    partition_key_expr,
+    partition_name,
     read_manifest,
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
@@ -91,6 +91,15 @@ def _to_canonical(df: pl.DataFrame, daily: bool) -> pl.DataFrame:
     return df.select(*BAR_SCHEMA)
 
 
+def _split_partitions(df: pl.DataFrame, manifest: StoreManifest) -> list[tuple[str, pl.DataFrame]]:
+    """Split a validated chunk into its store partitions (no split when it is just one)."""
+    day = pl.col("ts").dt.date() if manifest.key == "ts" else pl.col("date")
+    key = day if manifest.partition == "date" else day.dt.truncate("1mo")
+    keyed = df.with_columns(key.alias("_part"))
+    groups = keyed.partition_by("_part", as_dict=True, include_key=False)
+    return [(partition_name(d, manifest.partition), frag) for (d,), frag in groups.items()]
+
+
 def ingest_bars(
     inputs: str | Path | Sequence[str | Path],
     store: str | Path,
@@ -149,17 +158,19 @@ def ingest_bars(
                     manifest = StoreManifest(frequency, bar_minutes, part)
                     check_compatible(existing, manifest, root)
                 canon = _to_canonical(clean, manifest.frequency == "daily")
-                keyed = canon.with_columns(
-                    partition_key_expr(manifest.key, manifest.partition).alias("_part")
-                )
-                for (name,), frag in keyed.partition_by("_part", as_dict=True).items():
-                    out = staging / str(name) / f"{fi:05d}-{ci:06d}.parquet"
+                for name, frag in _split_partitions(canon, manifest):
+                    out = staging / name / f"{fi:05d}-{ci:06d}.parquet"
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    frag.drop("_part").write_parquet(out, compression=COMPRESSION, statistics=True)
+                    frag.write_parquet(out, compression=COMPRESSION, statistics=True)
         if manifest is None:
             raise EmptyInputError("no valid rows in the input", file=str(paths[0]), count=0)
-        result = commit_partitions(root, staging, manifest, policy.on_conflict == "replace",
-                                   sources=[str(f) for f in files])
+        result = commit_partitions(
+            root,
+            staging,
+            manifest,
+            policy.on_conflict == "replace",
+            sources=[str(f) for f in files],
+        )
         report.frequency = manifest.frequency
         report.bar_minutes = manifest.bar_minutes
         report.rows_added = result.rows_added

@@ -2,7 +2,8 @@
 
 Real files differ: `code`/`date` column names, volume in lots of 100, bare 6-digit codes vs
 `600000.SH`, bar-start vs bar-end stamps. A `ColumnMapping` (from config) says how a source maps
-onto the canonical schema; readers rename, convert units, normalise codes and cast dtypes, and raise
+onto the canonical schema; readers rename, convert units, normalise codes and cast dtypes, and
+raise
 typed errors that name the file and column when they cannot.
 """
 
@@ -97,7 +98,9 @@ def list_files(path: str | Path, what: str = "input") -> list[Path]:
     else:
         files = sorted(
             f
-            for f in Path(p.anchor or ".").glob(str(p.relative_to(p.anchor)) if p.anchor else str(p))
+            for f in Path(p.anchor or ".").glob(
+                str(p.relative_to(p.anchor)) if p.anchor else str(p)
+            )
             if f.is_file()
         )
         if not files:
@@ -144,7 +147,7 @@ def _require_columns(
         raise SchemaError(
             f"missing column(s) {', '.join(missing)}; file has {list(schema)}",
             file=file,
-            column=next(iter(needed[c.split(' ')[0]] for c in missing)),
+            column=next(iter(needed[c.split(" ")[0]] for c in missing)),
             count=None,
         )
 
@@ -252,8 +255,9 @@ def read_classification(
 ) -> pl.DataFrame:
     """Read a stock -> industry classification into CLASSIFICATION_SCHEMA.
 
-    `start`/`end` (inclusive dates) are optional. When only `start` is given, the table is read as a
-    change history: a stock's industry holds from its `start` until the day before its next `start`.
+    `start`/`end` (inclusive dates) are optional. When only `start` is given, the table is read
+    as a change history: a stock's industry holds from its `start` until the day before its
+    next `start`.
     """
     cols = dict(columns or {})
     file = str(path)
@@ -266,8 +270,11 @@ def read_classification(
     _require_columns(schema, needed, file)
     start_src, end_src = cols.get("start", "start"), cols.get("end", "end")
     exprs = [
-        (normalize_symbol(pl.col(needed["symbol"])) if symbol_format == "ashare"
-         else pl.col(needed["symbol"]).cast(pl.String)).alias("symbol"),
+        (
+            normalize_symbol(pl.col(needed["symbol"]))
+            if symbol_format == "ashare"
+            else pl.col(needed["symbol"]).cast(pl.String)
+        ).alias("symbol"),
         pl.col(needed["industry"]).cast(pl.String).str.strip_chars().alias("industry"),
     ]
     for canon, src in (("start", start_src), ("end", end_src)):

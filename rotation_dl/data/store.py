@@ -98,13 +98,6 @@ def partition_name(d: date, partition: Partitioning) -> str:
     return f"date={d.isoformat()}" if partition == "date" else f"month={d:%Y-%m}"
 
 
-def partition_key_expr(key: str, partition: Partitioning) -> pl.Expr:
-    d = pl.col(key).dt.date() if key == "ts" else pl.col(key)
-    if partition == "date":
-        return pl.lit("date=") + d.dt.strftime("%Y-%m-%d")
-    return pl.lit("month=") + d.dt.strftime("%Y-%m")
-
-
 def partition_path(root: Path, name: str) -> Path:
     return Path(root) / "bars" / name / "data.parquet"
 
@@ -134,11 +127,22 @@ def _merge_partition(
     flags = new.select(same_key.fill_null(False).alias("k"), same_vals.fill_null(False).alias("v"))
     clash = new.filter(flags["k"] & ~flags["v"])
     if clash.height:
-        files = sorted(set(new.filter(flags["k"] | flags["k"].shift(-1).fill_null(False))
-                           ["_file"].to_list())) if "_file" in new.columns else []
+        files = (
+            sorted(
+                set(
+                    new.filter(flags["k"] | flags["k"].shift(-1).fill_null(False))[
+                        "_file"
+                    ].to_list()
+                )
+            )
+            if "_file" in new.columns
+            else []
+        )
         raise DuplicateRowsError(
             f"appear in several input files with different values ({', '.join(files)})",
-            file=where, column=key, count=clash.height,
+            file=where,
+            column=key,
+            count=clash.height,
             example=clash.drop([c for c in clash.columns if c.startswith("_")]).row(0, named=True),
         )
     new = new.filter(~flags["k"]).drop([c for c in new.columns if c.startswith("_")])
@@ -152,7 +156,8 @@ def _merge_partition(
     if changed.height and not replace:
         raise StoreError(
             f"{where}: {changed.height} rows differ from the stored ones (set "
-            f"on_conflict=replace to overwrite); e.g. {changed.select(new.columns).row(0, named=True)}"
+            "on_conflict=replace to overwrite); e.g. "
+            f"{changed.select(new.columns).row(0, named=True)}"
         )
     if added.height == 0 and changed.height == 0:
         return None
@@ -193,11 +198,16 @@ def commit_partitions(
             rows_added += pl.scan_parquet(frags[0]).select(pl.len()).collect().item()
             ready.append((frags[0], final))
             continue
-        new = pl.concat([
-            pl.read_parquet(f).with_columns(
-                pl.lit(sources[int(f.stem.split("-")[0])] if sources else f.name).alias("_file"))
-            for f in frags
-        ])
+        new = pl.concat(
+            [
+                pl.read_parquet(f).with_columns(
+                    pl.lit(sources[int(f.stem.split("-")[0])] if sources else f.name).alias(
+                        "_file"
+                    )
+                )
+                for f in frags
+            ]
+        )
         existing = pl.read_parquet(final) if final.exists() else None
         merged = _merge_partition(new, existing, manifest.key, replace, str(final))
         if merged is None:
@@ -224,7 +234,9 @@ def scan_store(
     root = Path(root)
     manifest = read_manifest(root)
     if manifest is None:
-        raise StoreError(f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`")
+        raise StoreError(
+            f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`"
+        )
     names = stored_partitions(root)
 
     def _in_range(name: str) -> bool:

@@ -167,7 +167,9 @@ def _simulate_daily(cfg: SampleConfig) -> _Daily:
     ret = np.where(suspended | ~listed, 0.0, ret)
     gap = np.where(suspended | ~listed, 0.0, gap)
 
-    div = np.where(rng.random((n_d, n_s)) < cfg.dividend_rate, rng.uniform(0.01, 0.05, (n_d, n_s)), 0)
+    div = np.where(
+        rng.random((n_d, n_s)) < cfg.dividend_rate, rng.uniform(0.01, 0.05, (n_d, n_s)), 0
+    )
     div[0] = 0
     div_factor = np.cumprod(1.0 / (1.0 - div), axis=0)
     return _Daily(
@@ -189,7 +191,11 @@ def _simulate_daily(cfg: SampleConfig) -> _Daily:
 
 
 def _day_bars(
-    cfg: SampleConfig, daily: _Daily, t: int, prev_true: np.ndarray, rng: np.random.Generator,
+    cfg: SampleConfig,
+    daily: _Daily,
+    t: int,
+    prev_true: np.ndarray,
+    rng: np.random.Generator,
     session: Session,
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """Bars of day t for every listed stock; returns (bars, true closing price)."""
@@ -199,7 +205,7 @@ def _day_bars(
     g, c = 0.35 * cfg.signal_strength, 0.004 * cfg.signal_strength
     s_i = daily.state[t, daily.industry_of]  # [stock]
     late = np.zeros(n_b)
-    late[-max(1, n_b // 4):] = 1.0
+    late[-max(1, n_b // 4) :] = 1.0
     tilt = late / late.sum() - (1 - late) / (1 - late).sum()  # sums to 0
 
     intraday = daily.ret[t] - daily.gap[t]
@@ -294,16 +300,24 @@ def _tables(cfg: SampleConfig) -> dict[str, pl.DataFrame]:
     )
     signal = pl.DataFrame(
         {
-            "date": np.repeat(np.asarray(daily.days, dtype="datetime64[D]"), len(daily.industries)),
+            "date": np.repeat(
+                np.asarray(daily.days, dtype="datetime64[D]"), len(daily.industries)
+            ),
             "industry": np.tile(np.asarray(daily.industries), n_d),
             "signal": daily.state.ravel(),
         }
     ).with_columns(pl.col("date").cast(pl.Date))
-    return {"classification": classification, "adj_factors": adj, "stocks": stocks,
-            "signal": signal}
+    return {
+        "classification": classification,
+        "adj_factors": adj,
+        "stocks": stocks,
+        "signal": signal,
+    }
 
 
-def make_sample_market(cfg: SampleConfig | None = None, session: Session = A_SHARE) -> SampleMarket:
+def make_sample_market(
+    cfg: SampleConfig | None = None, session: Session = A_SHARE
+) -> SampleMarket:
     """Generate the whole sample market in memory (fine up to a few million bars)."""
     cfg = cfg or SampleConfig()
     if session.length % cfg.bar_minutes:

@@ -83,22 +83,41 @@ def value_rules(tolerance: float) -> list[Rule]:
         for c in ("symbol", "ts")
     ]
     rules += [
-        Rule(f"nan_{c}", pl.col(c).is_null() | ~pl.col(c).is_finite(), ValueRangeError,
-             "are null, NaN or infinite", c)
+        Rule(
+            f"nan_{c}",
+            pl.col(c).is_null() | ~pl.col(c).is_finite(),
+            ValueRangeError,
+            "are null, NaN or infinite",
+            c,
+        )
         for c in VALUE_COLS
     ]
     rules += [
         Rule(f"nonpos_{c}", pl.col(c) <= 0, ValueRangeError, "have a non-positive price", c)
         for c in PRICE_COLS
     ]
-    rules += [Rule(f"neg_{c}", pl.col(c) < 0, ValueRangeError, "are negative", c)
-              for c in ("volume", "amount")]
-    slack = pl.col("high") * tolerance
-    rules.append(Rule("high_lt_low", pl.col("high") < pl.col("low") - slack, ValueRangeError,
-                      "have high < low", "high"))
     rules += [
-        Rule(f"{c}_outside", (pl.col(c) > pl.col("high") + slack) | (pl.col(c) < pl.col("low") - slack),
-             ValueRangeError, "lie outside [low, high]", c)
+        Rule(f"neg_{c}", pl.col(c) < 0, ValueRangeError, "are negative", c)
+        for c in ("volume", "amount")
+    ]
+    slack = pl.col("high") * tolerance
+    rules.append(
+        Rule(
+            "high_lt_low",
+            pl.col("high") < pl.col("low") - slack,
+            ValueRangeError,
+            "have high < low",
+            "high",
+        )
+    )
+    rules += [
+        Rule(
+            f"{c}_outside",
+            (pl.col(c) > pl.col("high") + slack) | (pl.col(c) < pl.col("low") - slack),
+            ValueRangeError,
+            "lie outside [low, high]",
+            c,
+        )
         for c in ("open", "close")
     ]
     return rules
@@ -126,12 +145,25 @@ def _with_neighbours(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def structure_rules(has_row: bool, policy: IngestPolicy) -> list[Rule]:
-    rules = [Rule("dup", pl.col("_same") & (pl.col("ts") == pl.col("ts").shift(1)),
-                  DuplicateRowsError, "repeat the (symbol, ts) of another row", "ts")]
+    rules = [
+        Rule(
+            "dup",
+            pl.col("_same") & (pl.col("ts") == pl.col("ts").shift(1)),
+            DuplicateRowsError,
+            "repeat the (symbol, ts) of another row",
+            "ts",
+        )
+    ]
     if has_row and policy.on_unsorted == "fail":
-        rules.append(Rule("unsorted", pl.col("_unsorted"), UnsortedInputError,
-                          "come before an earlier bar of the same symbol (unsorted; set "
-                          "on_unsorted=sort)", "ts"))
+        rules.append(
+            Rule(
+                "unsorted",
+                pl.col("_unsorted"),
+                UnsortedInputError,
+                "come before an earlier bar of the same symbol (unsorted; set on_unsorted=sort)",
+                "ts",
+            )
+        )
     return rules
 
 
@@ -140,8 +172,12 @@ def detect_bar_minutes(s: pl.DataFrame, file: str) -> int:
     gaps = s["_gap"].drop_nulls()
     gaps = gaps.filter(gaps > 0)
     if gaps.len() == 0:
-        raise BarSizeError("cannot detect the bar size: no symbol has two bars on one day",
-                           file=file, column="ts", count=s.height)
+        raise BarSizeError(
+            "cannot detect the bar size: no symbol has two bars on one day",
+            file=file,
+            column="ts",
+            count=s.height,
+        )
     bar = int(gaps.mode().min())
     per_symbol = (
         s.filter(pl.col("_gap") > 0)
@@ -154,7 +190,9 @@ def detect_bar_minutes(s: pl.DataFrame, file: str) -> int:
         raise BarSizeError(
             f"mixed bar sizes: most bars are {bar} min apart but {per_symbol.height} symbol(s) "
             "use another size",
-            file=file, column="ts", count=per_symbol.height,
+            file=file,
+            column="ts",
+            count=per_symbol.height,
             example={"symbol": ex["symbol"], "bar_minutes": ex["min_gap"]},
         )
     return bar
@@ -171,14 +209,29 @@ def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int
     if not s.select(stray.any()).item():
         return
     clock = session.clock(pl.col("ts"))
-    text = ", ".join(f"{o // 60:02d}:{o % 60:02d}-{c // 60:02d}:{c % 60:02d}"
-                     for o, c in session.intervals)
-    _first_violation(s, [
-        Rule("outside", clock.is_null(), SessionError,
-             f"have bar-end times outside the trading session {text}", "ts"),
-        Rule("off_grid", stray, BarSizeError,
-             f"are off the {bar_minutes}-minute bar grid (mixed bar sizes or bad stamps)", "ts"),
-    ], file)
+    text = ", ".join(
+        f"{o // 60:02d}:{o % 60:02d}-{c // 60:02d}:{c % 60:02d}" for o, c in session.intervals
+    )
+    _first_violation(
+        s,
+        [
+            Rule(
+                "outside",
+                clock.is_null(),
+                SessionError,
+                f"have bar-end times outside the trading session {text}",
+                "ts",
+            ),
+            Rule(
+                "off_grid",
+                stray,
+                BarSizeError,
+                f"are off the {bar_minutes}-minute bar grid (mixed bar sizes or bad stamps)",
+                "ts",
+            ),
+        ],
+        file,
+    )
 
 
 def validate_bars(
@@ -197,9 +250,20 @@ def validate_bars(
         df = df.filter(~ZERO_PRICE_BAR)
         dropped["zero_price_bars"] = zero
     elif zero:
-        _first_violation(df, [Rule("zero", ZERO_PRICE_BAR, ValueRangeError,
-                                   "are zero-price no-trade bars (set on_zero_price_bars=drop "
-                                   "to treat them as missing)", "close")], file)
+        _first_violation(
+            df,
+            [
+                Rule(
+                    "zero",
+                    ZERO_PRICE_BAR,
+                    ValueRangeError,
+                    "are zero-price no-trade bars (set on_zero_price_bars=drop "
+                    "to treat them as missing)",
+                    "close",
+                )
+            ],
+            file,
+        )
     _first_violation(df, value_rules(policy.ohlc_tolerance), file)
     if df.is_empty():
         return df, bar_minutes or 0, dropped
@@ -211,7 +275,9 @@ def validate_bars(
         if bar_minutes is not None and size != bar_minutes:
             raise BarSizeError(
                 f"has {size}-minute bars but earlier input/store has {bar_minutes}-minute bars",
-                file=file, column="ts", count=df.height,
+                file=file,
+                column="ts",
+                count=df.height,
             )
         if ts_label == "start":
             s = s.with_columns(pl.col("ts") + pl.duration(minutes=size))

@@ -1,0 +1,112 @@
+"""The `rotation-dl` entry point: composes config, runs stages, turns user errors into exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import REPO, day_bars, write
+
+from rotation_dl.cli import load_config, main
+
+SMALL = ["data.sample.n_industries=4", "data.sample.n_stocks=24", "data.sample.n_days=8"]
+
+
+def _run(args, cwd: Path):
+    return subprocess.run(
+        [sys.executable, "-m", "rotation_dl.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_config_composes_every_data_option():
+    for name in ("sample", "parquet", "sw_15min", "ashare_daily"):
+        cfg = load_config([f"data={name}"])
+        assert cfg.data.kind in ("sample", "files")
+    assert load_config([]).data.kind == "sample"
+
+
+def test_demo_end_to_end(tmp_path):
+    out_dir = tmp_path / "out"
+    proc = _run(["demo", f"paths.output_dir={out_dir}", *SMALL], REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "[3/3] build industry bars" in proc.stdout
+    assert str(out_dir.resolve()) in proc.stdout
+    ib = pl.read_parquet(out_dir / "industry_bars.parquet")
+    assert ib["industry"].n_unique() == 4 and ib["date"].n_unique() == 8
+    # idempotent re-ingest
+    again = _run(["ingest", f"paths.output_dir={out_dir}", *SMALL], REPO)
+    assert again.returncode == 0 and "added 0 rows" in again.stdout
+
+
+def test_bad_input_one_line_exit_2_no_output(tmp_path):
+    bad = day_bars().with_columns(pl.lit(float("nan")).alias("close"))
+    raw = write(bad, tmp_path / "raw" / "bars.parquet")
+    cls = write(pl.DataFrame({"symbol": ["600000"], "industry": ["Banks"]}), tmp_path / "c.csv")
+    store = tmp_path / "store"
+    proc = _run(
+        [
+            "ingest",
+            "data=parquet",
+            f"data.bars={raw}",
+            f"data.classification={cls}",
+            f"paths.store={store}",
+        ],
+        REPO,
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rotation-dl ingest: error: ValueRangeError")
+    assert "close" in err[0] and "16 rows" in err[0] and "Traceback" not in proc.stderr
+    assert not store.exists()
+
+
+def test_unknown_override_is_a_user_error(capsys):
+    assert main(["ingest", "data=nonexistent"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_and_unknown_command(capsys):
+    assert main(["--help"]) == 0
+    assert "ingest" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2
+
+
+def test_unmapped_symbols_policy_via_cli(tmp_path):
+    raw = write(day_bars(["600000.SH", "600001.SH"]), tmp_path / "raw" / "bars.parquet")
+    cls = write(pl.DataFrame({"symbol": ["600000"], "industry": ["Banks"]}), tmp_path / "c.csv")
+    common = [
+        "data=parquet",
+        f"data.bars={raw}",
+        f"data.classification={cls}",
+        f"paths.output_dir={tmp_path / 'o'}",
+    ]
+    assert _run(["ingest", *common], REPO).returncode == 0
+    fail = _run(["industry-bars", *common], REPO)
+    assert fail.returncode == 2 and "UnmappedSymbolError" in fail.stderr
+    assert not (tmp_path / "o" / "industry_bars.parquet").exists()
+    ok = _run(["industry-bars", *common, "industry.on_unmapped=drop"], REPO)
+    assert ok.returncode == 0, ok.stderr
+    assert pl.read_parquet(tmp_path / "o" / "industry_bars.parquet")[
+        "industry"
+    ].unique().to_list() == ["Banks"]
+
+
+@pytest.mark.parametrize("bar_minutes", [30, 60])
+def test_industry_bars_resampled(tmp_path, bar_minutes):
+    out = tmp_path / "o"
+    assert _run(["ingest", f"paths.output_dir={out}", *SMALL], REPO).returncode == 0
+    proc = _run(
+        [
+            "industry-bars",
+            f"paths.output_dir={out}",
+            *SMALL,
+            f"industry.bar_minutes={bar_minutes}",
+        ],
+        REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ib = pl.read_parquet(out / "industry_bars.parquet")
+    assert ib.group_by("industry", "date").len()["len"].max() == 240 // bar_minutes
