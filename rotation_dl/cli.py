@@ -98,6 +98,7 @@ def cmd_industry_bars(cfg: DictConfig):
         on_unmapped=cfg.industry.on_unmapped,
         on_missing_industry=cfg.industry.on_missing_industry,
         session=_session(cfg),
+        chunk_partitions=cfg.industry.chunk_partitions,
     )
     print(f"industry bars: {res.summary()}\n  written: {res.path}")
     return res

@@ -84,7 +84,7 @@ def build_industry_bars(
     on_unmapped: Literal["fail", "drop"] = "fail",
     on_missing_industry: Literal["fail", "drop"] = "fail",
     session: Session = A_SHARE,
-    chunk_partitions: int = 20,
+    chunk_partitions: int = 10,
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
