@@ -17,6 +17,7 @@ import polars as pl
 from rotation_dl.data.industry import (
     Weighting,
     add_return_index,
+    add_vwap_gap,
     adjust_bars,
     aggregate_industry_returns,
     factors_from_adjusted_daily,
@@ -120,6 +121,7 @@ def build_industry_bars(
         if bar_minutes and bar_minutes != manifest.bar_minutes:
             bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
             size = bar_minutes
+        bars = add_vwap_gap(bars)
         if factors is not None:
             bars = adjust_bars(bars, factors.filter(pl.col("date").is_between(lo, hi)).lazy())
         mapped = map_industries(bars, cls, on_unmapped)

@@ -7,7 +7,7 @@ Daily bars:                symbol, date, open, high, low, close, volume (shares)
 Classification:            symbol, industry, start and end (optional, inclusive dates).
 Adjustment factors:        symbol, date, factor (adjusted price = raw price x factor).
 Industry bars:             industry, ts, date, open, high, low, close (return index), ret, ret_ew,
-                           ret_aw, volume, amount, n_active, up_share.
+                           ret_aw, volume, amount, n_active, up_share, vwap_gap.
 """
 
 from __future__ import annotations
@@ -70,4 +70,5 @@ INDUSTRY_BAR_SCHEMA: dict[str, pl.DataType] = {
     "amount": pl.Float64(),
     "n_active": pl.UInt32(),
     "up_share": pl.Float64(),
+    "vwap_gap": pl.Float64(),
 }

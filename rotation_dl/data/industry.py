@@ -23,6 +23,20 @@ log = logging.getLogger(__name__)
 Weighting = Literal["equal", "amount"]
 
 
+def add_vwap_gap(bars: pl.LazyFrame) -> pl.LazyFrame:
+    """Add `_vwap_gap` = (amount / volume) / close - 1 per stock bar, on raw prices.
+
+    Computed before any price adjustment, because amount / volume is a raw-price VWAP.
+    """
+    vwap = pl.col("amount") / pl.col("volume")
+    return bars.with_columns(
+        pl.when((pl.col("volume") > 0) & (pl.col("close") > 0))
+        .then(vwap / pl.col("close") - 1)
+        .otherwise(None)
+        .alias("_vwap_gap")
+    )
+
+
 def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     """Multiply prices by each stock's adjustment factor of the day (forward-filled, else 1).
 
@@ -186,6 +200,7 @@ def aggregate_industry_returns(
         pl.col("ret").mean().alias("ret_ew"),
         amount_mean("ret").alias("ret_aw"),
         *rel_aggs,
+        pl.col("_vwap_gap").mean().alias("vwap_gap"),
         (pl.col("ret") > 0).mean().alias("up_share"),
         pl.col("volume").sum(),
         amount_sum.alias("amount"),
@@ -270,6 +285,7 @@ def industry_bars(
     """
     if not presorted:
         bars = bars.sort("symbol", "ts")
+    bars = add_vwap_gap(bars)
     if adjustment is not None:
         bars = adjust_bars(bars, adjustment)
     stock = stock_bar_returns(map_industries(bars, classification, on_unmapped), presorted=True)
