@@ -104,6 +104,54 @@ def cmd_industry_bars(cfg: DictConfig):
     return res
 
 
+def _ensure_industry_bars(cfg: DictConfig) -> Path:
+    path = Path(cfg.industry.output)
+    if not path.exists():
+        log.info("no industry bars at %s: running ingest and industry-bars first", path)
+        cmd_ingest(cfg)
+        cmd_industry_bars(cfg)
+    return path
+
+
+def cmd_train(cfg: DictConfig) -> float:
+    """Walk-forward GRU training -> outputs/<run>/factor_panel.parquet (+ checkpoints)."""
+    from rotation_dl.models.tracking import finish_wandb
+    from rotation_dl.pipeline import train_walk_forward
+
+    ib = _ensure_industry_bars(cfg)
+    try:
+        outcome = train_walk_forward(
+            ib,
+            cfg.paths.output_dir,
+            cfg.paths.checkpoints,
+            cfg.paths.panel_cache,
+            features=list(cfg.features.names),
+            horizon=cfg.features.horizon,
+            volume_window=cfg.features.volume_window,
+            min_constituents=cfg.features.min_constituents,
+            window=cfg.features.window,
+            net=_plain(cfg.model),
+            train={**_plain(cfg.trainer), "loss": cfg.loss.name},
+            walkforward=_plain(cfg.walkforward),
+            seeds=list(cfg.seeds),
+            resume=cfg.resume,
+            logger=_plain(cfg.logger),
+            run=cfg.run,
+            session=_session(cfg),
+        )
+    finally:
+        finish_wandb()
+    m = outcome.metrics
+    r = m["oos_rank_ic"]
+    print(
+        f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "
+        f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} t {r['t_stat']:.2f}; mean val rank IC "
+        f"{m['mean_val_rank_ic']:.4f}\n  factor panel: {outcome.factor_panel_path}\n"
+        f"  metrics: {outcome.metrics_path}\n  checkpoints: {cfg.paths.checkpoints}"
+    )
+    return float(m["mean_val_rank_ic"])
+
+
 def cmd_demo(cfg: DictConfig) -> Path:
     """The whole pipeline that exists so far, on the sample market, with stage progress."""
     stages: list[tuple[str, Callable[[DictConfig], Any]]] = [
@@ -127,6 +175,7 @@ COMMANDS: dict[str, Callable[[DictConfig], Any]] = {
     "sample": cmd_sample,
     "ingest": cmd_ingest,
     "industry-bars": cmd_industry_bars,
+    "train": cmd_train,
     "demo": cmd_demo,
 }
 
@@ -136,6 +185,22 @@ USAGE = (
     + "\n".join(f"  {name:<14} {fn.__doc__.splitlines()[0]}" for name, fn in COMMANDS.items())
     + "\nconfig: conf/config.yaml (Hydra); e.g. rotation-dl ingest data=sw_15min"
 )
+
+
+def _quiet_third_party() -> None:
+    """Lightning logs through its own handler too; keep one copy and drop known noise."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).propagate = False
+    for pattern in (
+        ".*LeafSpec.*",
+        ".*log_every_n_steps.*",
+        ".*does not have many workers.*",
+        ".*Mean of empty slice.*",
+        ".*litlogger.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        _quiet_third_party()
         COMMANDS[name](cfg)
     except (RotationDLError, HydraException, OmegaConfBaseException) as exc:
         msg = " ".join(str(exc).split())

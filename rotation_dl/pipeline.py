@@ -169,3 +169,155 @@ def _complete_grid(frame: pl.DataFrame, industries: list[str]) -> pl.DataFrame:
         pl.col("ts").dt.date().alias("date"),
         *[pl.col(c).fill_null(level) for c in ("open", "high", "low", "close")],
     ).select(frame.columns)
+
+
+def infer_bar_minutes(industry_bars: pl.DataFrame | pl.LazyFrame) -> int:
+    """Bar size of industry bars: the smallest gap between bars of one day (0 if daily)."""
+    gaps = (
+        industry_bars.lazy()
+        .select("industry", "ts")
+        .sort("industry", "ts")
+        .select(
+            (pl.col("ts").diff().dt.total_minutes())
+            .over("industry", pl.col("ts").dt.date())
+            .alias("g")
+        )
+        .filter(pl.col("g") > 0)
+        .select(pl.col("g").min())
+        .collect()
+        .item()
+    )
+    return int(gaps) if gaps is not None else 0
+
+
+@dataclass
+class TrainOutcome:
+    factor_panel_path: Path
+    metrics_path: Path
+    metrics: dict
+
+
+def train_walk_forward(
+    industry_bars_path: str | Path,
+    output_dir: str | Path,
+    checkpoint_dir: str | Path,
+    panel_cache: str | Path,
+    *,
+    features: list[str],
+    horizon: int,
+    volume_window: int,
+    min_constituents: int,
+    window: int,
+    net: dict,
+    train: dict,
+    walkforward: dict,
+    seeds: list[int],
+    resume: bool = False,
+    logger: dict | None = None,
+    run: str = "run",
+    session: Session = A_SHARE,
+    meta: dict | None = None,
+    extra_callbacks=None,
+) -> TrainOutcome:
+    """Industry bars -> cached panel -> walk-forward GRU -> factor_panel.parquet + metrics.
+
+    Returns the paths and the metrics: out-of-sample IC summaries of the concatenated test
+    scores, and the mean best validation rank IC over folds (the sweep objective).
+    """
+    import json
+
+    from rotation_dl.backtest.ic import ic_series, summarize_ic
+    from rotation_dl.data.walkforward import walk_forward_folds
+    from rotation_dl.features.panel import FeatureSpec, cached_panel
+    from rotation_dl.models.gru import GRUConfig
+    from rotation_dl.models.tracking import logger_factory
+    from rotation_dl.models.train import TrainConfig, code_version, run_walk_forward
+
+    bar_minutes = infer_bar_minutes(pl.scan_parquet(industry_bars_path))
+    spec = FeatureSpec(tuple(features), bar_minutes, horizon, volume_window, min_constituents)
+    panel = cached_panel(industry_bars_path, spec, panel_cache, session)
+    folds = walk_forward_folds(
+        len(panel.dates), warmup=window + max(1, volume_window // 4), **walkforward
+    )
+    net_cfg = GRUConfig(n_features=panel.n_features, **net)
+    tc = TrainConfig(window=window, **train)
+    hparams = {
+        "run": run,
+        "net": net_cfg.to_dict(),
+        "train": {**train, "window": window},
+        "features": spec.to_dict(),
+        "walkforward": walkforward,
+        "seeds": list(seeds),
+        "data_hash": panel.source_hash,
+        "code_version": code_version(),
+        **(meta or {}),
+    }
+    lg = logger or {"kind": "csv"}
+    factory = logger_factory(
+        lg.get("kind", "csv"),
+        Path(output_dir) / "logs",
+        run,
+        hparams,
+        lg.get("project", "rotation_dl"),
+        lg.get("entity"),
+    )
+    result = run_walk_forward(
+        panel,
+        folds,
+        net_cfg,
+        tc,
+        checkpoint_dir,
+        seeds,
+        resume,
+        factory,
+        meta={"data_hash": panel.source_hash, "run": run},
+        extra_callbacks=extra_callbacks,
+    )
+    out = Path(output_dir)
+    fp_path = out / "factor_panel.parquet"
+    atomic_write_parquet(result.factor_panel, fp_path)
+    labels = panel_labels(panel)
+    ic = ic_series(result.factor_panel, labels)
+    metrics = {
+        "run": run,
+        "folds": len(folds),
+        "test_dates": int(result.factor_panel["date"].n_unique()),
+        "oos_rank_ic": summarize_ic(ic["rank_ic"]).to_dict(),
+        "oos_ic": summarize_ic(ic["ic"]).to_dict(),
+        "mean_val_rank_ic": result.mean_val_rank_ic,
+        "fold_results": result.folds,
+        "model_version": result.factor_panel["model_version"][0],
+        "data_range": [str(panel.dates[0]), str(panel.dates[-1])],
+        "hparams": hparams,
+    }
+    m_path = out / "train_metrics.json"
+    from rotation_dl.data.store import atomic_write_bytes
+
+    atomic_write_bytes(m_path, json.dumps(metrics, indent=2, default=str).encode())
+    return TrainOutcome(fp_path, m_path, metrics)
+
+
+def panel_labels(panel) -> pl.DataFrame:
+    """(date, industry, fwd_ret, fwd_excess, label) from a Panel (NaN -> null)."""
+    import numpy as np
+
+    n, d = len(panel.industries), len(panel.dates)
+    fwd = np.asarray(panel.fwd_ret, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            mean = np.nanmean(np.where(panel.active, fwd, np.nan), axis=1, keepdims=True)
+    excess = fwd - mean
+    return pl.DataFrame(
+        {
+            "date": np.repeat(np.asarray(panel.dates, dtype="datetime64[D]"), n),
+            "industry": np.tile(np.asarray(panel.industries), d),
+            "fwd_ret": fwd.reshape(-1),
+            "fwd_excess": np.where(panel.active, excess, np.nan).reshape(-1),
+            "label": np.asarray(panel.label, dtype=np.float64).reshape(-1),
+        }
+    ).with_columns(
+        pl.col("date").cast(pl.Date), pl.col("fwd_ret", "fwd_excess", "label").fill_nan(None)
+    )

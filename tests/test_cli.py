@@ -110,3 +110,46 @@ def test_industry_bars_resampled(tmp_path, bar_minutes):
     assert proc.returncode == 0, proc.stderr
     ib = pl.read_parquet(out / "industry_bars.parquet")
     assert ib.group_by("industry", "date").len()["len"].max() == 240 // bar_minutes
+
+
+TRAIN_SMALL = [
+    *SMALL[:2],
+    "data.sample.n_days=90",
+    "features.window=3",
+    "model.hidden=8",
+    "model.layers=1",
+    "trainer.max_epochs=1",
+    "walkforward.min_train_days=40",
+    "walkforward.val_days=10",
+    "walkforward.retrain_every=20",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def test_train_cli_with_offline_wandb(tmp_path):
+    out = tmp_path / "o"
+    env_run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rotation_dl.cli",
+            "train",
+            f"paths.output_dir={out}",
+            f"paths.checkpoints={tmp_path / 'ck'}",
+            "logger=wandb",
+            *TRAIN_SMALL,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "WANDB_API_KEY": "", "WANDB_SILENT": "true"},
+    )
+    assert env_run.returncode == 0, env_run.stderr[-3000:]
+    assert "OOS rank IC" in env_run.stdout
+    fp = pl.read_parquet(out / "factor_panel.parquet")
+    assert fp.columns == ["date", "industry", "fold", "score", "model_version"]
+    assert fp["industry"].n_unique() == 4
+    metrics = __import__("json").loads((out / "train_metrics.json").read_text())
+    assert metrics["folds"] >= 1 and "oos_rank_ic" in metrics
+    assert list((out / "logs" / "wandb").glob("offline-run-*")), "wandb must run offline"
+    assert list((tmp_path / "ck").glob("fold_00/seed_0/best.ckpt"))

@@ -1,0 +1,231 @@
+"""Training: it learns the planted signal, is deterministic, resumes exactly, stays causal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import REPO
+
+from rotation_dl.data.datamodule import PanelDataModule
+from rotation_dl.data.industry import industry_bars
+from rotation_dl.data.synthetic import SampleConfig, make_sample_market
+from rotation_dl.data.walkforward import walk_forward_folds
+from rotation_dl.features.normalize import fit_norm_stats
+from rotation_dl.features.panel import FeatureSpec, build_panel
+from rotation_dl.models.gru import GRUConfig, build_net
+from rotation_dl.pipeline import train_walk_forward
+
+LEARN = SampleConfig(n_industries=16, n_stocks=160, n_days=240, seed=5)
+NET = {"arch": "flat", "hidden": 32, "layers": 1, "dropout": 0.0, "day_hidden": None}
+TRAIN = {
+    "batch_dates": 8,
+    "max_epochs": 10,
+    "patience": 4,
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "scheduler": "cosine",
+    "accelerator": "cpu",
+    "enable_progress_bar": False,
+}
+WF = {"min_train_days": 120, "val_days": 20, "retrain_every": 40, "gap": 5}
+
+
+@pytest.fixture(scope="module")
+def learn_bars(tmp_path_factory):
+    m = make_sample_market(LEARN)
+    ib = industry_bars(m.bars.lazy(), m.classification, adjustment=m.adj_factors).collect()
+    path = tmp_path_factory.mktemp("learn") / "industry_bars.parquet"
+    ib.write_parquet(path)
+    return path
+
+
+def _train(path, out, *, net=NET, train=TRAIN, seeds=(0,), resume=False, window=5, **kw):
+    return train_walk_forward(
+        path,
+        out / "run",
+        out / "ckpt",
+        out / "cache",
+        features=list(FeatureSpec().features),
+        horizon=5,
+        volume_window=20,
+        min_constituents=1,
+        window=window,
+        net=net,
+        train=train,
+        walkforward=WF,
+        seeds=list(seeds),
+        resume=resume,
+        logger={"kind": kw.pop("logger", "none")},
+        run="t",
+        **kw,
+    )
+
+
+@pytest.mark.slow
+def test_learns_planted_signal_and_not_shuffled_labels(learn_bars, tmp_path):
+    real = _train(learn_bars, tmp_path / "real").metrics["oos_rank_ic"]
+    assert real["mean"] >= 0.05 and real["t_stat"] > 2.0, real
+    shuffled = _train(
+        learn_bars, tmp_path / "shuf", train={**TRAIN, "shuffle_labels": True}
+    ).metrics["oos_rank_ic"]
+    assert abs(shuffled["mean"]) < 0.05 and abs(shuffled["t_stat"]) < 2.0, shuffled
+
+
+@pytest.mark.slow
+def test_hierarchical_learns(learn_bars, tmp_path):
+    net = {**NET, "arch": "hierarchical", "day_hidden": 16}
+    r = _train(learn_bars, tmp_path / "h", net=net).metrics["oos_rank_ic"]
+    assert r["mean"] >= 0.05, r
+
+
+def test_deterministic_and_weights_only_checkpoints(learn_bars, tmp_path):
+    quick = {**TRAIN, "max_epochs": 2}
+    a = _train(learn_bars, tmp_path / "a", train=quick)
+    b = _train(learn_bars, tmp_path / "b", train=quick)
+    fa, fb = (pl.read_parquet(o.factor_panel_path) for o in (a, b))
+    assert fa.drop("model_version").equals(fb.drop("model_version"))
+    assert set(fa.columns) == {"date", "industry", "score", "fold", "model_version"}
+    ckpt = tmp_path / "a" / "ckpt" / "fold_00" / "seed_0" / "best.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    meta = state["hyper_parameters"]["meta"]
+    assert meta["feature_spec"]["features"][0] == "open_rel"
+    assert len(meta["norm"]["mean"]) == len(meta["feature_spec"]["features"])
+    assert meta["data_hash"] and meta["train_range"][0] < meta["train_range"][1]
+
+
+def test_seed_ensemble_averages(learn_bars, tmp_path):
+    quick = {**TRAIN, "max_epochs": 1}
+    out = _train(learn_bars, tmp_path, train=quick, seeds=(0, 1))
+    ens = pl.read_parquet(out.factor_panel_path)
+    parts = [
+        pl.read_parquet(tmp_path / "ckpt" / "fold_00" / f"seed_{s}" / "scores.parquet")
+        for s in (0, 1)
+    ]
+    both = parts[0].join(parts[1], on=["date", "industry"], suffix="_1")
+    mean = both.select("date", "industry", ((pl.col("score") + pl.col("score_1")) / 2).alias("m"))
+    j = ens.join(mean, on=["date", "industry"])
+    assert j.height == both.height
+    np.testing.assert_allclose(j["score"].to_numpy(), j["m"].to_numpy())
+
+
+KILL_SCRIPT = """
+import os, signal, sys, json
+import lightning as L
+from rotation_dl.pipeline import train_walk_forward
+
+class KillMidEpoch(L.Callback):
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch = epoch, batch
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+args = json.loads(sys.argv[1])
+kill = args.pop("kill")
+cbs = (lambda f, s: [KillMidEpoch(2, 3)] if f == 1 else []) if kill else None
+train_walk_forward(**args, extra_callbacks=cbs)
+"""
+
+
+def test_resume_after_kill_mid_epoch(learn_bars, tmp_path):
+    script = tmp_path / "train_script.py"
+    script.write_text(KILL_SCRIPT)
+    train = {**TRAIN, "max_epochs": 4, "patience": 10}
+
+    def args(out, resume, kill):
+        return json.dumps(
+            {
+                "industry_bars_path": str(learn_bars),
+                "output_dir": str(out / "run"),
+                "checkpoint_dir": str(out / "ckpt"),
+                "panel_cache": str(out / "cache"),
+                "features": list(FeatureSpec().features),
+                "horizon": 5,
+                "volume_window": 20,
+                "min_constituents": 1,
+                "window": 5,
+                "net": NET,
+                "train": train,
+                "walkforward": WF,
+                "seeds": [0],
+                "resume": resume,
+                "logger": {"kind": "none"},
+                "run": "t",
+                "kill": kill,
+            }
+        )
+
+    def run(out, resume, kill):
+        return subprocess.run(
+            [sys.executable, str(script), args(out, resume, kill)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+
+    killed = run(tmp_path / "k", False, True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    fold1 = tmp_path / "k" / "ckpt" / "fold_01" / "seed_0"
+    assert (fold1 / "last.ckpt").exists() and not (fold1 / "done.json").exists()
+    assert (tmp_path / "k" / "ckpt" / "fold_00" / "seed_0" / "done.json").exists()
+    assert not (tmp_path / "k" / "run" / "factor_panel.parquet").exists()
+    resumed = run(tmp_path / "k", True, False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = run(tmp_path / "s", False, False)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a = pl.read_parquet(tmp_path / "k" / "run" / "factor_panel.parquet").drop("model_version")
+    b = pl.read_parquet(tmp_path / "s" / "run" / "factor_panel.parquet").drop("model_version")
+    assert a.equals(b)
+
+
+def test_no_look_ahead(tiny_market):
+    """Perturb every raw bar after day t: features, norm stats and scores at <= t unchanged."""
+    bars = tiny_market.bars.filter(pl.col("close") > 0)
+    days = bars["ts"].dt.date().unique().sort()
+    t = 20
+    later = pl.col("ts").dt.date() > days[t]
+    noisy = bars.with_columns(
+        [
+            pl.when(later).then(pl.col(c) * 1.5).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close", "volume", "amount")
+        ]
+    )
+    spec = FeatureSpec(bar_minutes=15, horizon=3)
+    panels = [
+        build_panel(
+            industry_bars(
+                b.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
+            ).collect(),
+            spec,
+        )
+        for b in (bars, noisy)
+    ]
+    pa, pb = panels
+    np.testing.assert_allclose(pa.x[: t + 1], pb.x[: t + 1], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(np.nan_to_num(pa.x[t + 1 :]), np.nan_to_num(pb.x[t + 1 :]))
+    np.testing.assert_allclose(pa.label[: t - 3 + 1], pb.label[: t - 3 + 1])
+    fold = walk_forward_folds(
+        len(pa.dates), warmup=4, min_train_days=8, val_days=3, retrain_every=5, gap=3
+    )[0]
+    assert fold.train[1] <= t
+    sa, sb = (
+        fit_norm_stats(p.x, np.arange(*fold.train), p.active, spec.features, p.dates)
+        for p in panels
+    )
+    np.testing.assert_allclose(sa.mean, sb.mean, rtol=1e-9)
+    np.testing.assert_allclose(sa.std, sb.std, rtol=1e-9)
+    torch.manual_seed(0)
+    net = build_net(GRUConfig(n_features=len(spec.features), hidden=8, layers=1)).eval()
+    scores = []
+    for p in panels:
+        dm = PanelDataModule(p, fold, window=4, norm=sa)
+        dm.setup()
+        with torch.no_grad():
+            scores.append(net(dm.gather(torch.arange(3, t + 1))["x"]).numpy())
+    np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6, atol=1e-7)
