@@ -152,6 +152,208 @@ def cmd_train(cfg: DictConfig) -> float:
     return float(m["mean_val_rank_ic"])
 
 
+def _ensure_store(cfg: DictConfig) -> None:
+    from rotation_dl.data.store import read_manifest
+
+    if read_manifest(Path(cfg.paths.store)) is None:
+        log.info("no store at %s: running ingest first", cfg.paths.store)
+        cmd_ingest(cfg)
+
+
+def _daily_and_classification(cfg: DictConfig):
+    from rotation_dl.data.readers import read_classification
+    from rotation_dl.evaluate import daily_bars
+
+    _ensure_store(cfg)
+    daily = daily_bars(
+        cfg.paths.store,
+        adjustment=cfg.data.adjustment,
+        adjustment_columns=_plain(cfg.data.adjustment_columns),
+        adjusted_daily=cfg.data.adjusted_daily,
+        adjusted_daily_columns=_plain(cfg.data.adjusted_daily_columns),
+    )
+    cls = read_classification(
+        cfg.data.classification,
+        columns=_plain(cfg.data.classification_columns),
+        on_missing_industry=cfg.industry.on_missing_industry,
+    )
+    return daily, cls
+
+
+def _rule(p: DictConfig):
+    from rotation_dl.backtest.selection import SelectionRule
+
+    return SelectionRule(
+        k=p.k, buffer=p.buffer, max_swaps=p.max_swaps, exclude=tuple(p.exclude or ())
+    )
+
+
+def _returns(cfg: DictConfig, daily=None, cls=None):
+    from rotation_dl.evaluate import industry_returns
+
+    src = cfg.backtest.returns
+    if src == "constituents" and daily is None:
+        daily, cls = _daily_and_classification(cfg)
+    ib = cfg.industry.output if src == "industry_bars" else None
+    if src == "industry_bars":
+        _ensure_industry_bars(cfg)
+    return industry_returns(
+        src,
+        daily=daily,
+        classification=cls,
+        industry_bars_path=ib,
+        returns_file=cfg.backtest.returns_file,
+        weighting=cfg.backtest.weighting,
+    )
+
+
+def _print_perf(name: str, summary: dict, out: Path) -> None:
+    p = summary["performance"]
+    ic = summary["ic"]["rank_ic"]
+    print(
+        f"{name}: {p['start']}..{p['end']}: excess compounded {p['excess_compounded']:+.2%}, "
+        f"summed {p['excess_summed']:+.2%}, IR {p['information_ratio']:.2f}, max DD of excess "
+        f"{p['max_drawdown_excess']:.2%}, turnover {p['mean_turnover']:.2f}; rank IC "
+        f"{ic['mean']:.4f} (t {ic['t_stat']:.2f})\n  outputs: {out}"
+    )
+
+
+def cmd_backtest(cfg: DictConfig) -> dict:
+    """Backtest a factor panel (factors=PATH; default: this run's GRU factor panel)."""
+    import polars as pl
+
+    from rotation_dl.evaluate import backtest_stage
+
+    path = Path(cfg.factors or Path(cfg.paths.output_dir) / "factor_panel.parquet")
+    if not path.exists():
+        raise RotationDLError(f"no factor panel at {path}; pass factors=PATH or run `train`")
+    factors = pl.read_parquet(path)
+    p = cfg.portfolio
+    out = Path(cfg.paths.output_dir) / "backtest"
+    summary = backtest_stage(
+        factors,
+        _returns(cfg),
+        out,
+        rule=_rule(p),
+        schedule=p.schedule,
+        every_n=p.every_n,
+        dates=list(p.dates) if p.dates else None,
+        cost_rate=p.cost_rate,
+        factor_col=cfg.backtest.factor_col,
+        horizon=cfg.backtest.horizon,
+        name="backtest",
+    )
+    _print_perf("backtest", summary, out)
+    return summary
+
+
+def cmd_baseline(cfg: DictConfig) -> dict:
+    """Diffusion-index baseline: DI, weekly rankings, monthly top-6 backtest."""
+    from rotation_dl.evaluate import diffusion_stage
+
+    daily, cls = _daily_and_classification(cfg)
+    b = cfg.baseline
+    out = Path(cfg.paths.output_dir) / "baseline"
+    summary = diffusion_stage(
+        daily,
+        cls,
+        _returns(cfg, daily, cls),
+        out,
+        variant=b.variant,
+        k=b.k,
+        ema_span=b.ema_span,
+        rule=_rule(b.portfolio),
+        schedule=b.portfolio.schedule,
+        horizon=cfg.backtest.horizon,
+        all_variants=b.all_variants,
+    )
+    for v, s in summary["variants"].items():
+        _print_perf(f"diffusion[{v}]", s, out)
+    return summary
+
+
+def cmd_timing(cfg: DictConfig) -> dict:
+    """Micro-cap diffusion timing: DI, critical-point grid, signal machines, timing backtest."""
+    import polars as pl
+
+    from rotation_dl.baselines.timing import SignalConfig, run_timing
+    from rotation_dl.evaluate import write_summary, write_table
+
+    daily, _ = _daily_and_classification(cfg)
+    t = cfg.timing
+    shares = pl.read_parquet(t.shares) if t.shares else None
+    members = None
+    if t.constituents:
+        from rotation_dl.data.readers import normalize_symbols
+
+        members = normalize_symbols(
+            pl.read_csv(t.constituents, schema_overrides={"symbol": pl.String})
+        )["symbol"].to_list()
+    res = run_timing(
+        daily,
+        n_smallest=t.n_smallest,
+        shares=shares,
+        constituents=members,
+        lag=t.lag,
+        cfg=SignalConfig(t.upper, t.lower, t.fast, t.slow),
+        execution=t.execution,
+    )
+    out = Path(cfg.paths.output_dir) / "timing"
+    for name in ("series", "grid", "signals", "curves"):
+        write_table(res[name], out, f"timing_{name}")
+    last = res["series"].tail(1).to_dicts()[0]
+    summary = {"universe": res["universe"], "latest": last, "stats": res["stats"]}
+    write_summary(summary, out, "timing_summary.json")
+    print(
+        f"timing ({res['universe']}): DI {last['di']:.3f} on {last['date']}; states "
+        + ", ".join(f"{k[6:]}={v}" for k, v in last.items() if k.startswith("state_"))
+        + "\n  "
+        + "\n  ".join(
+            f"{s['machine']}: total {s['total_return']:+.2%} vs buy&hold "
+            f"{s['buy_hold_return']:+.2%}, max DD {s['max_drawdown']:.2%}"
+            for s in res["stats"]
+        )
+        + f"\n  outputs: {out}"
+    )
+    return summary
+
+
+def cmd_factor_ic(cfg: DictConfig) -> dict:
+    """Weekly rank-IC monitor of built-in price/volume factors and user factor columns."""
+    import polars as pl
+
+    from rotation_dl.baselines.factor_ic import builtin_factors, top_bottom, weekly_factor_ic
+    from rotation_dl.data.readers import normalize_symbols
+    from rotation_dl.evaluate import write_summary, write_table
+
+    daily, _ = _daily_and_classification(cfg)
+    f = cfg.factor_ic
+    shares = pl.read_parquet(f.shares) if f.shares else None
+    factors = builtin_factors(daily, shares).collect()
+    if f.user_factors:
+        user = (
+            pl.read_parquet(f.user_factors)
+            if str(f.user_factors).endswith(".parquet")
+            else pl.read_csv(
+                f.user_factors, try_parse_dates=True, schema_overrides={"symbol": pl.String}
+            )
+        )
+        user = normalize_symbols(user.with_columns(pl.col("date").cast(pl.Date)))
+        factors = factors.join(user, on=["symbol", "date"], how="left")
+    ic, summ = weekly_factor_ic(daily, factors, f.trailing)
+    out = Path(cfg.paths.output_dir) / "factor_ic"
+    write_table(ic, out, "factor_ic_weekly")
+    write_table(summ, out, "factor_ic_summary")
+    tb = top_bottom(summ)
+    summary = {"week": str(ic["week_end"].max()), "summary": summ.to_dicts(), **tb}
+    write_summary(summary, out, "factor_ic_summary.json")
+    print(
+        f"factor IC, week ending {summary['week']}: top {tb['top']}, bottom {tb['bottom']}"
+        f"\n  outputs: {out}"
+    )
+    return summary
+
+
 def cmd_demo(cfg: DictConfig) -> Path:
     """The whole pipeline that exists so far, on the sample market, with stage progress."""
     stages: list[tuple[str, Callable[[DictConfig], Any]]] = [
@@ -176,6 +378,10 @@ COMMANDS: dict[str, Callable[[DictConfig], Any]] = {
     "ingest": cmd_ingest,
     "industry-bars": cmd_industry_bars,
     "train": cmd_train,
+    "backtest": cmd_backtest,
+    "baseline": cmd_baseline,
+    "timing": cmd_timing,
+    "factor-ic": cmd_factor_ic,
     "demo": cmd_demo,
 }
 

@@ -153,3 +153,60 @@ def test_train_cli_with_offline_wandb(tmp_path):
     assert metrics["folds"] >= 1 and "oos_rank_ic" in metrics
     assert list((out / "logs" / "wandb").glob("offline-run-*")), "wandb must run offline"
     assert list((tmp_path / "ck").glob("fold_00/seed_0/best.ckpt"))
+
+
+def test_every_config_option_composes():
+    """Every option of every config group composes (and the experiment)."""
+    conf = REPO / "conf"
+    groups = [p for p in conf.iterdir() if p.is_dir() and p.name != "experiment"]
+    for g in groups:
+        for opt in sorted(g.glob("*.yaml")):
+            cfg = load_config([f"{g.name}={opt.stem}"])
+            assert cfg[g.name] is not None, (g.name, opt.stem)
+    exp = load_config(["experiment=sw_15min"])
+    assert exp.run == "sw_15min" and exp.data.kind == "files"
+
+
+EVAL_SMALL = ["data.sample.n_industries=6", "data.sample.n_stocks=60", "data.sample.n_days=70"]
+
+
+def test_evaluation_commands(tmp_path):
+    out = tmp_path / "o"
+    common = [f"paths.output_dir={out}", *EVAL_SMALL]
+    base = _run(["baseline", *common, "baseline.all_variants=true", "baseline.k=10"], REPO)
+    assert base.returncode == 0, base.stderr[-2000:]
+    for v in ("lag", "multi_horizon", "above_ma", "ema"):
+        assert (out / "baseline" / f"diffusion_{v}_daily.parquet").exists()
+    summ = __import__("json").loads((out / "baseline" / "diffusion_summary.json").read_text())
+    assert len(summ["comparison"]) == 4
+    # the DI panel doubles as a factor panel for `backtest`
+    di = pl.read_parquet(out / "baseline" / "di_multi_horizon.parquet").rename({"di": "score"})
+    di.write_parquet(tmp_path / "f.parquet")
+    bt = _run(
+        [
+            "backtest",
+            *common,
+            f"factors={tmp_path / 'f.parquet'}",
+            "portfolio.k=2",
+            "portfolio.buffer=3",
+            "portfolio.max_swaps=1",
+        ],
+        REPO,
+    )
+    assert bt.returncode == 0, bt.stderr[-2000:]
+    assert "excess compounded" in bt.stdout
+    reb = pl.read_parquet(out / "backtest" / "backtest_rebalances.parquet")
+    assert reb["n_in"].slice(1).max() <= 1
+    tm = _run(["timing", *common, "timing.n_smallest=20"], REPO)
+    assert tm.returncode == 0, tm.stderr[-2000:]
+    assert pl.read_csv(out / "timing" / "timing_grid.csv").height == 11
+    fi = _run(["factor-ic", *common], REPO)
+    assert fi.returncode == 0, fi.stderr[-2000:]
+    assert "top" in fi.stdout
+
+
+def test_backtest_without_factors_is_a_user_error(tmp_path):
+    proc = _run(
+        ["backtest", f"paths.output_dir={tmp_path}", f"factors={tmp_path / 'no.parquet'}"], REPO
+    )
+    assert proc.returncode == 2 and "no factor panel" in proc.stderr
