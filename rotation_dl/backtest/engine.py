@@ -9,6 +9,7 @@ Costs: `cost_rate` x turnover, charged on the first day of the new holding perio
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -17,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.backtest.schedule import Schedule, rebalance_dates
-from rotation_dl.backtest.selection import SelectionRule, run_selection
+from rotation_dl.backtest.selection import SelectionRule, rank_orders, select_indices
 from rotation_dl.errors import DataError
 
 
@@ -45,6 +46,134 @@ def returns_matrix(
     return wide["date"].to_list(), inds, wide.select(inds).to_numpy().astype(np.float64)
 
 
+@dataclass
+class PreparedPanel:
+    """Scores and returns aligned on one calendar, with per-date rank orders (built once)."""
+
+    cal: list[date]
+    inds: list[str]
+    R: np.ndarray  # [D, N] daily returns (NaN missing)
+    S: np.ndarray  # [D, N] scores (NaN missing)
+    order: np.ndarray  # [D, N] industry indices best first
+    ranks: np.ndarray  # [D, N] 1-based ranks
+    first: int  # first calendar index with any score
+
+
+def prepare(
+    factors: pl.DataFrame, returns: pl.DataFrame, factor_col: str = "score"
+) -> PreparedPanel:
+    """Align a factor panel and industry returns on the returns' calendar."""
+    cal, inds, R = returns_matrix(returns)
+    if not cal:
+        raise DataError("no industry returns to backtest against", file="returns", count=0)
+    scored = factors.select("date", "industry", pl.col(factor_col).cast(pl.Float64).alias("s"))
+    scored = scored.filter(
+        pl.col("industry").is_in(inds) & pl.col("s").is_not_null() & pl.col("s").is_not_nan()
+    )
+    if scored.is_empty():
+        raise DataError("factor panel has no scores", file="factors", column=factor_col, count=0)
+    pos = {d: i for i, d in enumerate(cal)}
+    col = {n: j for j, n in enumerate(inds)}
+    scored = scored.filter(pl.col("date").is_in(cal))
+    S = np.full(R.shape, np.nan)
+    di = np.array([pos[d] for d in scored["date"].to_list()], dtype=np.int64)
+    ni = np.array([col[n] for n in scored["industry"].to_list()], dtype=np.int64)
+    S[di, ni] = scored["s"].to_numpy()
+    order, ranks = rank_orders(S, inds)
+    has = np.isfinite(S).any(axis=1)
+    return PreparedPanel(cal, inds, R, S, order, ranks, int(np.argmax(has)) if has.any() else 0)
+
+
+def _rebalance_index(
+    prep: PreparedPanel,
+    schedule: Schedule,
+    every_n: int,
+    dates: Sequence[date] | None,
+    start: date | None,
+    end: date | None,
+) -> list[int]:
+    lo = max(
+        prep.first,
+        prep.cal.index(start)
+        if start in prep.cal
+        else (
+            int(np.searchsorted(np.asarray(prep.cal, dtype="datetime64[D]"), np.datetime64(start)))
+            if start
+            else 0
+        ),
+    )
+    hi = (
+        len(prep.cal) - 1
+        if end is None
+        else int(
+            np.searchsorted(
+                np.asarray(prep.cal, dtype="datetime64[D]"), np.datetime64(end), "right"
+            )
+        )
+        - 1
+    )
+    window = prep.cal[lo : hi + 1]
+    pos = {d: i for i, d in enumerate(prep.cal)}
+    has = np.isfinite(prep.S).any(axis=1)
+    idx = [pos[d] for d in rebalance_dates(window, schedule, every_n, dates)]
+    idx = [i for i in idx if has[i]]
+    if not idx:
+        raise DataError("no rebalance date has scores", file="factors", column="date", count=0)
+    return idx
+
+
+def _select_path(prep: PreparedPanel, rebal: list[int], rule: SelectionRule) -> list[list[int]]:
+    excluded = frozenset(prep.inds.index(e) for e in rule.exclude if e in prep.inds)
+    held: list[int] = []
+    path = []
+    for i in rebal:
+        held = select_indices(
+            prep.order[i], prep.ranks[i], np.isfinite(prep.S[i]), held, rule, excluded
+        )
+        path.append(held)
+    return path
+
+
+def _simulate_arrays(
+    R: np.ndarray, rebal: list[int], holdings: list[list[int]], cost_rate: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """Daily portfolio returns with drifting equal weights; turnover and cost on the first day
+    of each holding period; turnover per rebalance."""
+    D, N = R.shape
+    Rz = np.nan_to_num(R, nan=0.0)  # a missing return is a flat day for a held industry
+    port = np.full(D, np.nan)
+    turnover = np.zeros(D)
+    cost = np.zeros(D)
+    traded_at: list[float] = []
+    w_prev = np.zeros(N)
+    for k, (i0, held) in enumerate(zip(rebal, holdings, strict=True)):
+        i1 = rebal[k + 1] if k + 1 < len(rebal) else D - 1
+        w = np.zeros(N)
+        if held:
+            w[held] = 1.0 / len(held)
+        traded = float(np.abs(w - w_prev).sum())
+        traded_at.append(traded)
+        if i1 > i0:
+            growth = np.cumprod(1 + Rz[i0 + 1 : i1 + 1], axis=0)  # [T, N]
+            value = growth @ w  # portfolio value relative to the rebalance close
+            port[i0 + 1 : i1 + 1] = value / np.concatenate([[1.0], value[:-1]]) - 1
+            turnover[i0 + 1] = traded
+            cost[i0 + 1] = cost_rate * traded
+            port[i0 + 1] -= cost[i0 + 1]
+            w_end = growth[-1] * w
+            w_prev = w_end / w_end.sum() if w_end.sum() > 0 else w_end
+        else:
+            w_prev = w
+    return port, turnover, cost, traded_at
+
+
+def equal_weight_benchmark(R: np.ndarray) -> np.ndarray:
+    """Mean of the industries' returns each day (rebalanced daily); NaN on empty days."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(R, axis=1)
+
+
 def run_backtest(
     factors: pl.DataFrame,
     returns: pl.DataFrame,
@@ -57,6 +186,7 @@ def run_backtest(
     factor_col: str = "score",
     start: date | None = None,
     end: date | None = None,
+    prepared: PreparedPanel | None = None,
 ) -> BacktestResult:
     """Backtest a (date, industry, score) panel against (date, industry, ret) daily returns.
 
@@ -66,135 +196,127 @@ def run_backtest(
         rule: selection (top-k, buffer, swap cap, exclusions).
         schedule: weekly | monthly | daily | every_n | dates.
         cost_rate: proportional cost per unit of turnover.
-        start, end: restrict the calendar (defaults: first/last scored date .. last return).
+        start, end: restrict the calendar (defaults: first scored date .. last return).
+        prepared: reuse an aligned panel from `prepare` (sweeps).
     """
     rule = rule or SelectionRule()
-    cal, inds, R = returns_matrix(returns)
-    if not cal:
-        raise DataError("no industry returns to backtest against", file="returns", count=0)
-    scored = factors.select("date", "industry", pl.col(factor_col).alias("score"))
-    first_scored = scored.filter(pl.col("score").is_not_null())["date"].min()
-    if first_scored is None:
-        raise DataError("factor panel has no scores", file="factors", column=factor_col, count=0)
-    lo = max(start or first_scored, first_scored)
-    cal_arr = np.asarray(cal, dtype="datetime64[D]")
-    in_range = (cal_arr >= np.datetime64(lo)) & (cal_arr <= np.datetime64(end or cal[-1]))
-    cal_dates = [d for d, ok in zip(cal, in_range, strict=True) if ok]
-    rebal = [
-        d
-        for d in rebalance_dates(cal_dates, schedule, every_n, dates)
-        if d in set(scored["date"].to_list())
-    ]
-    if not rebal:
-        raise DataError("no rebalance date has scores", file="factors", column="date", count=0)
-    by_date = scored.filter(pl.col("date").is_in(rebal)).partition_by("date", as_dict=True)
-    score_maps = [
-        dict(zip(by_date[(d,)]["industry"], by_date[(d,)]["score"], strict=True)) for d in rebal
-    ]
-    holdings = run_selection(rebal, score_maps, rule)
-    return _simulate(
-        cal,
-        inds,
-        R,
-        rebal,
-        holdings,
-        cost_rate,
-        config={
-            "k": rule.k,
-            "buffer": rule.buffer,
-            "max_swaps": rule.max_swaps,
-            "exclude": list(rule.exclude),
-            "schedule": schedule,
-            "every_n": every_n,
-            "cost_rate": cost_rate,
-        },
-    )
+    prep = prepared or prepare(factors, returns, factor_col)
+    rebal = _rebalance_index(prep, schedule, every_n, dates, start, end)
+    holdings = _select_path(prep, rebal, rule)
+    port, turnover, cost, traded = _simulate_arrays(prep.R, rebal, holdings, cost_rate)
+    config = {
+        "k": rule.k,
+        "buffer": rule.buffer,
+        "max_swaps": rule.max_swaps,
+        "exclude": list(rule.exclude),
+        "schedule": schedule,
+        "every_n": every_n,
+        "cost_rate": cost_rate,
+    }
+    return _frames(prep, rebal, holdings, port, turnover, cost, traded, config)
 
 
-def _simulate(
-    cal: list[date],
-    inds: list[str],
-    R: np.ndarray,
-    rebal: list[date],
-    holdings: list[list[str]],
-    cost_rate: float,
-    config: dict,
-) -> BacktestResult:
-    """Drifting equal weights between rebalances; vectorised within each holding period."""
-    col = {ind: j for j, ind in enumerate(inds)}
-    pos = {d: i for i, d in enumerate(cal)}
-    D, N = R.shape
-    Rz = np.nan_to_num(R, nan=0.0)  # a missing return is a flat day for a held industry
-    port = np.full(D, np.nan)
-    turnover = np.zeros(D)  # on the first day of each holding period
-    cost = np.zeros(D)
-    w_prev = np.zeros(N)
-    rows_h, rows_r = [], []
-    for k, (d, held) in enumerate(zip(rebal, holdings, strict=True)):
-        i0 = pos[d]
-        i1 = pos[rebal[k + 1]] if k + 1 < len(rebal) else D - 1
-        w = np.zeros(N)
-        if held:
-            w[[col[h] for h in held]] = 1.0 / len(held)
-        traded = float(np.abs(w - w_prev).sum())
-        prev_set = {inds[j] for j in np.nonzero(w_prev)[0]}
-        rows_r.append(
-            (
-                d,
-                len(set(held) - prev_set),
-                len(prev_set - set(held)),
-                traded,
-                sorted(set(held) - prev_set),
-                sorted(prev_set - set(held)),
-            )
+def _frames(prep, rebal, holdings, port, turnover, cost, traded, config) -> BacktestResult:
+    cal, inds = prep.cal, prep.inds
+    start = rebal[0]
+    bench = equal_weight_benchmark(prep.R)
+    sl = slice(start + 1, len(cal))
+    daily = (
+        pl.DataFrame(
+            {
+                "date": pl.Series(cal[sl], dtype=pl.Date),
+                "port_ret": port[sl],
+                "bench_ret": bench[sl],
+                "turnover": turnover[sl],
+                "cost": cost[sl],
+            }
         )
-        rows_h += [(d, h, 1.0 / len(held)) for h in held]
-        if i1 > i0:
-            growth = np.cumprod(1 + Rz[i0 + 1 : i1 + 1], axis=0)  # [T, N]
-            value = growth @ w  # portfolio value relative to the rebalance close
-            prev_value = np.concatenate([[1.0], value[:-1]])
-            port[i0 + 1 : i1 + 1] = value / prev_value - 1
-            turnover[i0 + 1] = traded
-            cost[i0 + 1] = cost_rate * traded
-            port[i0 + 1] -= cost[i0 + 1]
-            w_end = growth[-1] * w
-            w_prev = w_end / w_end.sum() if w_end.sum() > 0 else w_end
-        else:
-            w_prev = w
-    start = pos[rebal[0]]
-    with np.errstate(invalid="ignore"):
-        bench = np.nanmean(R, axis=1)
-    sl = slice(start + 1, D)
-    daily = pl.DataFrame(
-        {
-            "date": cal[sl],
-            "port_ret": port[sl],
-            "bench_ret": bench[sl],
-            "turnover": turnover[sl],
-            "cost": cost[sl],
-        }
-    ).with_columns(pl.col("date").cast(pl.Date))
-    daily = daily.with_columns(
-        (pl.col("port_ret") - pl.col("bench_ret")).alias("excess_ret"),
-        (1 + pl.col("port_ret")).cum_prod().alias("port_nav"),
-        (1 + pl.col("bench_ret")).cum_prod().alias("bench_nav"),
-    ).with_columns((pl.col("port_nav") / pl.col("bench_nav")).alias("excess_nav"))
+        .with_columns(
+            (pl.col("port_ret") - pl.col("bench_ret")).alias("excess_ret"),
+            (1 + pl.col("port_ret")).cum_prod().alias("port_nav"),
+            (1 + pl.col("bench_ret")).cum_prod().alias("bench_nav"),
+        )
+        .with_columns((pl.col("port_nav") / pl.col("bench_nav")).alias("excess_nav"))
+    )
+    h_dates, h_inds, h_w = [], [], []
+    entered, exited, prev = [], [], set()
+    for i, held in zip(rebal, holdings, strict=True):
+        names = [inds[j] for j in held]
+        h_dates += [cal[i]] * len(names)
+        h_inds += names
+        h_w += [1.0 / len(names)] * len(names) if names else []
+        cur = set(names)
+        entered.append(sorted(cur - prev))
+        exited.append(sorted(prev - cur))
+        prev = cur
     hold = pl.DataFrame(
-        rows_h, schema={"date": pl.Date, "industry": pl.String, "weight": pl.Float64}, orient="row"
+        {"date": pl.Series(h_dates, dtype=pl.Date), "industry": h_inds, "weight": h_w},
+        schema_overrides={"industry": pl.String, "weight": pl.Float64},
     )
     reb = pl.DataFrame(
-        rows_r,
-        schema={
-            "date": pl.Date,
-            "n_in": pl.Int64,
-            "n_out": pl.Int64,
-            "turnover": pl.Float64,
-            "entered": pl.List(pl.String),
-            "exited": pl.List(pl.String),
-        },
-        orient="row",
+        {
+            "date": pl.Series([cal[i] for i in rebal], dtype=pl.Date),
+            "n_in": [len(e) for e in entered],
+            "n_out": [len(x) for x in exited],
+            "turnover": traded,
+            "entered": pl.Series(entered, dtype=pl.List(pl.String)),
+            "exited": pl.Series(exited, dtype=pl.List(pl.String)),
+        }
     )
     return BacktestResult(daily, hold, reb, config)
+
+
+def run_sweep(
+    factors: pl.DataFrame,
+    returns: pl.DataFrame,
+    configs: Sequence[dict],
+    *,
+    factor_col: str = "score",
+    periods_per_year: int = 252,
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """Backtest many configurations on one prepared panel.
+
+    Each config is a dict of k, buffer, max_swaps, exclude, schedule, every_n, cost_rate.
+    Returns (one summary row per config, NAV matrix [days, configs] over the calendar, NaN
+    before each config's first holding period).
+    """
+    prep = prepare(factors, returns, factor_col)
+    bench = equal_weight_benchmark(prep.R)
+    navs = np.full((len(prep.cal), len(configs)), np.nan)
+    rows = []
+    for c, cfg in enumerate(configs):
+        rule = SelectionRule(
+            k=cfg.get("k", 6),
+            buffer=cfg.get("buffer"),
+            max_swaps=cfg.get("max_swaps"),
+            exclude=tuple(cfg.get("exclude", ())),
+        )
+        rebal = _rebalance_index(
+            prep,
+            cfg.get("schedule", "weekly"),
+            cfg.get("every_n", 5),
+            cfg.get("dates"),
+            None,
+            None,
+        )
+        hold = _select_path(prep, rebal, rule)
+        port, _, _, traded = _simulate_arrays(prep.R, rebal, hold, cfg.get("cost_rate", 0.0))
+        p = port[rebal[0] + 1 :]
+        b = bench[rebal[0] + 1 :]
+        nav = np.cumprod(1 + p)
+        navs[rebal[0] + 1 :, c] = nav
+        ex = p - b
+        te = np.std(ex, ddof=1) * np.sqrt(periods_per_year) if len(ex) > 1 else np.nan
+        rows.append(
+            {
+                **{k: cfg.get(k) for k in ("k", "buffer", "max_swaps", "schedule", "every_n")},
+                "excess_compounded": float(nav[-1] / np.prod(1 + b) - 1) if len(p) else np.nan,
+                "excess_summed": float(ex.sum()),
+                "information_ratio": float(ex.mean() * periods_per_year / te) if te else np.nan,
+                "mean_turnover": float(np.mean(traded[1:])) if len(traded) > 1 else 0.0,
+            }
+        )
+    return pl.DataFrame(rows), navs
 
 
 def industry_daily_returns(industry_bars: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:

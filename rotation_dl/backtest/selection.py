@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,46 @@ def run_selection(
         held = select(scores, held, rule)
         out.append(held)
     return out
+
+
+def rank_orders(scores: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a [T, N] score matrix: industry indices best first (score descending, ties
+    by name, NaN last) and each industry's 1-based rank. Same order as `rank_order`."""
+    import numpy as np
+
+    T, N = scores.shape
+    name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object)))
+    key = np.where(np.isfinite(scores), -scores, np.inf)
+    # lexsort: last key is primary -> (missing last, score desc, name)
+    order = np.lexsort((np.broadcast_to(name_rank, (T, N)), key), axis=1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(1, N + 1)[None, :].repeat(T, 0), axis=1)
+    return order, ranks
+
+
+def select_indices(
+    order: np.ndarray,
+    ranks: np.ndarray,
+    valid: np.ndarray,
+    held: list[int],
+    rule: SelectionRule,
+    excluded: frozenset[int] = frozenset(),
+) -> list[int]:
+    """`select` on industry indices with precomputed ranks (the engine's fast path)."""
+    buffer = rule.buffer if rule.buffer is not None else rule.k
+    held = [h for h in held if h not in excluded]
+    held_set = set(held)
+    candidates = [int(i) for i in order if valid[i] and i not in held_set and i not in excluded]
+    if not held:
+        return candidates[: rule.k]
+    keep = [h for h in held if valid[h] and ranks[h] <= buffer]
+    keep_set = set(keep)
+    leaving = sorted((h for h in held if h not in keep_set), key=lambda h: ranks[h])
+    free = max(0, rule.k - len(keep))
+    swaps = min(len(leaving), free, len(candidates))
+    if rule.max_swaps is not None:
+        swaps = min(swaps, rule.max_swaps)
+    out = keep + leaving[: len(leaving) - swaps] + candidates[:swaps]
+    if len(out) < rule.k:
+        out += candidates[swaps : swaps + rule.k - len(out)]
+    return sorted(out, key=lambda h: ranks[h])

@@ -7,7 +7,8 @@ x * close_t > close_{t-T}: "if every constituent sits at x times today's close N
 from now, what will DI be?". Three signal machines turn DI into a position (1 long, 0 flat):
 
 * first threshold (left side):  long -> flat when DI > upper; flat -> long when DI < lower
-* delayed threshold (right side): flat when DI falls through upper; long when it rises through lower
+* delayed threshold (right side): flat when DI falls through upper; long when it rises
+  through lower
 * dual moving average:          long while MA_fast(DI) > MA_slow(DI)
 """
 
