@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rotation-dl demo
+	$(VENV)/bin/rotation-dl demo experiment=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

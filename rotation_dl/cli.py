@@ -354,22 +354,242 @@ def cmd_factor_ic(cfg: DictConfig) -> dict:
     return summary
 
 
+def _latest_checkpoints(ckpt_root: Path) -> list[Path]:
+    folds = sorted(p for p in ckpt_root.glob("fold_*") if p.is_dir())
+    for fold in reversed(folds):
+        found = sorted(fold.glob("seed_*/best.ckpt"))
+        if found:
+            return found
+    raise RotationDLError(f"no checkpoints under {ckpt_root}; run `rotation-dl train` first")
+
+
+def cmd_export(cfg: DictConfig) -> list[Path]:
+    """Checkpoint(s) -> ONNX with self-describing metadata (+ optional fp16/int8 variants)."""
+    import numpy as np
+
+    from rotation_dl.export.onnx_export import export_onnx, make_variant, variant_report
+
+    ckpts = (
+        [Path(c) for c in cfg.export.checkpoints]
+        if cfg.export.checkpoints
+        else _latest_checkpoints(Path(cfg.paths.checkpoints))
+    )
+    out_dir = Path(cfg.export.out_dir)
+    written = []
+    for ck in ckpts:
+        name = (
+            f"{ck.parent.parent.name}_{ck.parent.name}.onnx"
+            if ck.parent.name.startswith("seed_")
+            else ck.with_suffix(".onnx").name
+        )
+        path, meta = export_onnx(ck, out_dir / name, opset=cfg.export.opset)
+        written.append(path)
+        print(
+            f"export: {ck} -> {path} ({meta['net']['arch']}, window {meta['window']}, "
+            f"{len(meta['feature_spec']['features'])} features, opset {meta['opset']})"
+        )
+        if cfg.export.variants:
+            rng = np.random.default_rng(0)
+            n, w = len(meta["industries"]), meta["window"]
+            probe = rng.standard_normal(
+                (16, n, w, meta["input"]["bars_per_day"], len(meta["feature_spec"]["features"]))
+            )
+            labels = rng.standard_normal((16, n))
+            for kind in cfg.export.variants:
+                vp = make_variant(path, kind)
+                rep = variant_report(path, vp, probe, labels)
+                print(
+                    f"  {kind}: {vp}; max |score diff| vs fp32 {rep['max_abs_diff']:.2e}, "
+                    f"mean {rep['mean_abs_diff']:.2e}; rank IC change on a probe batch "
+                    f"{rep['rank_ic_change']:+.4f}"
+                )
+    return written
+
+
+def cmd_score(cfg: DictConfig) -> dict:
+    """Score the latest complete week (or score.asof) with ONNX Runtime: ranks and holdings."""
+    from datetime import date as _date
+
+    from rotation_dl.export.scoring import (
+        OnnxScorer,
+        read_holdings,
+        score_from_industry_bars,
+        write_score,
+    )
+    from rotation_dl.pipeline import build_industry_bars
+
+    s = cfg.score
+    models = (
+        [Path(m) for m in s.models]
+        if s.models
+        else sorted(p for p in Path(cfg.export.out_dir).glob("*.onnx") if p.stem.count(".") == 0)
+    )
+    scorer = OnnxScorer(models, prefer=s.providers)
+    _ensure_store(cfg)
+    asof = _date.fromisoformat(str(s.asof)) if s.asof else None
+    start, end = _score_range(cfg.paths.store, asof, s.lookback_days)
+    ib = build_industry_bars(
+        cfg.paths.store,
+        cfg.data.classification,
+        None,
+        classification_columns=_plain(cfg.data.classification_columns),
+        adjustment=cfg.data.adjustment,
+        adjustment_columns=_plain(cfg.data.adjustment_columns),
+        adjusted_daily=cfg.data.adjusted_daily,
+        adjusted_daily_columns=_plain(cfg.data.adjusted_daily_columns),
+        weighting=cfg.industry.weighting,
+        bar_minutes=scorer.spec.bar_minutes or None,
+        on_unmapped=cfg.industry.on_unmapped,
+        session=_session(cfg),
+        start=start,
+        end=end,
+    )
+    holdings = read_holdings(s.holdings) if s.holdings else None
+    result = score_from_industry_bars(
+        ib.frame,
+        scorer,
+        asof=asof,
+        rule=_rule(cfg.portfolio),
+        current_holdings=holdings,
+        bar_minutes=ib.bar_minutes,
+    )
+    payload = write_score(result, s.out_dir, scorer.paths)
+    print(
+        f"score {result.asof} (vs {result.previous}), {len(models)} model(s) on {result.provider}:"
+    )
+    print(_table_text(result.table))
+    print(f"holdings: {', '.join(result.holdings)}\n  outputs: {s.out_dir}")
+    return payload
+
+
+def _table_text(table) -> str:
+    lines = [f"{'rank':>4}  {'industry':<12} {'score':>9} {'chg':>4}  held"]
+    for r in table.to_dicts():  # a ~30-row printout
+        chg = "" if r["rank_change"] is None else f"{r['rank_change']:+d}"
+        score = "   -" if r["score"] is None else f"{r['score']:9.4f}"
+        lines.append(
+            f"{r['rank']:>4}  {r['industry']:<12} {score:>9} {chg:>4}  "
+            f"{'*' if r['held'] else ''} {r['action']}"
+        )
+    return "\n".join(lines)
+
+
+def _score_range(store, asof, lookback_days: int):
+    """Calendar dates to read for scoring: enough trading days before `asof` (or the store's
+    last day) for the window and the feature warm-up."""
+    from datetime import date as _date
+    from datetime import timedelta
+
+    from rotation_dl.data.store import stored_partitions
+
+    names = stored_partitions(Path(store))
+    if not names:
+        raise RotationDLError(f"{store}: empty store")
+    last = names[-1].split("=", 1)[1]
+    end = asof or _date.fromisoformat(last if len(last) == 10 else last + "-28")
+    return end - timedelta(days=int(lookback_days * 7 / 5) + 10), asof
+
+
+def cmd_report(cfg: DictConfig) -> Path:
+    """Weekly HTML + Markdown report from this run's train, backtest, baseline, score,
+    timing and factor-IC outputs (missing backtests are run first)."""
+    import json
+    from datetime import date as _date
+
+    import polars as pl
+
+    from rotation_dl.evaluate import forward_returns
+    from rotation_dl.export.scoring import latest_complete_week_end
+    from rotation_dl.report.weekly import ModelResult, ReportInputs, build_weekly_report
+
+    out = Path(cfg.paths.output_dir)
+    need = out / "backtest" / "backtest_daily.parquet"
+    if not need.exists():
+        cmd_backtest(cfg)
+    variant = cfg.baseline.variant
+    base = out / "baseline"
+    if not (base / f"diffusion_{variant}_daily.parquet").exists():
+        cmd_baseline(cfg)
+    gru = ModelResult(
+        cfg.report.gru_name,
+        pl.read_parquet(out / "factor_panel.parquet"),
+        pl.read_parquet(need),
+        pl.read_parquet(out / "backtest" / "backtest_holdings.parquet"),
+    )
+    di = ModelResult(
+        f"{cfg.report.di_name} ({variant})",
+        pl.read_parquet(base / f"di_{variant}.parquet").rename({"di": "score"}),
+        pl.read_parquet(base / f"diffusion_{variant}_daily.parquet"),
+        pl.read_parquet(base / f"diffusion_{variant}_holdings.parquet"),
+    )
+    scores = sorted((out / "score").glob("score_*.parquet")) if (out / "score").exists() else []
+    score_table = pl.read_parquet(scores[-1]) if scores else None
+    if cfg.report.asof:
+        asof = _date.fromisoformat(str(cfg.report.asof))
+    elif scores:
+        asof = _date.fromisoformat(scores[-1].stem.split("_", 1)[1])
+    else:
+        asof = latest_complete_week_end(gru.daily["date"].to_list())
+    timing = None
+    tdir = out / "timing"
+    if (tdir / "timing_series.parquet").exists():
+        timing = {
+            "series": pl.read_parquet(tdir / "timing_series.parquet"),
+            "grid": pl.read_parquet(tdir / "timing_grid.parquet"),
+            "stats": json.loads((tdir / "timing_summary.json").read_text())["stats"],
+        }
+    fic = out / "factor_ic" / "factor_ic_summary.parquet"
+    inputs = ReportInputs(
+        asof=asof,
+        models=[gru, di],
+        forward=forward_returns(_returns(cfg)),
+        score_table=score_table,
+        di_rankings=pl.read_parquet(base / f"di_{variant}_weekly_rankings.parquet").filter(
+            pl.col("date") <= asof
+        ),
+        timing=timing,
+        factor_ic=pl.read_parquet(fic) if fic.exists() else None,
+        notes=[
+            f"run {cfg.run}; GRU model {gru.factors['model_version'][0]}"
+            if "model_version" in gru.factors.columns
+            else f"run {cfg.run}"
+        ],
+    )
+    path = build_weekly_report(inputs, cfg.report.out_dir)
+    print(f"report: {path.resolve()}\n  summary: {path.with_suffix('.md').resolve()}")
+    return path
+
+
 def cmd_demo(cfg: DictConfig) -> Path:
-    """The whole pipeline that exists so far, on the sample market, with stage progress."""
+    """The whole toolkit on the sample market: data, GRU, ONNX, scoring, baselines, report."""
     stages: list[tuple[str, Callable[[DictConfig], Any]]] = [
         ("generate sample market", cmd_sample),
         ("ingest raw bars", cmd_ingest),
         ("build industry bars", cmd_industry_bars),
+        ("walk-forward GRU training", cmd_train),
+        ("export to ONNX", cmd_export),
+        ("score the latest week (onnxruntime)", cmd_score),
+        ("backtest the GRU factor", cmd_backtest),
+        ("diffusion-index baseline", cmd_baseline),
+        ("micro-cap timing", cmd_timing),
+        ("factor IC monitor", cmd_factor_ic),
+        ("weekly report", cmd_report),
     ]
     if cfg.data.kind != "sample":
         stages = stages[1:]
+    t_all = time.perf_counter()
+    report = None
     for k, (name, fn) in enumerate(stages, 1):
         t0 = time.perf_counter()
         print(f"[{k}/{len(stages)}] {name} ...", flush=True)
-        fn(cfg)
+        result = fn(cfg)
+        if fn is cmd_report:
+            report = result
         print(f"      done in {time.perf_counter() - t0:.1f}s", flush=True)
     out = Path(cfg.paths.output_dir).resolve()
-    print(f"demo outputs: {out}")
+    print(f"demo finished in {time.perf_counter() - t_all:.0f}s; outputs: {out}")
+    if report is not None:
+        print(f"open the report: {Path(report).resolve()}")
     return out
 
 
@@ -382,6 +602,9 @@ COMMANDS: dict[str, Callable[[DictConfig], Any]] = {
     "baseline": cmd_baseline,
     "timing": cmd_timing,
     "factor-ic": cmd_factor_ic,
+    "export": cmd_export,
+    "score": cmd_score,
+    "report": cmd_report,
     "demo": cmd_demo,
 }
 

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IndustryBarsResult:
-    path: Path
+    path: Path | None
     frame: pl.DataFrame
     bar_minutes: int
 
@@ -73,7 +73,7 @@ def _partition_dates(names: list[str]) -> tuple[date, date]:
 def build_industry_bars(
     store: str | Path,
     classification: str | Path,
-    output: str | Path,
+    output: str | Path | None,
     *,
     classification_columns: Mapping[str, str] | None = None,
     adjustment: str | Path | None = None,
@@ -86,12 +86,15 @@ def build_industry_bars(
     on_missing_industry: Literal["fail", "drop"] = "fail",
     session: Session = A_SHARE,
     chunk_partitions: int = 10,
+    start: date | None = None,
+    end: date | None = None,
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
     Streams the store `chunk_partitions` partitions at a time, carrying each stock's last
     (adjusted) close and each industry's index level into the next chunk, so memory stays flat
-    as history grows and the result equals a single pass over all of it.
+    as history grows and the result equals a single pass over all of it. `start`/`end` limit the
+    dates read; `output=None` skips writing.
     """
     manifest = read_manifest(Path(store))
     if manifest is None:
@@ -106,17 +109,28 @@ def build_industry_bars(
     if adjustment is not None:
         factors = read_adjustment(adjustment, columns=adjustment_columns)
     elif adjusted_daily is not None:
-        closes = read_daily_closes(adjusted_daily, columns=adjusted_daily_columns).collect()
-        factors = factors_from_adjusted_daily(scan_store(store), closes).collect(
-            engine="streaming"
-        )
-    names = stored_partitions(Path(store))
+        closes = read_daily_closes(adjusted_daily, columns=adjusted_daily_columns)
+        if start is not None:
+            closes = closes.filter(pl.col("date") >= start)
+        if end is not None:
+            closes = closes.filter(pl.col("date") <= end)
+        factors = factors_from_adjusted_daily(scan_store(store, start, end), closes.collect())
+        factors = factors.collect(engine="streaming")
+    names = [
+        n
+        for n in stored_partitions(Path(store))
+        if (start is None or _partition_dates([n])[1] >= start)
+        and (end is None or _partition_dates([n])[0] <= end)
+    ]
+    if not names:
+        raise StoreError(f"{store}: no stored bars between {start} and {end}")
     carry_close: pl.DataFrame | None = None
     carry_level: pl.DataFrame | None = None
     parts: list[pl.DataFrame] = []
     industries: set[str] = set()
     for chunk in _chunks(names, chunk_partitions):
         lo, hi = _partition_dates(chunk)
+        lo, hi = max(lo, start or lo), min(hi, end or hi)
         bars = scan_store(store, lo, hi)
         if bar_minutes and bar_minutes != manifest.bar_minutes:
             bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
@@ -147,8 +161,11 @@ def build_industry_bars(
     if not parts:
         raise StoreError(f"{store}: no bars to aggregate")
     frame = _complete_grid(pl.concat(parts), sorted(industries))
-    out = Path(output)
-    atomic_write_parquet(frame, out)
+    if start is not None or end is not None:
+        frame = frame.filter(pl.col("date").is_between(start or date.min, end or date.max))
+    out = Path(output) if output is not None else None
+    if out is not None:
+        atomic_write_parquet(frame, out)
     return IndustryBarsResult(out, frame, size)
 
 
@@ -270,7 +287,7 @@ def train_walk_forward(
         seeds,
         resume,
         factory,
-        meta={"data_hash": panel.source_hash, "run": run},
+        meta={"data_hash": panel.source_hash, "run": run, "code_version": code_version()},
         extra_callbacks=extra_callbacks,
     )
     out = Path(output_dir)

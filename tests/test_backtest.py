@@ -267,3 +267,39 @@ def test_ic_and_groups_numpy_oracle():
     assert g["name"].to_list() == ["top", "middle", "bottom"]
     top = np.mean([r[i][np.argsort(f[i])[-10:]].mean() for i in range(20)])
     assert g["mean_return"][0] == pytest.approx(top)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.integers(-3, 3)), min_size=2, max_size=10),
+    st.integers(1, 5),
+    st.integers(0, 6),
+    st.sampled_from([None, 1, 2]),
+    st.lists(st.integers(0, 9), max_size=5),
+    st.lists(st.integers(0, 9), max_size=2),
+)
+def test_fast_selection_equals_reference(raw, k, extra, swaps, held_idx, excl_idx):
+    """The engine's index-based selection gives exactly the documented rule's holdings
+    (ties in integer scores exercise the by-name tie break)."""
+    from rotation_dl.backtest.selection import rank_orders, select_indices
+
+    names = [f"I{i}" for i in range(len(raw))]
+    scores = np.array([[np.nan if v is None else float(v) for v in raw]])
+    held = sorted({h for h in held_idx if h < len(names)})
+    exclude = tuple(names[e] for e in excl_idx if e < len(names))
+    rule = SelectionRule(k=k, buffer=k + extra, max_swaps=swaps, exclude=exclude)
+    ref = select(
+        dict(zip(names, [None if v is None else float(v) for v in raw], strict=True)),
+        [names[h] for h in held],
+        rule,
+    )
+    order, ranks = rank_orders(scores, names)
+    fast = select_indices(
+        order[0],
+        ranks[0],
+        np.isfinite(scores[0]),
+        held,
+        rule,
+        frozenset(names.index(e) for e in exclude),
+    )
+    assert [names[i] for i in fast] == ref

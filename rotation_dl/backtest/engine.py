@@ -138,33 +138,46 @@ def _simulate_arrays(
     R: np.ndarray, rebal: list[int], holdings: list[list[int]], cost_rate: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
     """Daily portfolio returns with drifting equal weights; turnover and cost on the first day
-    of each holding period; turnover per rebalance."""
+    of each holding period; turnover per rebalance.
+
+    Vectorised over holding periods with growth indices G (cumulative products of 1 + r): a
+    portfolio bought with weights w at the close of t_k is worth sum_j w_j G_j(t) / G_j(t_k) at
+    t, so every day's value is one row of (weights / G at the period start) times G.
+    """
     D, N = R.shape
-    Rz = np.nan_to_num(R, nan=0.0)  # a missing return is a flat day for a held industry
+    K = len(rebal)
+    growth = np.cumprod(1 + np.nan_to_num(R, nan=0.0), axis=0)  # a missing return: flat day
+    idx = np.asarray(rebal)
+    W = np.zeros((K, N))
+    for k, held in enumerate(holdings):
+        if held:
+            W[k, held] = 1.0 / len(held)
+    # drifted weights at each next rebalance close -> turnover
+    ends = np.append(idx[1:], D - 1)
+    drift = W * growth[ends] / growth[idx]
+    sums = drift.sum(axis=1, keepdims=True)
+    drift = np.divide(drift, sums, out=np.zeros_like(drift), where=sums > 0)
+    prev = np.vstack([np.zeros((1, N)), drift[:-1]])
+    traded = np.abs(W - prev).sum(axis=1)
+    # day t (after the first rebalance) belongs to the period of the last rebalance before t
+    days = np.arange(D)
+    period = np.searchsorted(idx, days, side="left") - 1  # rebalance strictly before t
+    live = period >= 0
+    p = period[live]
+    value = np.einsum("tn,tn->t", W[p] / growth[idx[p]], growth[days[live]])
+    value = np.where(W[p].sum(axis=1) > 0, value, 1.0)  # nothing held: cash
+    first = days[live] == idx[p] + 1
+    prev_value = np.where(first, 1.0, np.concatenate([[1.0], value[:-1]]))
     port = np.full(D, np.nan)
+    port[live] = value / prev_value - 1
     turnover = np.zeros(D)
     cost = np.zeros(D)
-    traded_at: list[float] = []
-    w_prev = np.zeros(N)
-    for k, (i0, held) in enumerate(zip(rebal, holdings, strict=True)):
-        i1 = rebal[k + 1] if k + 1 < len(rebal) else D - 1
-        w = np.zeros(N)
-        if held:
-            w[held] = 1.0 / len(held)
-        traded = float(np.abs(w - w_prev).sum())
-        traded_at.append(traded)
-        if i1 > i0:
-            growth = np.cumprod(1 + Rz[i0 + 1 : i1 + 1], axis=0)  # [T, N]
-            value = growth @ w  # portfolio value relative to the rebalance close
-            port[i0 + 1 : i1 + 1] = value / np.concatenate([[1.0], value[:-1]]) - 1
-            turnover[i0 + 1] = traded
-            cost[i0 + 1] = cost_rate * traded
-            port[i0 + 1] -= cost[i0 + 1]
-            w_end = growth[-1] * w
-            w_prev = w_end / w_end.sum() if w_end.sum() > 0 else w_end
-        else:
-            w_prev = w
-    return port, turnover, cost, traded_at
+    starts = idx + 1
+    ok = starts < D
+    turnover[starts[ok]] = traded[ok]
+    cost[starts[ok]] = cost_rate * traded[ok]
+    port -= cost
+    return port, turnover, cost, traded.tolist()
 
 
 def equal_weight_benchmark(R: np.ndarray) -> np.ndarray:

@@ -118,7 +118,7 @@ class PanelDataModule(L.LightningDataModule):
         idx = days[:, None] + self._offsets.to(days.device)  # [B, W]
         x = self._x[idx]  # [B, W, N, P, F]
         return {
-            "x": x.permute(0, 2, 1, 3, 4),  # [B, N, W, P, F]
+            "x": x.permute(0, 2, 1, 3, 4).contiguous(),  # [B, N, W, P, F]
             "y": self._label[days],
             "mask": self._mask[days],
             "day": days,

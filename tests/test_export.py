@@ -1,0 +1,254 @@
+"""ONNX export and torch-free scoring: metadata, parity, variants, refusals, ensembles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import polars as pl
+import pytest
+import torch
+from conftest import REPO
+
+from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, ModelFileError, read_model
+from rotation_dl.export.onnx_export import (
+    export_onnx,
+    load_checkpoint,
+    make_variant,
+    variant_report,
+)
+from rotation_dl.export.scoring import OnnxScorer, ScoringError, score_from_industry_bars
+
+SMALL = [
+    "data.sample.n_industries=5",
+    "data.sample.n_stocks=40",
+    "data.sample.n_days=80",
+    "features.window=4",
+    "model.hidden=8",
+    "model.layers=1",
+    "trainer.max_epochs=1",
+    "walkforward.min_train_days=30",
+    "walkforward.val_days=8",
+    "walkforward.retrain_every=20",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+def _cli(args, cwd=REPO, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "rotation_dl.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small trained run per architecture: (paths dict) with checkpoints and outputs."""
+    runs = {}
+    for arch in ("flat", "hierarchical"):
+        root = tmp_path_factory.mktemp(arch)
+        args = [
+            f"paths.output_dir={root / 'out'}",
+            f"paths.checkpoints={root / 'ck'}",
+            f"model={arch}",
+            "model.day_hidden=8",
+            *SMALL,
+        ]
+        proc = _cli(["train", *args])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[arch] = {
+            "root": root,
+            "args": args,
+            "ckpt": sorted((root / "ck").glob("fold_*/seed_0/best.ckpt"))[-1],
+        }
+    return runs
+
+
+@pytest.mark.parametrize("arch", ["flat", "hierarchical"])
+def test_export_metadata_and_parity(trained, tmp_path, arch):
+    ck = trained[arch]["ckpt"]
+    path, meta = export_onnx(ck, tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version >= 17
+    props = {m.key: m.value for m in model.metadata_props}
+    stored = json.loads(props[META_KEY])
+    for key in (
+        "feature_spec",
+        "norm",
+        "train_range",
+        "net",
+        "code_version",
+        "window",
+        "industries",
+        "data_hash",
+    ):
+        assert key in stored, key
+    assert props[CHECKSUM_KEY] and not list(tmp_path.glob(".*tmp"))
+    net, _ = load_checkpoint(ck)
+    sess = OnnxScorer([path]).sessions[0]
+    F, P = len(meta["feature_spec"]["features"]), meta["input"]["bars_per_day"]
+    rng = np.random.default_rng(0)
+    for batch in (1, 7, 64):
+        for window in (1, 4, 12):
+            x = rng.standard_normal((batch, 5, window, P, F)).astype(np.float32)
+            with torch.no_grad():
+                ref = net(torch.from_numpy(x)).numpy()
+            got = sess.run(None, {"x": x})[0]
+            assert np.abs(ref - got).max() <= 1e-5, (batch, window)
+
+
+def test_variants_and_reports(trained, tmp_path):
+    path, meta = export_onnx(trained["flat"]["ckpt"], tmp_path / "m.onnx")
+    rng = np.random.default_rng(1)
+    probe = rng.standard_normal((8, 5, 4, 16, 9)).astype(np.float32)
+    for kind in ("fp16", "int8"):
+        vp = make_variant(path, kind)
+        _, vmeta = read_model(vp)
+        assert vmeta["precision"] == kind
+        rep = variant_report(path, vp, probe, rng.standard_normal((8, 5)))
+        assert 0 <= rep["max_abs_diff"] < 0.1 and np.isfinite(rep["rank_ic_change"])
+
+
+def test_refuses_altered_and_truncated(trained, tmp_path):
+    path, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    init = model.graph.initializer[0]
+    arr = onnx.numpy_helper.to_array(init).copy()
+    arr.flat[0] += 1.0
+    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(tmp_path / "altered.onnx"))
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        read_model(tmp_path / "altered.onnx")
+    data = path.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        read_model(tmp_path / "cut.onnx")
+    with pytest.raises(ModelFileError, match="no such model"):
+        read_model(tmp_path / "none.onnx")
+
+
+def _industry_bars(trained, arch="flat"):
+    return pl.read_parquet(trained[arch]["root"] / "out" / "industry_bars.parquet")
+
+
+def test_scoring_matches_training_panel(trained, tmp_path):
+    """Scores from the production path equal the torch model on the training-time panel."""
+    from rotation_dl.features.normalize import NormStats, apply_norm
+    from rotation_dl.features.panel import FeatureSpec, build_panel
+
+    ck = trained["flat"]["ckpt"]
+    path, meta = export_onnx(ck, tmp_path / "m.onnx")
+    ib = _industry_bars(trained)
+    res = score_from_industry_bars(ib, OnnxScorer([path]))
+    spec = FeatureSpec(
+        **{**meta["feature_spec"], "features": tuple(meta["feature_spec"]["features"])}
+    )
+    panel = build_panel(ib, spec)
+    d = panel.dates.index(res.asof)
+    z = apply_norm(np.asarray(panel.x), NormStats.from_dict(meta["norm"]))
+    x = z[d - meta["window"] + 1 : d + 1].transpose(1, 0, 2, 3)[None]
+    net, _ = load_checkpoint(ck)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(np.ascontiguousarray(x))).numpy()[0]
+    got = res.table.sort("industry")["score"].to_numpy()
+    order = np.argsort(panel.industries)
+    np.testing.assert_allclose(got, ref[order], atol=1e-5)
+    assert res.asof.weekday() == 4 or res.asof == max(panel.dates)
+
+
+def test_score_refusals(trained, tmp_path):
+    path, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "m.onnx")
+    scorer = OnnxScorer([path])
+    ib = _industry_bars(trained)
+    with pytest.raises(ScoringError, match="missing from the data"):
+        score_from_industry_bars(ib.filter(pl.col("industry") != ib["industry"][0]), scorer)
+    with pytest.raises(ScoringError, match="30-minute bars"):
+        score_from_industry_bars(ib, scorer, bar_minutes=30)
+    early = ib["date"].unique().sort()[3]
+    with pytest.raises(ScoringError, match="not enough history"):
+        score_from_industry_bars(ib, scorer, asof=early)
+
+
+def test_ensemble_averages(trained, tmp_path):
+    ck = trained["flat"]["ckpt"]
+    a, _ = export_onnx(ck, tmp_path / "a.onnx")
+    b_ck = sorted((trained["flat"]["root"] / "ck").glob("fold_*/seed_0/best.ckpt"))[0]
+    b, _ = export_onnx(b_ck, tmp_path / "b.onnx")
+    ib = _industry_bars(trained)
+    one = [
+        score_from_industry_bars(ib, OnnxScorer([p])).table.sort("industry")["score"]
+        for p in (a, b)
+    ]
+    both = score_from_industry_bars(ib, OnnxScorer([a, b])).table.sort("industry")["score"]
+    np.testing.assert_allclose(both.to_numpy(), ((one[0] + one[1]) / 2).to_numpy(), atol=1e-6)
+
+
+BLOCK_TORCH = textwrap.dedent("""
+    import importlib.abc, importlib.machinery, sys
+    BLOCKED = ("torch", "lightning", "pytorch_lightning", "torchmetrics")
+    class _Fail(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
+        def exec_module(self, module):
+            raise ImportError(f"{module.__name__} is blocked in this test")
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                return importlib.machinery.ModuleSpec(name, _Fail())
+            return None
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def test_export_score_cli_without_torch(trained, tmp_path):
+    run = trained["flat"]
+    exp = _cli(["export", *run["args"], "export.variants=[int8]"])
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    assert "int8" in exp.stdout and "rank IC change" in exp.stdout
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {**__import__("os").environ, "PYTHONPATH": str(block)}
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True)
+    assert check.returncode != 0  # the blocker works
+    holdings = tmp_path / "holdings.csv"
+    pl.DataFrame({"industry": ["IND01", "IND02"]}).write_csv(holdings)
+    out = tmp_path / "score"
+    sc = _cli(
+        [
+            "score",
+            *run["args"],
+            f"score.out_dir={out}",
+            f"score.holdings={holdings}",
+            "portfolio.k=2",
+            "portfolio.buffer=3",
+        ],
+        env=env,
+    )
+    assert sc.returncode == 0, sc.stderr[-3000:]
+    assert "holdings:" in sc.stdout
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 3 and {Path(f).suffix for f in files} == {".parquet", ".csv", ".json"}
+    payload = json.loads(next(out.glob("*.json")).read_text())
+    assert len(payload["holdings"]) == 2 and len(payload["table"]) == 5
+    bad = _cli(
+        [
+            "score",
+            *run["args"],
+            f"score.out_dir={tmp_path / 'bad'}",
+            f"score.models=[{tmp_path / 'missing.onnx'}]",
+        ],
+        env=env,
+    )
+    assert bad.returncode == 2 and "ModelFileError" in bad.stderr
+    assert not (tmp_path / "bad").exists()
