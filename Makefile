@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: demo test bench lint install clean
+.PHONY: demo demo-real test bench lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,12 +20,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/rotation-dl demo experiment=demo
 
+demo-real: $(STAMP)
+	@test -d "$${ROTATION_DL_DATA_ROOT:-../shared/data}" || { echo "no real data at $${ROTATION_DL_DATA_ROOT:-../shared/data} (set ROTATION_DL_DATA_ROOT)"; exit 2; }
+	$(VENV)/bin/rotation-dl demo experiment=demo_real
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PIP) install -q -e ".[bench]"
 	$(PY) scripts/bench_ingest.py
+	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_eval.py
+	$(PY) scripts/bench_infer.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check rotation_dl tests scripts

@@ -443,6 +443,7 @@ def cmd_score(cfg: DictConfig) -> dict:
         session=_session(cfg),
         start=start,
         end=end,
+        chunk_partitions=10_000,  # a few weeks of bars: one pass
     )
     holdings = read_holdings(s.holdings) if s.holdings else None
     result = score_from_industry_bars(

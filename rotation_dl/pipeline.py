@@ -109,12 +109,10 @@ def build_industry_bars(
     if adjustment is not None:
         factors = read_adjustment(adjustment, columns=adjustment_columns)
     elif adjusted_daily is not None:
-        closes = read_daily_closes(adjusted_daily, columns=adjusted_daily_columns)
-        if start is not None:
-            closes = closes.filter(pl.col("date") >= start)
-        if end is not None:
-            closes = closes.filter(pl.col("date") <= end)
-        factors = factors_from_adjusted_daily(scan_store(store, start, end), closes.collect())
+        closes = read_daily_closes(
+            adjusted_daily, columns=adjusted_daily_columns, start=start, end=end
+        )
+        factors = factors_from_adjusted_daily(scan_store(store, start, end), closes)
         factors = factors.collect(engine="streaming")
     names = [
         n

@@ -28,12 +28,12 @@ def test_config_composes_every_data_option():
     assert load_config([]).data.kind == "sample"
 
 
-def test_demo_end_to_end(tmp_path):
+def test_data_stages_end_to_end(tmp_path):
+    """sample -> ingest -> industry-bars (the full demo is exercised in test_report.py)."""
     out_dir = tmp_path / "out"
-    proc = _run(["demo", f"paths.output_dir={out_dir}", *SMALL], REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert "[3/3] build industry bars" in proc.stdout
-    assert str(out_dir.resolve()) in proc.stdout
+    for cmd in ("sample", "ingest", "industry-bars"):
+        proc = _run([cmd, f"paths.output_dir={out_dir}", *SMALL], REPO)
+        assert proc.returncode == 0, proc.stderr
     ib = pl.read_parquet(out_dir / "industry_bars.parquet")
     assert ib["industry"].n_unique() == 4 and ib["date"].n_unique() == 8
     # idempotent re-ingest

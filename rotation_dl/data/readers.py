@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -351,8 +352,14 @@ def read_daily_closes(
     *,
     columns: Mapping[str, str] | None = None,
     symbol_format: Literal["ashare", "keep"] = "ashare",
-) -> pl.LazyFrame:
-    """Adjusted daily closes (symbol, date, close) from daily bar files, e.g. to derive factors."""
+    start: date | None = None,
+    end: date | None = None,
+) -> pl.DataFrame:
+    """Adjusted daily closes (symbol, date, close) from daily bar files, e.g. to derive factors.
+
+    The date range is applied to the source column first (so parquet statistics can skip data)
+    and codes are normalised once per unique symbol.
+    """
     cols = dict(columns or {})
     file = str(path)
     sym_src, date_src, close_src = (cols.get(c, c) for c in ("symbol", "ts", "close"))
@@ -360,13 +367,15 @@ def read_daily_closes(
     lf = pl.concat([scan_file(f, [sym_src]) for f in list_files(path, "daily bar")])
     schema = lf.collect_schema()
     _require_columns(schema, {"symbol": sym_src, "date": date_src, "close": close_src}, file)
-    sym = pl.col(sym_src)
     d = pl.col(date_src)
     d = d.str.to_date(strict=False) if schema[date_src] == pl.String else d.cast(pl.Date)
-    return lf.select(
-        (normalize_symbol(sym) if symbol_format == "ashare" else sym.cast(pl.String)).alias(
-            "symbol"
-        ),
+    if start is not None:
+        lf = lf.filter(d >= start)
+    if end is not None:
+        lf = lf.filter(d <= end)
+    df = lf.select(
+        pl.col(sym_src).cast(pl.String).alias("symbol"),
         d.alias("date"),
         pl.col(close_src).cast(pl.Float64).alias("close"),
-    )
+    ).collect()
+    return normalize_symbols(df, symbol_format)

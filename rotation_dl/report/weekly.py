@@ -78,7 +78,8 @@ def _table(df: pl.DataFrame, fmt: dict[str, str] | None = None, cls: str = "") -
                 s = str(v)
             cells.append(f"<td>{html.escape(s)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    body = "".join(rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _fig(fig, div_id: str) -> str:
@@ -121,17 +122,18 @@ def _charts(inputs: ReportInputs, perf: dict) -> dict[str, str]:
         )
     nav = go.Figure()
     exc = go.Figure()
-    for i, m in enumerate(inputs.models):
+    longest = max(inputs.models, key=lambda m: m.daily.height).daily
+    longest = longest.filter(pl.col("date") <= inputs.asof)
+    nav.add_trace(
+        go.Scatter(
+            x=longest["date"].to_list(),
+            y=longest["bench_nav"].to_list(),
+            name="equal-weight benchmark",
+            line={"dash": "dot"},
+        )
+    )
+    for m in inputs.models:
         d = m.daily.filter(pl.col("date") <= inputs.asof)
-        if i == 0:
-            nav.add_trace(
-                go.Scatter(
-                    x=d["date"].to_list(),
-                    y=d["bench_nav"].to_list(),
-                    name="equal-weight benchmark",
-                    line={"dash": "dot"},
-                )
-            )
         nav.add_trace(go.Scatter(x=d["date"].to_list(), y=d["port_nav"].to_list(), name=m.name))
         exc.add_trace(go.Scatter(x=d["date"].to_list(), y=d["excess_nav"].to_list(), name=m.name))
     charts["nav"] = _fig(nav.update_layout(title="NAV vs equal-weight benchmark"), "chart-nav")
@@ -197,10 +199,12 @@ def _charts(inputs: ReportInputs, perf: dict) -> dict[str, str]:
 
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
-color:#222} h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:36px}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
+max-width:1180px;color:#222} h1{margin-bottom:4px}
+h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:36px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px} td,th{border:1px solid #ddd;
-padding:3px 8px;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+padding:3px 8px;text-align:right} th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:16px} .note{color:#666;font-size:12px}
 .kpi{display:inline-block;margin-right:28px} .kpi b{font-size:20px;display:block}
 """

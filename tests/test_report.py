@@ -1,0 +1,153 @@
+"""The weekly report: self-contained HTML whose numbers come from the metrics engine, rendered
+in headless Chromium (skipped with a reason when Chromium is absent)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import date
+
+import polars as pl
+import pytest
+from conftest import REPO
+
+from rotation_dl.backtest.metrics import to_date_excess
+
+DEMO = [
+    "experiment=demo",
+    "data.sample.n_industries=8",
+    "data.sample.n_stocks=64",
+    "data.sample.n_days=130",
+    "walkforward.min_train_days=60",
+    "walkforward.retrain_every=20",
+    "features.window=5",
+    "trainer.max_epochs=2",
+    "timing.n_smallest=30",
+    "logger=none",
+]
+CHARTS = (
+    "chart-scores",
+    "chart-di",
+    "chart-nav",
+    "chart-excess",
+    "chart-ic",
+    "chart-timing",
+    "chart-grid",
+)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    args = [f"paths.output_dir={root / 'out'}", f"paths.checkpoints={root / 'ck'}", *DEMO]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotation_dl.cli", "demo", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[11/11] weekly report" in proc.stdout
+    report = sorted((root / "out" / "report").glob("report_*.html"))[-1]
+    assert f"open the report: {report.resolve()}" in proc.stdout
+    return root / "out", report
+
+
+def test_report_is_self_contained(demo_run):
+    out, report = demo_run
+    page = report.read_text()
+    head, rest = page.split("<script>", 1)
+    bundle, body = rest.split("</script>", 1)
+    assert "Plotly" in bundle and len(bundle) > 1_000_000  # plotly.js bundled inline
+    outside = head + body
+    assert not re.search(r"<script[^>]*\bsrc\s*=", outside), "no external scripts"
+    assert not re.search(r"<link[^>]*\bhref\s*=\s*['\"]https?:", outside)
+    for chart in CHARTS:
+        assert f'id="{chart}"' in page, chart
+    for section in (
+        "Holdings in / out",
+        "Diffusion index",
+        "This month's DI allocation",
+        "Performance",
+        "calendar years",
+        "Rank IC",
+        "Micro-cap timing",
+        "Factor rank IC",
+    ):
+        assert section in page, section
+    md = report.with_suffix(".md").read_text()
+    assert md.startswith("# Industry rotation, week ending") and "YTD" in md
+
+
+def test_report_numbers_come_from_the_engine(demo_run):
+    out, report = demo_run
+    page = report.read_text()
+    asof = date.fromisoformat(report.stem.split("_", 1)[1])
+    shown = {
+        m: float(v)
+        for m, v in re.findall(
+            r"data-model='([^']+)'>[^<]*<b class='ytd-excess' data-value='([-0-9.e]+)'", page
+        )
+    }
+    daily = pl.read_parquet(out / "backtest" / "backtest_daily.parquet")
+    engine = to_date_excess(daily, asof)["ytd"]["excess_compounded"]
+    assert shown["GRU"] == pytest.approx(engine, abs=1e-9)
+    data = json.loads(re.search(r"id='report-data'>(.*?)</script>", page, re.S).group(1))
+    assert data["performance"]["GRU"]["to_date"]["ytd"]["excess_compounded"] == pytest.approx(
+        engine
+    )
+    pct = f"{engine * 100:+.2f}%"
+    assert pct in page
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="Chromium not installed (.ci/run installs it via "
+    "apt; locally: apt-get install chromium)",
+)
+def test_report_renders_in_headless_chromium(demo_run, tmp_path):
+    out, report = demo_run
+    flags = [
+        CHROMIUM,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=8000",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    url = report.resolve().as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console_errors = [
+        ln
+        for ln in dom.stderr.splitlines()
+        if "CONSOLE" in ln and ("Error" in ln or "Uncaught" in ln)
+    ]
+    assert not console_errors, console_errors
+    html = dom.stdout
+    for chart in CHARTS:
+        block = html.split(f'id="{chart}"', 1)[1][:200_000]
+        assert "main-svg" in block, f"{chart} did not render"
+    assert "YTD excess" in html
+    shot = REPO / "outputs" / "artifacts" / "report.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    png = subprocess.run(
+        [*flags, "--window-size=1280,3200", f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert png.returncode == 0 and shot.stat().st_size > 50_000
