@@ -113,8 +113,9 @@ def _ensure_industry_bars(cfg: DictConfig) -> Path:
     return path
 
 
-def cmd_train(cfg: DictConfig) -> float:
-    """Walk-forward GRU training -> outputs/<run>/factor_panel.parquet (+ checkpoints)."""
+def cmd_train(cfg: DictConfig, extra_callbacks=None) -> float:
+    """Walk-forward GRU training -> outputs/<run>/factor_panel.parquet (+ checkpoints);
+    `-m hparams_search=gru_optuna` runs an Optuna sweep instead."""
     from rotation_dl.models.tracking import finish_wandb
     from rotation_dl.pipeline import train_walk_forward
 
@@ -138,6 +139,7 @@ def cmd_train(cfg: DictConfig) -> float:
             logger=_plain(cfg.logger),
             run=cfg.run,
             session=_session(cfg),
+            extra_callbacks=extra_callbacks,
         )
     finally:
         finish_wandb()
@@ -561,6 +563,105 @@ def cmd_report(cfg: DictConfig) -> Path:
     return path
 
 
+def run_sweep(cfg: DictConfig, overrides: list[str]) -> dict:
+    """Optuna sweep over `hparams_search.params`; see rotation_dl/sweep.py."""
+    import subprocess
+
+    from rotation_dl import sweep
+
+    hs = cfg.get("hparams_search")
+    if not hs:
+        raise RotationDLError("-m needs a search space: add hparams_search=gru_optuna")
+    sweep_dir = Path(cfg.paths.sweeps) / hs.study_name
+    shared = [  # every trial reuses one store, one industry-bars file per bar size, one cache
+        f"paths.store={Path(cfg.paths.store).resolve()}",
+        f"industry.output={(sweep_dir / 'data').resolve()}/industry_bars_"
+        "${industry.bar_minutes}.parquet",
+        f"paths.panel_cache={(sweep_dir / 'panel_cache').resolve()}",
+        f"paths.sweeps={Path(cfg.paths.sweeps).resolve()}",
+        f"logger.group={hs.study_name}" if cfg.logger.kind == "wandb" else "",
+    ]
+    base = [o for o in overrides if not o.startswith(("run=", "seeds="))] + [
+        o for o in shared if o
+    ]
+    _ensure_store(cfg)
+
+    def run_trial(trial_overrides, callbacks):
+        tcfg = load_config(trial_overrides)
+        Path(tcfg.industry.output).parent.mkdir(parents=True, exist_ok=True)
+        return cmd_train(tcfg, extra_callbacks=callbacks)
+
+    study = sweep.open_study(
+        hs.study_name,
+        hs.storage,
+        hs.direction,
+        hs.seed,
+        hs.sampler.n_startup_trials,
+        hs.pruner.n_startup_trials,
+        hs.pruner.n_warmup_steps,
+    )
+    if not cfg.get("sweep_worker", False):  # before any worker starts: only dead runs' trials
+        sweep.fail_stale_trials(study)
+    workers = []
+    worker_argv = [
+        sys.executable,
+        "-m",
+        "rotation_dl.cli",
+        "train",
+        "-m",
+        *overrides,
+        "+sweep_worker=true",
+        "launcher=basic",
+    ]
+    if cfg.launcher.kind == "submitit_slurm" and not cfg.get("sweep_worker", False):
+        return _submit_slurm(cfg, worker_argv)
+    if int(hs.workers) > 1 and not cfg.get("sweep_worker", False):
+        workers = [subprocess.Popen(worker_argv) for _ in range(int(hs.workers) - 1)]
+    try:
+        sweep.run_study(
+            study, _plain(hs.params), run_trial, int(hs.n_trials), int(hs.seed), base, hs.timeout_s
+        )
+    finally:
+        for w in workers:
+            w.wait()
+    summary = sweep.write_outputs(study, sweep_dir, Path(hs.best_config_dir))
+    print(
+        f"sweep {hs.study_name}: {summary['trials']} trial(s) "
+        + ", ".join(f"{d['state']}={d['len']}" for d in summary["states"])
+        + (
+            f"; best mean val rank IC {summary['best_value']:.4f} with "
+            f"{summary['best_params']}\n  best config: {summary['best_config']}"
+            if "best_value" in summary
+            else ""
+        )
+        + f"\n  trials: {sweep_dir / 'trials.csv'}\n  storage: {hs.storage}"
+    )
+    return summary
+
+
+def _submit_slurm(cfg: DictConfig, argv: list[str]) -> dict:
+    """Submit `launcher.workers` SLURM jobs running the sweep worker (needs submitit)."""
+    try:
+        import submitit
+    except ImportError as exc:
+        raise RotationDLError("launcher=submitit_slurm needs `pip install submitit`") from exc
+    import subprocess
+
+    lc = cfg.launcher
+    ex = submitit.AutoExecutor(folder=str(Path(cfg.paths.sweeps) / "slurm"))
+    ex.update_parameters(
+        timeout_min=lc.timeout_min,
+        slurm_partition=lc.partition,
+        gpus_per_node=lc.gpus_per_node,
+        cpus_per_task=lc.cpus_per_task,
+        mem_gb=lc.mem_gb,
+    )
+    jobs = [ex.submit(subprocess.run, argv, check=True) for _ in range(int(lc.workers))]
+    ids = [j.job_id for j in jobs]
+    print(f"submitted {len(ids)} sweep worker job(s): {', '.join(ids)}")
+    return {"jobs": ids}
+
+
 def cmd_demo(cfg: DictConfig) -> Path:
     """The whole toolkit on the sample market: data, GRU, ONNX, scoring, baselines, report."""
     stages: list[tuple[str, Callable[[DictConfig], Any]]] = [
@@ -640,6 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 2
     name, overrides = args[0], args[1:]
+    multirun = any(o in ("-m", "--multirun") for o in overrides)
+    overrides = [o for o in overrides if o not in ("-m", "--multirun")]
     if name not in COMMANDS:
         print(f"rotation-dl: unknown command '{name}'\n{USAGE}", file=sys.stderr)
         return 2
@@ -650,7 +753,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         _quiet_third_party()
-        COMMANDS[name](cfg)
+        if multirun and name == "train":
+            run_sweep(cfg, overrides)
+        elif multirun:
+            raise RotationDLError("-m (multirun) is supported for `train` sweeps only")
+        else:
+            COMMANDS[name](cfg)
     except (RotationDLError, HydraException, OmegaConfBaseException) as exc:
         msg = " ".join(str(exc).split())
         print(f"rotation-dl {name}: error: {type(exc).__name__}: {msg}", file=sys.stderr)

@@ -275,6 +275,7 @@ def train_walk_forward(
         hparams,
         lg.get("project", "rotation_dl"),
         lg.get("entity"),
+        lg.get("group"),
     )
     result = run_walk_forward(
         panel,
