@@ -144,6 +144,8 @@ def cmd_train(cfg: DictConfig, extra_callbacks=None) -> float:
     finally:
         finish_wandb()
     m = outcome.metrics
+    if not m:  # a non-zero rank of a distributed run: rank zero reports
+        return float("nan")
     r = m["oos_rank_ic"]
     print(
         f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "

@@ -186,6 +186,21 @@ def _complete_grid(frame: pl.DataFrame, industries: list[str]) -> pl.DataFrame:
     ).select(frame.columns)
 
 
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed (DDP) run."""
+    import os
+
+    try:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        rank = getattr(rank_zero_only, "rank", None)
+    except ImportError:
+        rank = None
+    if rank is None:
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    return int(rank) == 0
+
+
 def infer_bar_minutes(industry_bars: pl.DataFrame | pl.LazyFrame) -> int:
     """Bar size of industry bars: the smallest gap between bars of one day (0 if daily)."""
     gaps = (
@@ -291,6 +306,8 @@ def train_walk_forward(
     )
     out = Path(output_dir)
     fp_path = out / "factor_panel.parquet"
+    if not is_rank_zero():  # distributed training: artifacts come from rank zero only
+        return TrainOutcome(fp_path, out / "train_metrics.json", {})
     atomic_write_parquet(result.factor_panel, fp_path)
     labels = panel_labels(panel)
     ic = ic_series(result.factor_panel, labels)

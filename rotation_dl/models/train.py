@@ -120,6 +120,22 @@ def _scores_frame(panel: Panel, preds: list[dict], fold: int, seed: int) -> pl.D
     )
 
 
+def predict_days(
+    module: RotationModule, dm: PanelDataModule, days: Sequence[int], batch_dates: int
+) -> list[dict]:
+    """Scores for `days` with the module in eval mode, outside the Trainer: every rank of a
+    distributed run computes the same full result (no sharding, no gather)."""
+    module.eval()
+    device = next(module.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(days), batch_dates):
+            batch = dm.gather(torch.tensor(days[i : i + batch_dates], dtype=torch.long))
+            x = batch["x"].to(device)
+            out.append({"day": batch["day"].cpu(), "score": module(x).float().cpu()})
+    return out
+
+
 def train_fold(
     panel: Panel,
     fold: Fold,
@@ -212,7 +228,7 @@ def train_fold(
     state = torch.load(best_path, map_location="cpu", weights_only=True)
     module.load_state_dict(state["state_dict"])
     best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
-    preds = trainer.predict(module, datamodule=dm)
+    preds = predict_days(module, dm, dm.days["test"], tc.batch_dates)
     scores = _scores_frame(panel, preds, fold.index, seed) if trainer.is_global_zero else None
     result = FoldResult(fold.index, seed, scores, best, best_path, trainer.current_epoch)
     if trainer.is_global_zero:
