@@ -126,3 +126,63 @@ def test_timing_real_whole_universe(daily_real):
     assert out["universe"] == "all stocks"
     assert out["series"]["universe_size"].max() > 2900
     assert out["grid"].height == 11
+
+
+@pytest.mark.parametrize("arch", ["flat", "hierarchical"])
+def test_onnx_parity_on_real_windows(store_15min, tmp_path, arch):
+    """ONNX Runtime and torch agree to 1e-5 on real 15-min industry windows."""
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from rotation_dl.features.normalize import apply_norm, fit_norm_stats
+    from rotation_dl.features.panel import FeatureSpec, build_panel
+    from rotation_dl.models.gru import GRUConfig, build_net
+
+    store, _ = store_15min
+    root = data_root()
+    res = build_industry_bars(
+        store,
+        root / "sw_industry_classification" / "stock_sw2021_latest.csv",
+        None,
+        classification_columns=SW,
+        start=__import__("datetime").date(2025, 11, 1),
+        adjusted_daily=root / "ashare_15min_2025_2026" / "daily_qfq_2020_2026.parquet",
+        adjusted_daily_columns={"ts": "date"},
+        chunk_partitions=10_000,
+    )
+    panel = build_panel(res.frame, FeatureSpec(bar_minutes=15))
+    days = np.arange(len(panel.dates))
+    z = apply_norm(
+        np.asarray(panel.x),
+        fit_norm_stats(panel.x, days, panel.active, panel.spec.features, panel.dates),
+    )
+    torch.manual_seed(0)
+    net = build_net(GRUConfig(n_features=panel.n_features, arch=arch, hidden=32)).eval()
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 2, 5, 16, panel.n_features),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x"],
+            output_names=["score"],
+            dynamic_axes={"x": {0: "b", 1: "n", 2: "w"}},
+        )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    last = len(panel.dates) - 1
+    for batch in (1, 8, 64):
+        for window in (5, 10, 20):
+            ends = [last - (i % 40) for i in range(batch)]
+            x = np.stack([z[e - window + 1 : e + 1].transpose(1, 0, 2, 3) for e in ends])
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            with torch.no_grad():
+                ref = net(torch.from_numpy(x)).numpy()
+            got = sess.run(None, {"x": x})[0]
+            assert ref.shape == (batch, 31)
+            assert np.abs(ref - got).max() <= 1e-5, (batch, window)

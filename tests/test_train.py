@@ -231,12 +231,24 @@ def test_no_look_ahead(tiny_market):
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6, atol=1e-7)
 
 
-DDP = ["data.sample.n_industries=6", "data.sample.n_stocks=48", "data.sample.n_days=100",
-       "features.window=4", "model.hidden=8", "model.layers=1", "model.dropout=0.0",
-       "trainer.max_epochs=3", "trainer.batch_dates=64", "trainer.patience=10",
-       "walkforward.min_train_days=40", "walkforward.val_days=10",
-       "walkforward.retrain_every=20", "walkforward.max_folds=2",
-       "trainer.enable_progress_bar=false", "logger=none"]
+DDP = [
+    "data.sample.n_industries=6",
+    "data.sample.n_stocks=48",
+    "data.sample.n_days=100",
+    "features.window=4",
+    "model.hidden=8",
+    "model.layers=1",
+    "model.dropout=0.0",
+    "trainer.max_epochs=3",
+    "trainer.batch_dates=64",
+    "trainer.patience=10",
+    "walkforward.min_train_days=40",
+    "walkforward.val_days=10",
+    "walkforward.retrain_every=20",
+    "walkforward.max_folds=2",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
 
 
 @pytest.mark.slow
@@ -251,9 +263,21 @@ def test_ddp_two_process_gloo_matches_single_process(tmp_path):
 
     def run(name, *extra):
         proc = subprocess.run(
-            [sys.executable, "-m", "rotation_dl.cli", "train", *DDP, *shared, *extra,
-             f"paths.output_dir={tmp_path / name}", f"paths.checkpoints={tmp_path / f'ck_{name}'}"],
-            cwd=REPO, capture_output=True, text=True)
+            [
+                sys.executable,
+                "-m",
+                "rotation_dl.cli",
+                "train",
+                *DDP,
+                *shared,
+                *extra,
+                f"paths.output_dir={tmp_path / name}",
+                f"paths.checkpoints={tmp_path / f'ck_{name}'}",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
@@ -265,7 +289,8 @@ def test_ddp_two_process_gloo_matches_single_process(tmp_path):
     b = pl.read_parquet(tmp_path / "ddp" / "factor_panel.parquet").sort("date", "industry")
     assert a.select("date", "industry").equals(b.select("date", "industry"))
     np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-4)
-    ma, mb = (json.loads((tmp_path / n / "train_metrics.json").read_text())
-              for n in ("single", "ddp"))
+    ma, mb = (
+        json.loads((tmp_path / n / "train_metrics.json").read_text()) for n in ("single", "ddp")
+    )
     assert abs(ma["mean_val_rank_ic"] - mb["mean_val_rank_ic"]) <= 1e-3
     assert not list((tmp_path / "ddp").rglob("*.tmp"))
