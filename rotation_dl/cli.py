@@ -80,6 +80,21 @@ def cmd_ingest(cfg: DictConfig):
     return report
 
 
+def _industry_inputs(cfg: DictConfig) -> dict:
+    """Data and industry settings every industry-bars build shares."""
+    return {
+        "classification_columns": _plain(cfg.data.classification_columns),
+        "adjustment": cfg.data.adjustment,
+        "adjustment_columns": _plain(cfg.data.adjustment_columns),
+        "adjusted_daily": cfg.data.adjusted_daily,
+        "adjusted_daily_columns": _plain(cfg.data.adjusted_daily_columns),
+        "weighting": cfg.industry.weighting,
+        "on_unmapped": cfg.industry.on_unmapped,
+        "on_missing_industry": cfg.industry.on_missing_industry,
+        "session": _session(cfg),
+    }
+
+
 def cmd_industry_bars(cfg: DictConfig):
     """Store + classification -> industry bars parquet."""
     from rotation_dl.pipeline import build_industry_bars
@@ -88,16 +103,8 @@ def cmd_industry_bars(cfg: DictConfig):
         cfg.paths.store,
         cfg.data.classification,
         cfg.industry.output,
-        classification_columns=_plain(cfg.data.classification_columns),
-        adjustment=cfg.data.adjustment,
-        adjustment_columns=_plain(cfg.data.adjustment_columns),
-        adjusted_daily=cfg.data.adjusted_daily,
-        adjusted_daily_columns=_plain(cfg.data.adjusted_daily_columns),
-        weighting=cfg.industry.weighting,
+        **_industry_inputs(cfg),
         bar_minutes=cfg.industry.bar_minutes,
-        on_unmapped=cfg.industry.on_unmapped,
-        on_missing_industry=cfg.industry.on_missing_industry,
-        session=_session(cfg),
         chunk_partitions=cfg.industry.chunk_partitions,
     )
     print(f"industry bars: {res.summary()}\n  written: {res.path}")
@@ -436,15 +443,8 @@ def cmd_score(cfg: DictConfig) -> dict:
         cfg.paths.store,
         cfg.data.classification,
         None,
-        classification_columns=_plain(cfg.data.classification_columns),
-        adjustment=cfg.data.adjustment,
-        adjustment_columns=_plain(cfg.data.adjustment_columns),
-        adjusted_daily=cfg.data.adjusted_daily,
-        adjusted_daily_columns=_plain(cfg.data.adjusted_daily_columns),
-        weighting=cfg.industry.weighting,
+        **_industry_inputs(cfg),
         bar_minutes=scorer.spec.bar_minutes or None,
-        on_unmapped=cfg.industry.on_unmapped,
-        session=_session(cfg),
         start=start,
         end=end,
         chunk_partitions=10_000,  # a few weeks of bars: one pass

@@ -76,6 +76,17 @@ def factors_from_adjusted_daily(
     )
 
 
+def _refuse_overlaps(rows: pl.DataFrame) -> None:
+    if rows.height:
+        raise DataError(
+            "classification gives a stock two industries on one date (overlapping start/end)",
+            file="classification",
+            column="industry",
+            count=rows.height,
+            example=rows.row(0, named=True),
+        )
+
+
 def map_industries(
     bars: pl.LazyFrame,
     classification: pl.DataFrame,
@@ -92,15 +103,7 @@ def map_industries(
         pl.col("start").is_null().all() & pl.col("end").is_null().all()
     ).item()
     if static:
-        dup = classification.filter(pl.col("symbol").is_duplicated())
-        if dup.height:
-            raise DataError(
-                "classification gives a stock two industries on one date (overlapping start/end)",
-                file="classification",
-                column="industry",
-                count=dup.height,
-                example=dup.row(0, named=True),
-            )
+        _refuse_overlaps(classification.filter(pl.col("symbol").is_duplicated()))
         keys = bars.select(pl.col("symbol").unique()).collect()
         matched = classification.select("symbol", "industry")
         unmapped = keys.join(matched, on="symbol", how="anti")
@@ -115,15 +118,7 @@ def map_industries(
             )
             .select("symbol", "_d", "industry")
         )
-        overlap = matched.filter(pl.struct("symbol", "_d").is_duplicated())
-        if overlap.height:
-            raise DataError(
-                "classification gives a stock two industries on one date (overlapping start/end)",
-                file="classification",
-                column="industry",
-                count=overlap.height,
-                example=overlap.row(0, named=True),
-            )
+        _refuse_overlaps(matched.filter(pl.struct("symbol", "_d").is_duplicated()))
         unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
         on = ["symbol", "_d"]
         bars = bars.with_columns(day.alias("_d"))
