@@ -214,3 +214,30 @@ def test_factor_ic_monitor(tiny_market):
     tb = top_bottom(summary, 2)
     assert len(tb["top"]) == 2 and set(tb["top"]).isdisjoint(tb["bottom"])
     assert ((ic["rank_ic"].drop_nulls().abs()) <= 1).all()
+
+
+def test_next_open_execution_hand_case():
+    from rotation_dl.baselines.timing import timing_backtest
+
+    dates = _days(4)
+    ret = np.array([0.0, 0.10, 0.05, -0.02])  # close-to-close
+    overnight = np.array([0.0, 0.04, 0.01, -0.03])
+    intraday = np.array([0.0, 0.0577, 0.0396, 0.0103])
+    states = np.array([1, 0, 1, 1])  # decided at each close
+    close_frame, _ = timing_backtest(dates, ret, states, "m", "close")
+    assert close_frame["strategy_ret"].to_list() == pytest.approx([0.0, 0.10, 0.0, -0.02])
+    frame, _ = timing_backtest(
+        dates, ret, states, "m", "next_open", overnight=overnight, intraday=intraday
+    )
+    # day 1: bought at day 1's open -> session only; day 2: held overnight (state of close 0),
+    # sold at the open (state of close 1 = 0); day 3: bought back at day 3's open
+    expected = [0.0, 0.0577, 0.01, 0.0103]
+    assert frame["strategy_ret"].to_list() == pytest.approx(expected)
+
+
+def test_run_timing_next_open(tiny_market):
+    daily = resample_bars(tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d").collect()
+    a = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5)
+    b = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5, execution="next_open")
+    assert a["series"].equals(b["series"])  # same signals, different fills
+    assert a["stats"] != b["stats"]

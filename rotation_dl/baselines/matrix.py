@@ -74,3 +74,16 @@ def industry_mean(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums[:, :n_industries] / counts[:, :n_industries]
     return mean, counts[:, :n_industries]
+
+
+def aligned_matrix(daily: pl.DataFrame | pl.LazyFrame, m: CloseMatrix, col: str) -> np.ndarray:
+    """Another price column (e.g. open) on the same [D, S] grid as `m` (NaN where missing)."""
+    df = daily.lazy().filter(pl.col(col) > 0).select("symbol", "date", col).collect()
+    di_map = {d: i for i, d in enumerate(m.dates)}
+    si_map = {s: j for j, s in enumerate(m.symbols)}
+    df = df.filter(pl.col("date").is_in(m.dates) & pl.col("symbol").is_in(m.symbols))
+    out = np.full(m.close.shape, np.nan)
+    di = df["date"].replace_strict(di_map, return_dtype=pl.Int64).to_numpy()
+    si = df["symbol"].replace_strict(si_map, return_dtype=pl.Int64).to_numpy()
+    out[di, si] = df[col].to_numpy()
+    return np.where(np.isfinite(m.close), out, np.nan)

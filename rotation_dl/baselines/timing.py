@@ -176,20 +176,50 @@ def universe_returns(m: CloseMatrix, universe: np.ndarray) -> np.ndarray:
     return np.where(ok.sum(axis=1) > 0, r, 0.0)
 
 
+def universe_open_split(
+    m: CloseMatrix, opens: np.ndarray, universe: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-weight overnight (open_t / close_{t-1} - 1) and intraday (close_t / open_t - 1)
+    returns of day t-1's universe members that have all three prices."""
+    prev = m.lagged(1)
+    members = np.vstack([np.zeros((1, universe.shape[1]), bool), universe[:-1]])
+    ok = members & np.isfinite(m.close) & np.isfinite(prev) & np.isfinite(opens)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        on = np.where(ok, opens / prev - 1, 0.0).sum(axis=1) / n
+        intra = np.where(ok, m.close / opens - 1, 0.0).sum(axis=1) / n
+    return np.where(n > 0, on, 0.0), np.where(n > 0, intra, 0.0)
+
+
 def timing_backtest(
     dates: list[date],
     ret: np.ndarray,
     states: np.ndarray,
     machine: str,
-    execution: Literal["close", "next_close"] = "close",
+    execution: Literal["close", "next_open"] = "close",
     periods_per_year: int = 252,
+    overnight: np.ndarray | None = None,
+    intraday: np.ndarray | None = None,
 ) -> tuple[pl.DataFrame, TimingStats]:
-    """Long the universe (or flat) by the state; the state at close t earns day t+1's return
-    (`close`: trade at the signal close) or day t+2's (`next_close`: one day's delay)."""
-    delay = 1 if execution == "close" else 2
+    """Long the universe (or flat) by the state decided at each close.
+
+    `close`: trade at the signal close, so the state at close t earns day t+1's close-to-close
+    return. `next_open`: trade at the next open, so on day d the overnight gap is earned by the
+    state of close d-2 (still held) and the session by the state of close d-1 (needs
+    `overnight` and `intraday`, see `universe_open_split`).
+    """
     pos = np.zeros_like(ret)
-    pos[delay:] = states[:-delay]
-    strat = pos * ret
+    pos[1:] = states[:-1]
+    if execution == "close":
+        strat = pos * ret
+    elif execution == "next_open":
+        if overnight is None or intraday is None:
+            raise ConfigError("execution=next_open needs open prices in the daily bars")
+        held_overnight = np.zeros_like(ret)
+        held_overnight[2:] = states[:-2]
+        strat = (1 + held_overnight * overnight) * (1 + pos * intraday) - 1
+    else:
+        raise ConfigError(f"unknown execution {execution!r}; use close or next_open")
     nav = np.cumprod(1 + strat)
     bh = np.cumprod(1 + ret)
     n = len(ret)
@@ -248,7 +278,7 @@ def run_timing(
     constituents: Sequence[str] | None = None,
     lag: int = 20,
     cfg: SignalConfig | None = None,
-    execution: Literal["close", "next_close"] = "close",
+    execution: Literal["close", "next_open"] = "close",
 ) -> dict:
     """DI, grid (last day), signal states and logs, and a timing backtest per machine."""
     cfg = cfg or SignalConfig()
@@ -257,12 +287,19 @@ def run_timing(
     uni = universe_mask(m, n_smallest if caps is not None else None, caps, constituents)
     di = universe_di(m, uni, lag)
     ret = universe_returns(m, uni)
+    split = (None, None)
+    if execution == "next_open":
+        from rotation_dl.baselines.matrix import aligned_matrix
+
+        split = universe_open_split(m, aligned_matrix(daily, m, "open"), uni)
     states, logs, stats, curves = {}, [], [], []
     for machine in MACHINES:
         st = signal_states(di, machine, cfg)
         states[machine] = st
         logs.append(signal_log(m.dates, di, st, machine))
-        frame, s = timing_backtest(m.dates, ret, st, machine, execution)
+        frame, s = timing_backtest(
+            m.dates, ret, st, machine, execution, overnight=split[0], intraday=split[1]
+        )
         stats.append(s.to_dict())
         curves.append(frame.with_columns(pl.lit(machine).alias("machine")))
     series = pl.DataFrame(
