@@ -163,7 +163,13 @@ def make_variant(fp32_path: Path, kind: str) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         tmp = out.with_name(out.name + ".q.tmp")
-        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic pre-processing hint
+        try:
+            quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         conv = onnx.load(str(tmp))
         tmp.unlink(missing_ok=True)
     else:
