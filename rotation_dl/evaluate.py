@@ -271,15 +271,3 @@ def diffusion_stage(
     summary = {"variant": variant, "variants": results, "comparison": comparison}
     write_summary(summary, out, "diffusion_summary.json")
     return summary
-
-
-def weekly_holdings_changes(holdings: pl.DataFrame) -> pl.DataFrame:
-    """Per rebalance: industries in and out versus the previous one."""
-    dates = holdings["date"].unique().sort().to_list()
-    rows = []
-    prev: set[str] = set()
-    for d in dates:
-        cur = set(holdings.filter(pl.col("date") == d)["industry"].to_list())
-        rows.append({"date": d, "in": sorted(cur - prev), "out": sorted(prev - cur)})
-        prev = cur
-    return pl.DataFrame(rows)

@@ -106,19 +106,18 @@ def build_industry_bars(
         classification, columns=classification_columns, on_missing_industry=on_missing_industry
     )
     factors: pl.DataFrame | None = None
+    closes: pl.DataFrame | None = None
     if adjustment is not None:
         factors = read_adjustment(adjustment, columns=adjustment_columns)
-    elif adjusted_daily is not None:
+    elif adjusted_daily is not None:  # factors come from each chunk's own raw closes below
         closes = read_daily_closes(
             adjusted_daily, columns=adjusted_daily_columns, start=start, end=end
         )
-        factors = factors_from_adjusted_daily(scan_store(store, start, end), closes)
-        factors = factors.collect(engine="streaming")
+    spans = {n: _partition_dates([n]) for n in stored_partitions(Path(store))}
     names = [
         n
-        for n in stored_partitions(Path(store))
-        if (start is None or _partition_dates([n])[1] >= start)
-        and (end is None or _partition_dates([n])[0] <= end)
+        for n, (lo, hi) in spans.items()
+        if (start is None or hi >= start) and (end is None or lo <= end)
     ]
     if not names:
         raise StoreError(f"{store}: no stored bars between {start} and {end}")
@@ -129,7 +128,9 @@ def build_industry_bars(
     for chunk in _chunks(names, chunk_partitions):
         lo, hi = _partition_dates(chunk)
         lo, hi = max(lo, start or lo), min(hi, end or hi)
-        bars = scan_store(store, lo, hi)
+        bars = scan_store(store, lo, hi).collect().lazy()  # one read of the chunk
+        if closes is not None:
+            factors = factors_from_adjusted_daily(bars, closes).collect()
         if bar_minutes and bar_minutes != manifest.bar_minutes:
             bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
             size = bar_minutes

@@ -78,13 +78,12 @@ def summarize_performance(
     )
     nav = np.cumprod(1 + port.to_numpy())
     enav = nav / np.cumprod(1 + bench.to_numpy())
-    turn = (
-        rebalance_turnover
-        if rebalance_turnover is not None
-        else d["turnover"].filter(d["turnover"] > 0)
-        if "turnover" in d.columns
-        else pl.Series([], dtype=pl.Float64)
-    )
+    if rebalance_turnover is not None:
+        turn = rebalance_turnover
+    elif "turnover" in d.columns:
+        turn = d["turnover"].filter(d["turnover"] > 0)
+    else:
+        turn = pl.Series([], dtype=pl.Float64)
     return PerformanceSummary(
         start=str(d["date"].min()),
         end=str(d["date"].max()),

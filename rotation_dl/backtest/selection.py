@@ -33,44 +33,20 @@ def rank_order(scores: dict[str, float | None]) -> list[str]:
 
 
 def select(scores: dict[str, float | None], held: Iterable[str], rule: SelectionRule) -> list[str]:
-    """The new holdings given this rebalance's scores and the current holdings."""
-    order = rank_order(scores)
-    rank = {ind: r for r, ind in enumerate(order, 1)}
-    scored = {i for i, s in scores.items() if s is not None and s == s}
-    excluded = set(rule.exclude)
-    buffer = rule.buffer if rule.buffer is not None else rule.k
-    held = [h for h in held if h not in excluded]
-    keep = [h for h in held if h in scored and rank[h] <= buffer]
-    leaving = sorted((h for h in held if h not in keep), key=lambda h: rank.get(h, 10**9))
-    candidates = [i for i in order if i in scored and i not in held and i not in excluded]
-    free = max(0, rule.k - len(keep))
-    if not held:  # building the first portfolio is not a swap
-        return candidates[: rule.k]
-    swaps = min(len(leaving), free, len(candidates))
-    if rule.max_swaps is not None:
-        swaps = min(swaps, rule.max_swaps)
-    stay = leaving[: len(leaving) - swaps]  # the best-ranked of those leaving stay when capped
-    new = candidates[:swaps]
-    holdings = keep + stay + new
-    if len(holdings) < rule.k:  # slots still free (e.g. fewer held than k): fill them
-        extra = [c for c in candidates if c not in new][: rule.k - len(holdings)]
-        holdings += extra
-    return sorted(holdings, key=lambda h: rank.get(h, 10**9))
+    """The new holdings given this rebalance's scores and the current holdings (by name; the
+    rule itself lives in `select_indices`)."""
+    import numpy as np
 
-
-def run_selection(
-    dates: Sequence,
-    scores_by_date: Sequence[dict[str, float | None]],
-    rule: SelectionRule,
-    initial: Iterable[str] = (),
-) -> list[list[str]]:
-    """Holdings after each rebalance, applying `select` in date order."""
-    held = list(initial)
-    out = []
-    for scores in scores_by_date:
-        held = select(scores, held, rule)
-        out.append(held)
-    return out
+    held = list(held)
+    names = list(scores) + [h for h in dict.fromkeys(held) if h not in scores]
+    values = np.array([[np.nan if (v := scores.get(n)) is None else v for n in names]], float)
+    order, ranks = rank_orders(values, names)
+    excluded = frozenset(j for j, n in enumerate(names) if n in set(rule.exclude))
+    idx = {n: j for j, n in enumerate(names)}
+    out = select_indices(
+        order[0], ranks[0], np.isfinite(values[0]), [idx[h] for h in held], rule, excluded
+    )
+    return [names[j] for j in out]
 
 
 def rank_orders(scores: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -107,9 +107,6 @@ class PanelDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
     # ---- gathering windows --------------------------------------------------------------
     def gather(self, days: torch.Tensor) -> dict[str, torch.Tensor]:
         """Date indices [B] -> batch dict; runs on whatever device the panel tensors are on."""

@@ -84,9 +84,6 @@ class RotationModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict:
-        return {"day": batch["day"], "score": self(batch["x"]).float()}
-
     def on_train_epoch_start(self) -> None:
         # randomness of an epoch depends only on (seed, epoch): resumed runs replay it exactly
         if self.hparams.epoch_seed is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -318,16 +317,3 @@ def run_walk_forward(
     for f in fold_info:
         f.pop("scores")
     return WalkForwardResult(scores, fold_info)
-
-
-def write_factor_panel(frame: pl.DataFrame, path: str | Path) -> Path:
-    """Write the factor panel parquet atomically."""
-    path = Path(path)
-    atomic_write_parquet(frame, path)
-    return path
-
-
-def disable_wandb_network() -> None:
-    """wandb stays offline unless WANDB_API_KEY is set (no network at run time)."""
-    if not os.environ.get("WANDB_API_KEY"):
-        os.environ.setdefault("WANDB_MODE", "offline")

@@ -91,7 +91,7 @@ def _fig(fig, div_id: str) -> str:
     )
 
 
-def _charts(inputs: ReportInputs, perf: dict) -> dict[str, str]:
+def _charts(inputs: ReportInputs) -> dict[str, str]:
     import plotly.graph_objects as go
 
     charts: dict[str, str] = {}
@@ -216,7 +216,7 @@ def build_weekly_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     perf = performance_numbers(inputs)
-    charts = _charts(inputs, perf)
+    charts = _charts(inputs)
     gru = inputs.models[0]
     parts = [
         f"<h1>Industry rotation weekly report</h1><p class='note'>Week ending "
