@@ -87,3 +87,11 @@ class UnmappedSymbolError(DataError):
 
 class StoreError(RotationDLError):
     """The canonical store is inconsistent with the data being written to or read from it."""
+
+
+class ModelFileError(RotationDLError):
+    """An ONNX model file is missing, truncated, altered or not a rotation_dl model."""
+
+
+class ScoringError(RotationDLError):
+    """The model cannot score this data (spec mismatch, missing industries, short history)."""

@@ -38,6 +38,13 @@ class Session:
                 )
         return cls(parsed)
 
+    def to_strings(self) -> list[list[str]]:
+        """[["09:30", "11:30"], ...]: the config form, also stored in metadata."""
+        return [
+            [f"{o // 60:02d}:{o % 60:02d}", f"{c // 60:02d}:{c % 60:02d}"]
+            for o, c in self.intervals
+        ]
+
     @property
     def length(self) -> int:
         """Trading minutes per day."""
@@ -92,4 +99,4 @@ class Session:
         return date.cast(pl.Datetime("us")) + pl.duration(minutes=minute_of_day)
 
 
-A_SHARE = Session()
+A_SHARE = Session()  # the default of the `session` config key; named, never a silent default

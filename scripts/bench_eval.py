@@ -6,7 +6,7 @@ Writes outputs/bench/eval.json. Same synthetic inputs for both sides, measured i
   returns. rotation_dl: `ic_series` per factor (polars). alphalens: `factor_information_
   coefficient` on factor_data prepared beforehand (preparation not timed).
 * Sweep: k x buffer x schedule = 200 configurations of the buffered top-k rule. rotation_dl:
-  `run_sweep` (scores and returns aligned once; selection + simulation per configuration).
+  `run_backtest_grid` (scores and returns aligned once; selection + simulation per configuration).
   vectorbt: `Portfolio.from_orders`
   with target-percent weights taken from our selections, all 200 configurations in one
   grouped call, after a warm-up call compiles numba (selection not timed for vectorbt).
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rotation_dl.backtest.engine import run_backtest, run_sweep
+from rotation_dl.backtest.engine import run_backtest, run_backtest_grid
 from rotation_dl.backtest.ic import ic_series
 from rotation_dl.backtest.selection import SelectionRule
 
@@ -122,7 +122,7 @@ def bench_sweep(days, inds, long, growth) -> dict:
 
     sweep = [{"k": k, "buffer": b, "schedule": s, "every_n": 10} for k, b, s in configs]
     t0 = time.perf_counter()
-    table, navs = run_sweep(factors, returns, sweep)
+    table, navs = run_backtest_grid(factors, returns, sweep)
     t_ours = time.perf_counter() - t0
     # the holdings of each configuration, for vectorbt (not timed)
     ours = [

@@ -104,8 +104,8 @@ def score_end_to_end(run: str) -> float | None:
             f"run={run}",
             "experiment=sw_15min",
             f"run={run}",
-            f"export.out_dir={tmp}/onnx",
-            f"score.out_dir={tmp}/score",
+            f"paths.onnx={tmp}/onnx",
+            f"paths.score={tmp}/score",
         ]
         subprocess.run(
             [*base, "export", *common, f"export.checkpoints=[{ckpts[-1]}]"],

@@ -26,21 +26,25 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
     """Run one measurement in this process (called in a subprocess)."""
     t0 = time.perf_counter()
     if mode in ("rotation_dl", "ingest"):
+        from rotation_dl.data.industry_build import build_industry_bars
         from rotation_dl.data.ingest import ingest_bars
-        from rotation_dl.pipeline import build_industry_bars
+        from rotation_dl.session import A_SHARE
 
         store = work / "store"
         shutil.rmtree(store, ignore_errors=True)
-        report = ingest_bars(raw / "bars", store)
+        report = ingest_bars(raw / "bars", store, session=A_SHARE)
         rows, out_rows = report.rows_read, 0
         if mode == "rotation_dl":
-            res = build_industry_bars(store, raw / "classification.csv", work / "industry.parquet")
+            res = build_industry_bars(
+                store, raw / "classification.csv", work / "industry.parquet", session=A_SHARE
+            )
             out_rows = res.frame.height
     elif mode == "industry":
-        from rotation_dl.pipeline import build_industry_bars
+        from rotation_dl.data.industry_build import build_industry_bars
+        from rotation_dl.session import A_SHARE
 
         res = build_industry_bars(
-            work / "store", raw / "classification.csv", work / "industry.parquet"
+            work / "store", raw / "classification.csv", work / "industry.parquet", session=A_SHARE
         )
         rows, out_rows = 0, res.frame.height
     elif mode == "scan":

@@ -31,10 +31,12 @@ from rotation_dl.data.industry import industry_bars
 from rotation_dl.data.synthetic import SampleConfig, make_sample_market
 from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.features.normalize import apply_norm
-from rotation_dl.features.panel import FeatureSpec, build_panel
+from rotation_dl.features.panel import build_panel
+from rotation_dl.features.spec import FeatureSpec
 from rotation_dl.models.gru import GRUConfig, build_net
 from rotation_dl.models.losses import mse_loss
 from rotation_dl.models.module import RotationModule
+from rotation_dl.session import A_SHARE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +66,7 @@ def _sync() -> None:
 
 def bench_pipeline(panel, fold, net_cfg, window, batch_dates, steps, warmup, device, precision):
     dm = PanelDataModule(panel, fold, window, batch_dates, seed=0, on_device=device != "cpu")
-    module = RotationModule(net=net_cfg.to_dict(), loss="mse", lr=1e-3, scheduler=None)
+    module = RotationModule(net=net_cfg.to_dict(), loss={"name": "mse"}, lr=1e-3, scheduler=None)
     timer = StepTimer(warmup)
     trainer = L.Trainer(
         max_steps=steps + warmup,
@@ -165,7 +167,7 @@ def main() -> None:
         SampleConfig(n_industries=args.industries, n_stocks=10 * args.industries, n_days=args.days)
     )
     ib = industry_bars(m.bars.lazy(), m.classification, adjustment=m.adj_factors).collect()
-    panel = build_panel(ib, FeatureSpec(bar_minutes=15))
+    panel = build_panel(ib, FeatureSpec.build(None, 15, 5, 20, 1, A_SHARE))
     fold = walk_forward_folds(
         len(panel.dates),
         warmup=args.window + 5,

@@ -80,3 +80,17 @@ def next_days(n: int, start: str = "2025-01-02") -> list[str]:
             out.append(d.date().isoformat())
         d += timedelta(days=1)
     return out
+
+
+def feature_spec(**kw):
+    """A FeatureSpec with the defaults of conf/features/default.yaml on the A-share session
+    (15-minute bars unless told otherwise); keyword overrides by field name."""
+    from dataclasses import replace
+
+    from rotation_dl.features.spec import FeatureSpec
+    from rotation_dl.session import A_SHARE
+
+    base = FeatureSpec.build(None, 15, 5, 20, 1, A_SHARE)
+    if "features" in kw:
+        kw["features"] = tuple(kw["features"])
+    return replace(base, **kw)

@@ -22,6 +22,7 @@ from rotation_dl.baselines.timing import (
     universe_mask,
 )
 from rotation_dl.data.resample import resample_bars
+from rotation_dl.session import A_SHARE
 
 
 def _days(n):
@@ -123,7 +124,9 @@ def test_rankings_and_changes():
 
 
 def test_di_no_look_ahead(tiny_market):
-    daily = resample_bars(tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d").collect()
+    daily = resample_bars(
+        tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
+    ).collect()
     t = daily["date"].unique().sort()[15]
     noisy = daily.with_columns(
         pl.when(pl.col("date") > t)
@@ -180,7 +183,9 @@ def test_universe_and_grid():
 
 
 def test_run_timing_on_sample(tiny_market):
-    daily = resample_bars(tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d").collect()
+    daily = resample_bars(
+        tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
+    ).collect()
     out = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5)
     assert out["series"]["universe_size"].max() == 10
     assert {s["machine"] for s in out["stats"]} == {
@@ -194,7 +199,9 @@ def test_run_timing_on_sample(tiny_market):
 
 # ---- factor IC -----------------------------------------------------------------------------
 def test_factor_ic_monitor(tiny_market):
-    daily = resample_bars(tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d").collect()
+    daily = resample_bars(
+        tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
+    ).collect()
     f = builtin_factors(daily, tiny_market.stocks, year=10).collect()
     assert {
         "log_cap",
@@ -214,6 +221,24 @@ def test_factor_ic_monitor(tiny_market):
     tb = top_bottom(summary, 2)
     assert len(tb["top"]) == 2 and set(tb["top"]).isdisjoint(tb["bottom"])
     assert ((ic["rank_ic"].drop_nulls().abs()) <= 1).all()
+
+
+def test_builtin_factors_match_per_stock_reference(tiny_market):
+    """Window factors are computed per stock in date order, whatever order joins leave rows in
+    (a shares join once shuffled them: ret_10d was off by up to 1.0, and runs disagreed)."""
+    daily = resample_bars(
+        tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
+    ).collect()
+    shuffled = daily.sample(fraction=1.0, shuffle=True, seed=3)
+    runs = [builtin_factors(shuffled, tiny_market.stocks, year=10).collect() for _ in range(2)]
+    got = runs[0].sort("symbol", "date")
+    assert got.equals(runs[1].sort("symbol", "date"))
+    for sym, part in daily.sort("symbol", "date").group_by("symbol", maintain_order=True):
+        close = part["close"].to_numpy()
+        ref = np.full(len(close), np.nan)
+        ref[10:] = close[10:] / close[:-10] - 1
+        mine = got.filter(pl.col("symbol") == sym[0])["ret_10d"].fill_null(np.nan).to_numpy()
+        np.testing.assert_allclose(mine, ref, rtol=1e-12, equal_nan=True)
 
 
 def test_next_open_execution_hand_case():
@@ -236,7 +261,9 @@ def test_next_open_execution_hand_case():
 
 
 def test_run_timing_next_open(tiny_market):
-    daily = resample_bars(tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d").collect()
+    daily = resample_bars(
+        tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
+    ).collect()
     a = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5)
     b = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5, execution="next_open")
     assert a["series"].equals(b["series"])  # same signals, different fills

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ import polars as pl
 import pytest
 from conftest import REPO, day_bars, write
 
-from rotation_dl.cli import load_config, main
+from rotation_dl.cli import main
+from rotation_dl.config import RunConfig, compose_run
+from rotation_dl.errors import ConfigError
 
 SMALL = ["data.sample.n_industries=4", "data.sample.n_stocks=24", "data.sample.n_days=8"]
 
@@ -21,11 +24,11 @@ def _run(args, cwd: Path):
     )
 
 
-def test_config_composes_every_data_option():
+def test_every_data_option_builds_a_typed_config():
     for name in ("sample", "parquet", "sw_15min", "ashare_daily"):
-        cfg = load_config([f"data={name}"])
+        cfg = compose_run([f"data={name}", *NEEDS.get(("data", name), [])])
         assert cfg.data.kind in ("sample", "files")
-    assert load_config([]).data.kind == "sample"
+    assert compose_run([]).data.kind == "sample"
 
 
 def test_data_stages_end_to_end(tmp_path):
@@ -155,16 +158,124 @@ def test_train_cli_with_offline_wandb(tmp_path):
     assert list((tmp_path / "ck").glob("fold_00/seed_0/best.ckpt"))
 
 
-def test_every_config_option_composes():
-    """Every option of every config group composes (and the experiment)."""
+GROUP_TYPES = {
+    "data": "DataConfig",
+    "ingest": "IngestConfig",
+    "industry": "IndustryConfig",
+    "features": "FeatureConfig",
+    "model": "GRUConfig",
+    "trainer": "TrainConfig",
+    "walkforward": "WalkForwardConfig",
+    "logger": "LoggerConfig",
+    "portfolio": "PortfolioConfig",
+    "baseline": "BaselineConfig",
+    "backtest": "BacktestConfig",
+    "timing": "TimingConfig",
+    "factor_ic": "FactorICConfig",
+    "export": "ExportConfig",
+    "score": "ScoreConfig",
+    "report": "ReportConfig",
+    "launcher": "LauncherConfig",
+    "hparams_search": "SweepConfig",
+}
+NEEDS = {("data", "parquet"): ["data.bars=x", "data.classification=y"]}
+
+
+def test_every_option_of_every_group_builds_its_typed_config():
+    """Each group maps to exactly one dataclass, and every option file converts to it."""
     conf = REPO / "conf"
-    groups = [p for p in conf.iterdir() if p.is_dir() and p.name != "experiment"]
+    groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "experiment")
+    assert set(groups) == set(GROUP_TYPES) | {"loss"}, "a group without a typed config"
     for g in groups:
-        for opt in sorted(g.glob("*.yaml")):
-            cfg = load_config([f"{g.name}={opt.stem}"])
-            assert cfg[g.name] is not None, (g.name, opt.stem)
-    exp = load_config(["experiment=sw_15min"])
-    assert exp.run == "sw_15min" and exp.data.kind == "files"
+        for opt in sorted((conf / g).glob("*.yaml")):
+            cfg = compose_run([f"{g}={opt.stem}", *NEEDS.get((g, opt.stem), [])])
+            assert isinstance(cfg, RunConfig)
+            if g == "loss":  # the loss group lands inside the trainer's config
+                assert type(cfg.trainer.loss).__name__ == "LossConfig"
+                assert cfg.trainer.loss.name == opt.stem
+            else:
+                assert type(getattr(cfg, g)).__name__ == GROUP_TYPES[g], (g, opt.stem)
+    for exp in sorted((conf / "experiment").glob("*.yaml")):
+        assert compose_run([f"experiment={exp.stem}"]).run == exp.stem
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+model.hiden=3", "unknown key model.hiden"),
+        ("+portfolio.top_k=3", "unknown key portfolio.top_k"),
+        ("model.arch=lstm", "model.arch='lstm' is not one of"),
+        ("trainer.loss.name=hinge", "trainer.loss.name='hinge' is not one of"),
+        ("loss=hinge", "Could not find 'loss/hinge'"),
+        ("trainer.scheduler=step", "trainer.scheduler='step'"),
+        ("baseline.variant=rsi", "baseline.variant='rsi' is not one of"),
+        ("launcher.kind=ray", "launcher.kind='ray' is not one of"),
+        ("features.window=0", "features.window must be at least 1, got 0"),
+        ("features.horizon=-2", "features.horizon must be at least 1, got -2"),
+        ("seeds=[]", "seeds is empty"),
+        ("portfolio.k=0", "portfolio.k must be at least 1, got 0"),
+        ("model.hidden=abc", "model.hidden must be an integer, got 'abc'"),
+        ("walkforward.scheme=sliding", "walkforward.scheme='sliding' is not one of"),
+        ("features.names=[close_rel,nope]", None),  # checked when the spec is built
+    ],
+)
+def test_config_mistakes_are_one_line_config_errors(override, message, capsys):
+    if message is None:
+        cfg = compose_run([override])
+        with pytest.raises(ConfigError, match="unknown feature"):
+            cfg.features.spec(15, cfg.trading_session())
+        return
+    with pytest.raises(ConfigError) as err:
+        compose_run([override])
+    assert message in str(err.value)
+    assert main(["backtest", override]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rotation-dl backtest: error: ConfigError")
+
+
+def test_k_larger_than_the_industries_is_clamped_with_a_warning(caplog):
+    cfg = compose_run(["portfolio.k=40", "portfolio.buffer=45"])
+    with caplog.at_level("WARNING"):
+        rule = cfg.portfolio.rule(31)
+    assert (rule.k, rule.buffer) == (31, 31)
+    assert "portfolio.k=40 is more than the 31 industries" in caplog.text
+
+
+def test_old_keys_still_work_with_a_deprecation_warning(caplog):
+    with caplog.at_level("WARNING"):
+        cfg = compose_run(["launcher=joblib", "walkforward=default"])
+    assert cfg.launcher.kind == "local" and "launcher=joblib is deprecated" in caplog.text
+
+
+CLI_IMPORT = r"^\s*(from rotation_dl import cli\b|import rotation_dl\.cli|from rotation_dl\.cli )"
+
+
+def test_arrows_point_one_way():
+    """Nothing imports the CLI; only cli.py and config.py import Hydra or OmegaConf."""
+    pkg = REPO / "rotation_dl"
+    for path in pkg.rglob("*.py"):
+        text = path.read_text()
+        rel = path.relative_to(pkg).as_posix()
+        if rel != "cli.py":
+            imports_cli = re.search(CLI_IMPORT, text, re.M)
+            assert not imports_cli, rel
+        if rel not in ("cli.py", "config.py"):
+            assert "import hydra" not in text and "from hydra" not in text, rel
+            assert "omegaconf" not in text, rel
+
+
+def test_stages_run_in_process(tmp_path):
+    """The happy path needs no subprocess: stages take the typed config and return results."""
+    from rotation_dl.stages.industry import industry_bars
+    from rotation_dl.stages.ingest import ingest
+
+    cfg = compose_run([f"paths.output_dir={tmp_path / 'o'}", *SMALL])
+    first = ingest(cfg)
+    assert first.report.rows_added > 0 and "store:" in first.describe()
+    res = industry_bars(cfg)
+    assert res.path == tmp_path / "o" / "industry_bars.parquet" and res.path.exists()
+    assert res.result.frame["industry"].n_unique() == 4
+    assert ingest(cfg).report.rows_added == 0
 
 
 EVAL_SMALL = ["data.sample.n_industries=6", "data.sample.n_stocks=60", "data.sample.n_days=70"]

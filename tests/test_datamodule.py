@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import feature_spec
 
 from rotation_dl.data.datamodule import EpochSeededSampler, PanelDataModule
 from rotation_dl.data.industry import industry_bars
 from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.features.normalize import apply_norm
-from rotation_dl.features.panel import FeatureSpec, build_panel
+from rotation_dl.features.panel import build_panel
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def panel(tiny_market):
     ib = industry_bars(
         tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
     ).collect()
-    return build_panel(ib, FeatureSpec(bar_minutes=15))
+    return build_panel(ib, feature_spec())
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,15 @@ import pytest
 import torch
 from conftest import REPO
 
-from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, ModelFileError, read_model
+from rotation_dl.errors import ModelFileError, ScoringError
+from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, read_model
 from rotation_dl.export.onnx_export import (
     export_onnx,
     load_checkpoint,
     make_variant,
     variant_report,
 )
-from rotation_dl.export.scoring import OnnxScorer, ScoringError, score_from_industry_bars
+from rotation_dl.export.scoring import OnnxScorer, score_from_industry_bars
 
 SMALL = [
     "data.sample.n_industries=5",
@@ -112,7 +113,7 @@ def test_variants_and_reports(trained, tmp_path):
     rng = np.random.default_rng(1)
     probe = rng.standard_normal((8, 5, 4, 16, 9)).astype(np.float32)
     for kind in ("fp16", "int8"):
-        vp = make_variant(path, kind)
+        vp = make_variant(path, kind, tmp_path / kind / "m.onnx")
         _, vmeta = read_model(vp)
         assert vmeta["precision"] == kind
         rep = variant_report(path, vp, probe, rng.standard_normal((8, 5)))
@@ -144,15 +145,14 @@ def _industry_bars(trained, arch="flat"):
 def test_scoring_matches_training_panel(trained, tmp_path):
     """Scores from the production path equal the torch model on the training-time panel."""
     from rotation_dl.features.normalize import NormStats, apply_norm
-    from rotation_dl.features.panel import FeatureSpec, build_panel
+    from rotation_dl.features.panel import build_panel
+    from rotation_dl.features.spec import FeatureSpec
 
     ck = trained["flat"]["ckpt"]
     path, meta = export_onnx(ck, tmp_path / "m.onnx")
     ib = _industry_bars(trained)
     res = score_from_industry_bars(ib, OnnxScorer([path]))
-    spec = FeatureSpec(
-        **{**meta["feature_spec"], "features": tuple(meta["feature_spec"]["features"])}
-    )
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
     panel = build_panel(ib, spec)
     d = panel.dates.index(res.asof)
     z = apply_norm(np.asarray(panel.x), NormStats.from_dict(meta["norm"]))
@@ -228,7 +228,7 @@ def test_export_score_cli_without_torch(trained, tmp_path):
         [
             "score",
             *run["args"],
-            f"score.out_dir={out}",
+            f"paths.score={out}",
             f"score.holdings={holdings}",
             "portfolio.k=2",
             "portfolio.buffer=3",
@@ -245,10 +245,54 @@ def test_export_score_cli_without_torch(trained, tmp_path):
         [
             "score",
             *run["args"],
-            f"score.out_dir={tmp_path / 'bad'}",
+            f"paths.score={tmp_path / 'bad'}",
             f"score.models=[{tmp_path / 'missing.onnx'}]",
         ],
         env=env,
     )
     assert bad.returncode == 2 and "ModelFileError" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_export_layout_metadata_and_variants_apart(trained, tmp_path):
+    """`export` names files by the checkpoint's own fold and seed, records the session and an
+    absolute checkpoint path, and keeps variants in sub-folders that `score` never picks up."""
+    run = trained["flat"]
+    onnx_dir = tmp_path / "onnx"
+    exp = _cli(["export", *run["args"], f"paths.onnx={onnx_dir}", "export.variants=[fp16]"])
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    fp32 = sorted(onnx_dir.glob("*.onnx"))
+    last_fold = run["ckpt"].parent.parent.name  # fold_XX of the latest fold
+    assert [p.name for p in fp32] == [f"{last_fold}_seed_0.onnx"]
+    assert (onnx_dir / "fp16" / fp32[0].name).is_file()
+    _, meta = read_model(fp32[0])
+    assert meta["feature_spec"]["session"] == [["09:30", "11:30"], ["13:00", "15:00"]]
+    assert Path(meta["checkpoint"]).is_absolute() and Path(meta["checkpoint"]).is_file()
+    sc = _cli(["score", *run["args"], f"paths.onnx={onnx_dir}", f"paths.score={tmp_path / 's'}"])
+    assert sc.returncode == 0, sc.stderr[-2000:]
+    payload = json.loads(next((tmp_path / "s").glob("*.json")).read_text())
+    assert payload["models"] == [str(fp32[0])]
+
+
+def test_scoring_uses_the_models_session(trained, tmp_path):
+    """The session comes from the model: a run whose `session` key differs scores the same,
+    and metadata whose session contradicts the graph's input is refused."""
+    run = trained["flat"]
+    onnx_dir = tmp_path / "onnx"
+    assert _cli(["export", *run["args"], f"paths.onnx={onnx_dir}"]).returncode == 0
+    common = [*run["args"], f"paths.onnx={onnx_dir}"]
+    a = _cli(["score", *common, f"paths.score={tmp_path / 'a'}"])
+    other = "session=[[09:30,11:30],[13:00,15:15]]"
+    b = _cli(["score", *common, f"paths.score={tmp_path / 'b'}", other])
+    assert a.returncode == 0 and b.returncode == 0, b.stderr[-2000:]
+    ta, tb = (pl.read_parquet(next((tmp_path / n).glob("*.parquet"))) for n in ("a", "b"))
+    assert ta.equals(tb)
+    model_path = next(onnx_dir.glob("*.onnx"))
+    model = onnx.load(str(model_path))
+    props = {m.key: m for m in model.metadata_props}
+    altered = json.loads(props[META_KEY].value)
+    altered["feature_spec"]["session"] = [["09:30", "11:30"], ["13:00", "15:15"]]
+    props[META_KEY].value = json.dumps(altered)
+    onnx.save(model, str(tmp_path / "other.onnx"))
+    with pytest.raises(ModelFileError, match="17 bars a day, the graph's input takes 16"):
+        OnnxScorer([tmp_path / "other.onnx"])

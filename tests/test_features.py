@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from datetime import date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
+from conftest import REPO, feature_spec
 
 from rotation_dl.data.industry import industry_bars
 from rotation_dl.errors import ConfigError
@@ -14,7 +18,9 @@ from rotation_dl.features import panel as panel_mod
 from rotation_dl.features.bars import FEATURES, bar_features
 from rotation_dl.features.labels import forward_excess_rank
 from rotation_dl.features.normalize import apply_norm, fit_norm_stats
-from rotation_dl.features.panel import FeatureSpec, build_panel, cached_panel, load_panel
+from rotation_dl.features.panel import build_panel, cached_panel, load_panel
+from rotation_dl.features.spec import FeatureSpec
+from rotation_dl.session import A_SHARE, Session
 
 
 def _ib(n_days: int = 3, industries=("A", "B"), bars=(time_ := None)):
@@ -48,7 +54,7 @@ def _ib(n_days: int = 3, industries=("A", "B"), bars=(time_ := None)):
 
 
 def test_feature_values_hand_case():
-    f = bar_features(_ib().lazy(), 60, volume_window=2).collect()
+    f = bar_features(_ib().lazy(), 60, list(FEATURES), volume_window=2, session=A_SHARE).collect()
     a = f.filter(pl.col("industry") == "A").sort("ts")
     day2 = a.filter(pl.col("date") == date(2025, 1, 3))
     prev_close = 1.01**4
@@ -63,7 +69,7 @@ def test_feature_values_hand_case():
 
 def test_unknown_feature():
     with pytest.raises(ConfigError, match="unknown feature"):
-        bar_features(_ib().lazy(), 60, ["nope"])
+        bar_features(_ib().lazy(), 60, ["nope"], volume_window=2, session=A_SHARE)
 
 
 def test_labels_hand_case():
@@ -90,7 +96,7 @@ def tiny_ib(tiny_market):
 
 
 def test_panel_shapes_and_masks(tiny_ib):
-    p = build_panel(tiny_ib, FeatureSpec(bar_minutes=15))
+    p = build_panel(tiny_ib, feature_spec())
     assert p.x.shape == (30, 3, 16, len(FEATURES))
     assert p.label.shape == (30, 3) and p.x.dtype == np.float32
     assert np.isnan(p.label[-5:]).all() and np.isfinite(p.label[:-5]).all()
@@ -101,7 +107,7 @@ def test_panel_shapes_and_masks(tiny_ib):
 def test_panel_cache(tiny_ib, tmp_path, monkeypatch):
     src = tmp_path / "ib.parquet"
     tiny_ib.write_parquet(src)
-    spec = FeatureSpec(bar_minutes=15)
+    spec = feature_spec()
     p1 = cached_panel(src, spec, tmp_path / "cache")
     assert isinstance(p1.x, np.memmap)
     monkeypatch.setattr(panel_mod, "build_panel", lambda *a, **k: pytest.fail("rebuilt"))
@@ -111,7 +117,7 @@ def test_panel_cache(tiny_ib, tmp_path, monkeypatch):
     tiny_ib.filter(pl.col("date") < tiny_ib["date"].max()).write_parquet(src)  # changed input
     p3 = cached_panel(src, spec, tmp_path / "cache")
     assert p3.x.shape[0] == 29 and p3.source_hash != p1.source_hash
-    other = cached_panel(src, FeatureSpec(bar_minutes=15, horizon=3), tmp_path / "cache")
+    other = cached_panel(src, feature_spec(horizon=3), tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("panel-*"))) == 2 and other.spec.horizon == 3
     assert not list((tmp_path / "cache").glob("*.pkl"))
     assert (
@@ -123,7 +129,7 @@ def test_panel_cache(tiny_ib, tmp_path, monkeypatch):
 
 
 def test_norm_fitted_on_train_days_only(tiny_ib):
-    p = build_panel(tiny_ib, FeatureSpec(bar_minutes=15))
+    p = build_panel(tiny_ib, feature_spec())
     train = np.arange(5, 20)
     s1 = fit_norm_stats(p.x, train, p.active, p.spec.features, p.dates)
     x2 = np.array(p.x)
@@ -134,3 +140,57 @@ def test_norm_fitted_on_train_days_only(tiny_ib):
     assert np.isfinite(z).all() and np.abs(z).max() <= s1.clip
     sub = z[train][p.active[train]].reshape(-1, z.shape[-1])
     np.testing.assert_allclose(sub.mean(axis=0), 0.0, atol=0.15)
+
+
+def test_spec_round_trip_and_session_required():
+    spec = feature_spec(features=("close_rel", "bar_ret"), horizon=3)
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()["session"] == [["09:30", "11:30"], ["13:00", "15:00"]]
+    old = {k: v for k, v in spec.to_dict().items() if k != "session"}
+    with pytest.raises(ConfigError, match="no trading session"):
+        FeatureSpec.from_dict(old)
+    assert spec.bars_per_day == 16 and feature_spec(bar_minutes=0).bars_per_day == 1
+    assert spec.warmup_days(10) == 10 + 20 // 4
+    with pytest.raises(ConfigError, match="unknown feature"):
+        FeatureSpec.build(["nope"], 15, 5, 20, 1, A_SHARE)
+
+
+def test_cache_built_with_another_session_is_rebuilt(tiny_ib, tmp_path, monkeypatch):
+    """The session is part of the spec: same input, other session -> another cache entry."""
+    src = tmp_path / "ib.parquet"
+    tiny_ib.write_parquet(src)
+    cached_panel(src, feature_spec(), tmp_path / "cache")
+    longer = Session.from_strings([["09:30", "11:30"], ["13:00", "15:15"]])  # 17 bars a day
+    calls = []
+    real = panel_mod.build_panel
+    monkeypatch.setattr(panel_mod, "build_panel", lambda *a, **k: calls.append(1) or real(*a, **k))
+    p = cached_panel(src, feature_spec(session=longer), tmp_path / "cache")
+    assert calls == [1] and p.spec.session == longer and p.bars_per_day == 17
+    assert len(list((tmp_path / "cache").glob("panel-*"))) == 2
+
+
+def test_cache_key_covers_the_feature_formulas(tmp_path):
+    """Editing a formula in features/bars.py changes the cache key (a stale cache is never
+    reused), while the spec itself is unchanged."""
+    copy = tmp_path / "pkg"
+    shutil.copytree(REPO / "rotation_dl", copy / "rotation_dl")
+    code = (
+        "from rotation_dl.features.spec import FeatureSpec\n"
+        "from rotation_dl.session import A_SHARE\n"
+        "print(FeatureSpec.build(None, 15, 5, 20, 1, A_SHARE).cache_key())"
+    )
+
+    def key() -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=copy, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    before = key()
+    assert before == key() == feature_spec().cache_key()
+    bars = copy / "rotation_dl" / "features" / "bars.py"
+    text = bars.read_text()
+    edited = text.replace('pl.col("close") / _PDC - 1', 'pl.col("close") / _PDC - 1.0')
+    assert edited != text
+    bars.write_text(edited)
+    assert key() != before

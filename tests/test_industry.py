@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from rotation_dl.data.industry import factors_from_adjusted_daily, industry_bars
 from rotation_dl.errors import DataError, UnmappedSymbolError
 from rotation_dl.schema import BAR_SCHEMA
+from rotation_dl.session import A_SHARE
 
 T = [datetime(2025, 1, 2, 9, 45), datetime(2025, 1, 2, 10, 0), datetime(2025, 1, 2, 10, 15)]
 
@@ -187,19 +188,20 @@ def test_industry_bars_on_tiny_market(tiny_market):
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_streamed_build_equals_single_pass(tiny_market, tmp_path, chunk):
+    from rotation_dl.data.industry_build import build_industry_bars
     from rotation_dl.data.ingest import ingest_bars
-    from rotation_dl.pipeline import build_industry_bars
 
     tiny_market.bars.write_parquet(tmp_path / "bars.parquet")
     tiny_market.classification.write_parquet(tmp_path / "cls.parquet")
     tiny_market.adj_factors.write_parquet(tmp_path / "adj.parquet")
-    ingest_bars(tmp_path / "bars.parquet", tmp_path / "store")
+    ingest_bars(tmp_path / "bars.parquet", tmp_path / "store", session=A_SHARE)
     res = build_industry_bars(
         tmp_path / "store",
         tmp_path / "cls.parquet",
         tmp_path / "ib.parquet",
         adjustment=tmp_path / "adj.parquet",
         chunk_partitions=chunk,
+        session=A_SHARE,
     )
     single = industry_bars(
         tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors

@@ -11,6 +11,7 @@ from conftest import day_bars, next_days, write
 from rotation_dl.data.ingest import ingest_bars
 from rotation_dl.data.store import read_manifest, scan_store, stored_partitions
 from rotation_dl.errors import StoreError
+from rotation_dl.session import A_SHARE
 
 
 def _days(tmp_path, days, symbols=("600000.SH", "600001.SH")):
@@ -23,13 +24,13 @@ def test_idempotent_and_incremental(tmp_path):
     days = next_days(6)
     raw = _days(tmp_path, days[:4])
     store = tmp_path / "store"
-    first = ingest_bars(raw, store)
+    first = ingest_bars(raw, store, session=A_SHARE)
     assert first.rows_added == 4 * 2 * 16
-    again = ingest_bars(raw, store)
+    again = ingest_bars(raw, store, session=A_SHARE)
     assert again.rows_added == 0 and len(again.partitions_unchanged) == 4
     files_before = {p: p.stat().st_mtime_ns for p in store.rglob("*.parquet")}
     _days(tmp_path, days[4:])
-    more = ingest_bars(raw, store)
+    more = ingest_bars(raw, store, session=A_SHARE)
     assert more.rows_added == 2 * 2 * 16 and len(more.partitions_written) == 2
     for p, mtime in files_before.items():
         assert p.stat().st_mtime_ns == mtime, "unchanged partitions are not rewritten"
@@ -39,8 +40,10 @@ def test_idempotent_and_incremental(tmp_path):
 
 def test_new_symbols_merge_into_existing_day(tmp_path):
     store = tmp_path / "store"
-    ingest_bars(write(day_bars(["600000.SH"]), tmp_path / "a.parquet"), store)
-    report = ingest_bars(write(day_bars(["600001.SH"]), tmp_path / "b.parquet"), store)
+    ingest_bars(write(day_bars(["600000.SH"]), tmp_path / "a.parquet"), store, session=A_SHARE)
+    report = ingest_bars(
+        write(day_bars(["600001.SH"]), tmp_path / "b.parquet"), store, session=A_SHARE
+    )
     assert report.rows_added == 16
     out = scan_store(store).collect()
     assert (
@@ -52,13 +55,13 @@ def test_month_partitions_and_range_scan(tmp_path):
     days = next_days(30)
     raw = _days(tmp_path, days, symbols=("600000.SH",))
     store = tmp_path / "store"
-    ingest_bars(raw, store, partition="month")
+    ingest_bars(raw, store, partition="month", session=A_SHARE)
     assert stored_partitions(store) == ["month=2025-01", "month=2025-02"]
     lf = scan_store(store, start=date(2025, 2, 1), end=date(2025, 2, 5))
     got = lf.collect()["ts"].dt.date().unique().sort().to_list()
     assert got == [date(2025, 2, d) for d in (3, 4, 5)]
     with pytest.raises(StoreError):
-        ingest_bars(raw, store, partition="date")
+        ingest_bars(raw, store, partition="date", session=A_SHARE)
 
 
 @pytest.mark.parametrize("chunk_days", [1, 3, 100])
@@ -68,14 +71,16 @@ def test_chunking_does_not_change_the_store(tmp_path, tiny_market, chunk_days):
         tmp_path / "one_file.parquet",
     )
     store = tmp_path / f"store{chunk_days}"
-    ingest_bars(raw, store, chunk_days=chunk_days)
+    ingest_bars(raw, store, chunk_days=chunk_days, session=A_SHARE)
     out = scan_store(store).collect().sort("symbol", "ts")
     expected = tiny_market.bars.filter(pl.col("close") > 0).sort("symbol", "ts")
     assert out.equals(expected)
 
 
 def test_manifest_records_bar_size(tmp_path, tiny_market):
-    ingest_bars(write(tiny_market.bars, tmp_path / "b.parquet"), tmp_path / "store")
+    ingest_bars(
+        write(tiny_market.bars, tmp_path / "b.parquet"), tmp_path / "store", session=A_SHARE
+    )
     man = read_manifest(tmp_path / "store")
     assert (man.frequency, man.bar_minutes, man.partition) == ("intraday", 15, "date")
 

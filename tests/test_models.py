@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from rotation_dl.errors import ConfigError
+from rotation_dl.models.config import LossConfig
 from rotation_dl.models.gru import GRUConfig, build_net
 from rotation_dl.models.losses import (
     LOSSES,
     ic_loss,
+    make_loss,
     masked_rank,
     mse_loss,
     pearson_per_date,
@@ -25,9 +28,25 @@ def test_shapes(arch, B, N, W, P):
     assert out.shape == (B, N)
 
 
-def test_unknown_arch():
-    with pytest.raises(ValueError, match="unknown arch"):
-        build_net(GRUConfig(n_features=3, arch="lstm"))
+def test_unknown_arch_and_no_features():
+    with pytest.raises(ConfigError, match="model.arch='lstm'"):
+        GRUConfig(n_features=3, arch="lstm")
+    with pytest.raises(ConfigError, match="at least one input feature"):
+        build_net(GRUConfig(arch="flat"))
+
+
+def test_loss_parameters_reach_the_loss():
+    """ListNet's temperature from the config changes the loss value (it used to be dropped)."""
+    rng = np.random.default_rng(1)
+    pred = torch.tensor(rng.standard_normal((3, 8)), dtype=torch.float32)
+    y = torch.tensor(rng.standard_normal((3, 8)), dtype=torch.float32)
+    mask = torch.ones(3, 8, dtype=torch.bool)
+    a = make_loss(LossConfig("listnet", temperature=0.1))(pred, y, mask)
+    b = make_loss(LossConfig("listnet", temperature=2.0))(pred, y, mask)
+    assert float(a) != pytest.approx(float(b))
+    assert float(b) == pytest.approx(float(LOSSES["listnet"](pred, y, mask, temperature=2.0)))
+    with pytest.raises(ConfigError, match="temperature"):
+        LossConfig("listnet", temperature=0.0)
 
 
 def _np_rank(a):

@@ -17,6 +17,7 @@ from rotation_dl.data.readers import (
 )
 from rotation_dl.data.store import read_manifest, scan_store
 from rotation_dl.errors import SchemaError, ValueRangeError
+from rotation_dl.session import A_SHARE
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_mapping_renames_units_and_codes(tmp_path):
         columns={"symbol": "code", "ts": "datetime", "volume": "vol_lots", "amount": "turnover"},
         volume_multiplier=100,
     )
-    ingest_bars(path, tmp_path / "store", mapping)
+    ingest_bars(path, tmp_path / "store", mapping, session=A_SHARE)
     out = scan_store(tmp_path / "store").collect()
     assert out["symbol"].unique().to_list() == ["600000.SH"]
     assert out["volume"].to_list() == [1000.0] * 16
@@ -63,7 +64,7 @@ def test_mapping_renames_units_and_codes(tmp_path):
 def test_csv_keeps_leading_zeros(tmp_path):
     df = day_bars(["000001.SZ"]).with_columns(pl.col("symbol").str.slice(0, 6))
     path = write(df, tmp_path / "raw.csv")
-    ingest_bars(path, tmp_path / "store")
+    ingest_bars(path, tmp_path / "store", session=A_SHARE)
     assert scan_store(tmp_path / "store").collect()["symbol"][0] == "000001.SZ"
 
 
@@ -81,7 +82,7 @@ def test_daily_bars_with_code_date_and_lots(tmp_path):
     )
     path = write(df, tmp_path / "d.parquet")
     mapping = ColumnMapping(columns={"symbol": "code", "ts": "date"}, volume_multiplier=100)
-    report = ingest_bars(path, tmp_path / "store", mapping)
+    report = ingest_bars(path, tmp_path / "store", mapping, session=A_SHARE)
     assert report.frequency == "daily"
     man = read_manifest(tmp_path / "store")
     assert man.partition == "month" and man.bar_minutes == 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from conftest import data_root
+from conftest import data_root, feature_spec
 
+from rotation_dl.data.industry_build import build_industry_bars
 from rotation_dl.data.ingest import ingest_bars
 from rotation_dl.data.readers import ColumnMapping, read_classification
 from rotation_dl.data.store import read_manifest, scan_store
-from rotation_dl.pipeline import build_industry_bars
+from rotation_dl.session import A_SHARE
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
@@ -25,6 +26,7 @@ def store_15min(tmp_path_factory):
         store,
         ColumnMapping(columns={"ts": "datetime"}),
         chunk_days=60,
+        session=A_SHARE,
     )
     return store, report
 
@@ -50,6 +52,7 @@ def test_industry_bars_15min_sw_level1(store_15min, tmp_path):
         adjusted_daily=root / "ashare_15min_2025_2026" / "daily_qfq_2020_2026.parquet",
         adjusted_daily_columns={"ts": "date"},
         on_unmapped="fail",
+        session=A_SHARE,
     )
     f = res.frame
     assert f["industry"].n_unique() == 31
@@ -71,7 +74,9 @@ def test_industry_bars_15min_sw_level1(store_15min, tmp_path):
 def test_ingest_daily_with_mapping(tmp_path):
     root = data_root() / "ashare_daily_qfq_2020_2025"
     mapping = ColumnMapping(columns={"symbol": "code", "ts": "date"}, volume_multiplier=100)
-    report = ingest_bars(root / "daily_qfq.parquet", tmp_path / "daily", mapping, chunk_days=250)
+    report = ingest_bars(
+        root / "daily_qfq.parquet", tmp_path / "daily", mapping, chunk_days=250, session=A_SHARE
+    )
     assert report.frequency == "daily" and report.rows_read == 4_062_884
     man = read_manifest(tmp_path / "daily")
     assert man.partition == "month"
@@ -91,37 +96,48 @@ def daily_real(tmp_path_factory):
     root = data_root() / "ashare_daily_qfq_2020_2025"
     mapping = ColumnMapping(columns={"symbol": "code", "ts": "date"}, volume_multiplier=100)
     store = tmp_path_factory.mktemp("daily") / "store"
-    ingest_bars(root / "daily_qfq.parquet", store, mapping, chunk_days=250)
+    ingest_bars(root / "daily_qfq.parquet", store, mapping, chunk_days=250, session=A_SHARE)
     cls = read_classification(
         data_root() / "sw_industry_classification" / "stock_sw2021_latest.csv", columns=SW
     )
-    return scan_store(store).collect(), cls
+    return scan_store(store).collect(), cls, store
 
 
 def test_diffusion_baseline_real(daily_real, tmp_path):
-    from rotation_dl.evaluate import diffusion_stage, industry_returns
+    from rotation_dl.backtest.returns import industry_returns
+    from rotation_dl.config import compose_run
+    from rotation_dl.stages.evaluate import baseline
 
-    daily, cls = daily_real
+    daily, cls, store = daily_real
     rets = industry_returns("constituents", daily=daily, classification=cls)
     assert rets["industry"].n_unique() == 31
     assert rets["ret"].abs().max() < 0.2  # equal-weight industry days, adjusted prices
-    summary = diffusion_stage(daily, cls, rets, tmp_path, all_variants=True)
+    cfg = compose_run(
+        [
+            "data=ashare_daily",
+            f"paths.data_root={data_root()}",
+            f"paths.store={store}",
+            f"paths.output_dir={tmp_path}",
+            "baseline.all_variants=true",
+        ]
+    )
+    summary = baseline(cfg).summary
     assert {c["variant"] for c in summary["comparison"]} == {
         "lag",
         "multi_horizon",
         "above_ma",
         "ema",
     }
-    years = pl.read_parquet(tmp_path / "diffusion_multi_horizon_years.parquet")
+    years = pl.read_parquet(tmp_path / "baseline" / "diffusion_multi_horizon_years.parquet")
     assert years["year"].to_list() == [2020, 2021, 2022, 2023, 2024, 2025]
-    hold = pl.read_parquet(tmp_path / "diffusion_multi_horizon_holdings.parquet")
+    hold = pl.read_parquet(tmp_path / "baseline" / "diffusion_multi_horizon_holdings.parquet")
     assert hold.group_by("date").len()["len"].max() == 6
 
 
 def test_timing_real_whole_universe(daily_real):
     from rotation_dl.baselines.timing import run_timing
 
-    daily, _ = daily_real
+    daily, _, _ = daily_real
     out = run_timing(daily, n_smallest=None)
     assert out["universe"] == "all stocks"
     assert out["series"]["universe_size"].max() > 2900
@@ -138,7 +154,7 @@ def test_onnx_parity_on_real_windows(store_15min, tmp_path, arch):
     import torch
 
     from rotation_dl.features.normalize import apply_norm, fit_norm_stats
-    from rotation_dl.features.panel import FeatureSpec, build_panel
+    from rotation_dl.features.panel import build_panel
     from rotation_dl.models.gru import GRUConfig, build_net
 
     store, _ = store_15min
@@ -152,8 +168,9 @@ def test_onnx_parity_on_real_windows(store_15min, tmp_path, arch):
         adjusted_daily=root / "ashare_15min_2025_2026" / "daily_qfq_2020_2026.parquet",
         adjusted_daily_columns={"ts": "date"},
         chunk_partitions=10_000,
+        session=A_SHARE,
     )
-    panel = build_panel(res.frame, FeatureSpec(bar_minutes=15))
+    panel = build_panel(res.frame, feature_spec())
     days = np.arange(len(panel.dates))
     z = apply_norm(
         np.asarray(panel.x),

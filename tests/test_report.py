@@ -151,3 +151,41 @@ def test_report_renders_in_headless_chromium(demo_run, tmp_path):
         timeout=180,
     )
     assert png.returncode == 0 and shot.stat().st_size > 50_000
+
+
+def test_report_reads_the_factors_override(demo_run, tmp_path):
+    """`report factors=PATH` backtests and reports that panel, not the run's own."""
+    out, _ = demo_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    own = pl.read_parquet(copy / "factor_panel.parquet")
+    flipped = own.with_columns(-pl.col("score"))
+    flipped.write_parquet(tmp_path / "flipped.parquet")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rotation_dl.cli",
+            "report",
+            f"paths.output_dir={copy}",
+            f"factors={tmp_path / 'flipped.parquet'}",
+            *DEMO,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = pl.read_parquet(out / "backtest" / "backtest_holdings.parquet")
+    after = pl.read_parquet(copy / "backtest" / "backtest_holdings.parquet")
+    assert not before.equals(after), "the flipped panel must choose other holdings"
+    report = sorted((copy / "report").glob("report_*.html"))[-1]
+    asof = date.fromisoformat(report.stem.split("_", 1)[1])
+    daily = pl.read_parquet(copy / "backtest" / "backtest_daily.parquet")
+    data = json.loads(
+        re.search(r"id='report-data'>(.*?)</script>", report.read_text(), re.S).group(1)
+    )
+    engine = to_date_excess(daily, asof)["ytd"]["excess_compounded"]
+    assert data["performance"]["GRU"]["to_date"]["ytd"]["excess_compounded"] == pytest.approx(
+        engine
+    )

@@ -28,7 +28,7 @@ def test_hand_case():
         for k in range(5)
     ]
     df = pl.DataFrame(rows, schema=BAR_SCHEMA, orient="row")
-    out = resample_bars(df.lazy(), 5, source_minutes=1).collect()
+    out = resample_bars(df.lazy(), 5, source_minutes=1, session=A_SHARE).collect()
     assert out.height == 1
     r = out.row(0, named=True)
     assert r["ts"] == datetime(2025, 1, 2, 9, 35)
@@ -46,7 +46,7 @@ def test_hand_case():
     ],
 )
 def test_bar_counts_and_sums(minute_bars, every, ends):
-    out = resample_bars(minute_bars.lazy(), every, source_minutes=1).collect()
+    out = resample_bars(minute_bars.lazy(), every, source_minutes=1, session=A_SHARE).collect()
     per_day = out.group_by("symbol", pl.col("ts").dt.date()).len()["len"]
     assert per_day.max() == ends
     assert out["volume"].sum() == pytest.approx(minute_bars["volume"].sum())
@@ -55,7 +55,7 @@ def test_bar_counts_and_sums(minute_bars, every, ends):
 
 
 def test_hourly_bar_ends(minute_bars):
-    out = resample_bars(minute_bars.lazy(), 60, source_minutes=1).collect()
+    out = resample_bars(minute_bars.lazy(), 60, source_minutes=1, session=A_SHARE).collect()
     assert sorted(out["ts"].dt.time().unique()) == [
         time(10, 30),
         time(11, 30),
@@ -65,15 +65,18 @@ def test_hourly_bar_ends(minute_bars):
 
 
 def test_composes(minute_bars):
-    direct = resample_bars(minute_bars.lazy(), 15, source_minutes=1).collect()
+    direct = resample_bars(minute_bars.lazy(), 15, source_minutes=1, session=A_SHARE).collect()
     two_step = resample_bars(
-        resample_bars(minute_bars.lazy(), 5, source_minutes=1), 15, source_minutes=5
+        resample_bars(minute_bars.lazy(), 5, A_SHARE, source_minutes=1),
+        15,
+        source_minutes=5,
+        session=A_SHARE,
     ).collect()
     assert_frame_equal(direct, two_step, check_exact=False, rel_tol=1e-12)
 
 
 def test_daily(minute_bars):
-    out = resample_bars(minute_bars.lazy(), "1d").collect()
+    out = resample_bars(minute_bars.lazy(), "1d", session=A_SHARE).collect()
     assert out.columns[:2] == ["symbol", "date"]
     last = (
         minute_bars.sort("ts")
@@ -86,7 +89,7 @@ def test_daily(minute_bars):
 
 def test_invalid_target():
     with pytest.raises(ConfigError, match="multiple"):
-        resample_bars(pl.LazyFrame(schema=BAR_SCHEMA), 7, source_minutes=5)
+        resample_bars(pl.LazyFrame(schema=BAR_SCHEMA), 7, source_minutes=5, session=A_SHARE)
 
 
 def test_session_clock_roundtrip():

@@ -25,7 +25,7 @@ TINY = [
     "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",
     "logger=none",
-    "hparams_search.sampler.n_startup_trials=2",
+    "hparams_search.sampler_startup_trials=2",
 ]
 SPACE = [
     "~hparams_search.params",
@@ -89,6 +89,20 @@ def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path):
     assert best.startswith("# @package _global_") and "features:" in best
 
 
+def test_sweep_where_every_trial_fails_exits_2_with_the_first_error(tmp_path):
+    only_bad = [
+        "~hparams_search.params",
+        "+hparams_search.params.model.hidden={type:categorical,choices:[-1]}",
+    ]
+    proc = _sweep(tmp_path, only_bad, 2)
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith("rotation-dl train: error: SweepFailedError: all 2 trial(s)")
+    assert "ConfigError: model.hidden must be at least 1, got -1" in err
+    states = {t.state for t in _study(tmp_path).trials}
+    assert states == {optuna.trial.TrialState.FAIL}
+
+
 @pytest.mark.slow
 def test_killed_sweep_resumes(tmp_path):
     proc = _sweep(tmp_path, [], 4, background=True)
@@ -128,7 +142,7 @@ def test_killed_sweep_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_parallel_workers_share_one_study(tmp_path):
-    proc = _sweep(tmp_path, ["launcher=joblib", "launcher.workers=2"], 4)
+    proc = _sweep(tmp_path, ["launcher=local", "launcher.workers=2"], 4)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = _study(tmp_path).trials
     numbers = sorted(t.number for t in trials)

@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, feature_spec
 
+from rotation_dl.config import FeatureConfig, LoggerConfig, WalkForwardConfig, build
 from rotation_dl.data.datamodule import PanelDataModule
 from rotation_dl.data.industry import industry_bars
 from rotation_dl.data.synthetic import SampleConfig, make_sample_market
 from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.features.normalize import fit_norm_stats
-from rotation_dl.features.panel import FeatureSpec, build_panel
+from rotation_dl.features.panel import build_panel
+from rotation_dl.layout import RunLayout
+from rotation_dl.models.config import TrainConfig
 from rotation_dl.models.gru import GRUConfig, build_net
-from rotation_dl.pipeline import train_walk_forward
+from rotation_dl.session import A_SHARE
+from rotation_dl.stages.train import train_walk_forward
 
 LEARN = SampleConfig(n_industries=16, n_stocks=160, n_days=240, seed=5)
 NET = {"arch": "flat", "hidden": 32, "layers": 1, "dropout": 0.0, "day_hidden": None}
@@ -45,23 +50,27 @@ def learn_bars(tmp_path_factory):
     return path
 
 
+def layout_in(out) -> RunLayout:
+    """A run layout with every root under `out` (run/, ckpt/, cache/)."""
+    o = Path(out)
+    return RunLayout(
+        o / "run", o / "store", o / "ckpt", o / "cache", o / "ib.parquet",
+        o / "onnx", o / "score", o / "report", o / "sweeps",
+    )  # fmt: skip
+
+
 def _train(path, out, *, net=NET, train=TRAIN, seeds=(0,), resume=False, window=5, **kw):
     return train_walk_forward(
         path,
-        out / "run",
-        out / "ckpt",
-        out / "cache",
-        features=list(FeatureSpec().features),
-        horizon=5,
-        volume_window=20,
-        min_constituents=1,
-        window=window,
-        net=net,
-        train=train,
-        walkforward=WF,
+        layout_in(out),
+        features=FeatureConfig(window=window),
+        net=build(GRUConfig, net),
+        trainer=build(TrainConfig, train),
+        walkforward=build(WalkForwardConfig, WF),
         seeds=list(seeds),
+        session=A_SHARE,
         resume=resume,
-        logger={"kind": kw.pop("logger", "none")},
+        logger=LoggerConfig(kind=kw.pop("logger", "none")),
         run="t",
         **kw,
     )
@@ -88,7 +97,7 @@ def test_deterministic_and_weights_only_checkpoints(learn_bars, tmp_path):
     quick = {**TRAIN, "max_epochs": 2}
     a = _train(learn_bars, tmp_path / "a", train=quick)
     b = _train(learn_bars, tmp_path / "b", train=quick)
-    fa, fb = (pl.read_parquet(o.factor_panel_path) for o in (a, b))
+    fa, fb = (pl.read_parquet(o.factor_panel) for o in (a, b))
     assert fa.drop("model_version").equals(fb.drop("model_version"))
     assert set(fa.columns) == {"date", "industry", "score", "fold", "model_version"}
     ckpt = tmp_path / "a" / "ckpt" / "fold_00" / "seed_0" / "best.ckpt"
@@ -102,7 +111,7 @@ def test_deterministic_and_weights_only_checkpoints(learn_bars, tmp_path):
 def test_seed_ensemble_averages(learn_bars, tmp_path):
     quick = {**TRAIN, "max_epochs": 1}
     out = _train(learn_bars, tmp_path, train=quick, seeds=(0, 1))
-    ens = pl.read_parquet(out.factor_panel_path)
+    ens = pl.read_parquet(out.factor_panel)
     parts = [
         pl.read_parquet(tmp_path / "ckpt" / "fold_00" / f"seed_{s}" / "scores.parquet")
         for s in (0, 1)
@@ -117,7 +126,12 @@ def test_seed_ensemble_averages(learn_bars, tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys, json
 import lightning as L
-from rotation_dl.pipeline import train_walk_forward
+from pathlib import Path
+from rotation_dl.config import FeatureConfig, LoggerConfig, WalkForwardConfig, build
+from rotation_dl.layout import RunLayout
+from rotation_dl.models.config import GRUConfig, TrainConfig
+from rotation_dl.session import A_SHARE
+from rotation_dl.stages.train import train_walk_forward
 
 class KillMidEpoch(L.Callback):
     def __init__(self, epoch, batch):
@@ -127,9 +141,23 @@ class KillMidEpoch(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 args = json.loads(sys.argv[1])
-kill = args.pop("kill")
-cbs = (lambda f, s: [KillMidEpoch(2, 3)] if f == 1 else []) if kill else None
-train_walk_forward(**args, extra_callbacks=cbs)
+o = Path(args["out"])
+cbs = (lambda f, s: [KillMidEpoch(2, 3)] if f == 1 else []) if args["kill"] else None
+train_walk_forward(
+    Path(args["industry_bars"]),
+    RunLayout(o / "run", o / "store", o / "ckpt", o / "cache", o / "ib.parquet",
+              o / "onnx", o / "score", o / "report", o / "sweeps"),
+    features=FeatureConfig(window=5),
+    net=build(GRUConfig, args["net"]),
+    trainer=build(TrainConfig, args["train"]),
+    walkforward=build(WalkForwardConfig, args["walkforward"]),
+    seeds=[0],
+    session=A_SHARE,
+    resume=args["resume"],
+    logger=LoggerConfig(kind="none"),
+    run="t",
+    extra_callbacks=cbs,
+)
 """
 
 
@@ -141,22 +169,12 @@ def test_resume_after_kill_mid_epoch(learn_bars, tmp_path):
     def args(out, resume, kill):
         return json.dumps(
             {
-                "industry_bars_path": str(learn_bars),
-                "output_dir": str(out / "run"),
-                "checkpoint_dir": str(out / "ckpt"),
-                "panel_cache": str(out / "cache"),
-                "features": list(FeatureSpec().features),
-                "horizon": 5,
-                "volume_window": 20,
-                "min_constituents": 1,
-                "window": 5,
+                "industry_bars": str(learn_bars),
+                "out": str(out),
                 "net": NET,
                 "train": train,
                 "walkforward": WF,
-                "seeds": [0],
                 "resume": resume,
-                "logger": {"kind": "none"},
-                "run": "t",
                 "kill": kill,
             }
         )
@@ -196,7 +214,7 @@ def test_no_look_ahead(tiny_market):
             for c in ("open", "high", "low", "close", "volume", "amount")
         ]
     )
-    spec = FeatureSpec(bar_minutes=15, horizon=3)
+    spec = feature_spec(horizon=3)
     panels = [
         build_panel(
             industry_bars(
@@ -259,7 +277,10 @@ def test_ddp_two_process_gloo_matches_single_process(tmp_path):
     both runs (DDP averages the two ranks' halves); tolerance 1e-4 on scores, 1e-3 on the
     validation rank IC (float reduction order differs).
     """
-    shared = [f"paths.store={tmp_path / 'store'}", f"industry.output={tmp_path / 'ib.parquet'}"]
+    shared = [
+        f"paths.store={tmp_path / 'store'}",
+        f"paths.industry_bars={tmp_path / 'ib.parquet'}",
+    ]
 
     def run(name, *extra):
         proc = subprocess.run(

@@ -25,6 +25,7 @@ from rotation_dl.errors import (
     UnsortedInputError,
     ValueRangeError,
 )
+from rotation_dl.session import A_SHARE
 
 
 def _bad(df: pl.DataFrame, tmp_path: Path, name: str = "bars.parquet") -> Path:
@@ -46,7 +47,7 @@ def _assert_fails(
 ) -> DataError:
     store = tmp_path / "store"
     with pytest.raises(err) as info:
-        ingest_bars(path, store, **kw)
+        ingest_bars(path, store, **kw, session=A_SHARE)
     e = info.value
     assert str(path) in str(e) or e.file == str(path)
     if column is not None:
@@ -121,12 +122,12 @@ def test_empty_input_file(tmp_path):
 def test_empty_directory(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(EmptyInputError, match="no bar files"):
-        ingest_bars(tmp_path / "raw", tmp_path / "store")
+        ingest_bars(tmp_path / "raw", tmp_path / "store", session=A_SHARE)
 
 
 def test_missing_path(tmp_path):
     with pytest.raises(UnreadableFileError, match="no such"):
-        ingest_bars(tmp_path / "nope.parquet", tmp_path / "store")
+        ingest_bars(tmp_path / "nope.parquet", tmp_path / "store", session=A_SHARE)
 
 
 def test_truncated_parquet(tmp_path):
@@ -141,7 +142,7 @@ def test_garbage_csv(tmp_path):
     path.parent.mkdir()
     path.write_bytes(b"\x00\xff\xfe garbage \x00\n\x01\x02")
     with pytest.raises((UnreadableFileError, SchemaError)):
-        ingest_bars(path, tmp_path / "store")
+        ingest_bars(path, tmp_path / "store", session=A_SHARE)
     assert not (tmp_path / "store").exists()
 
 
@@ -160,27 +161,27 @@ def test_mixed_bar_sizes_across_files_leave_nothing(tmp_path):
     a = write(day_bars(["600000.SH"], day="2025-01-02"), tmp_path / "raw" / "a.parquet")
     write(day_bars(["600000.SH"], day="2025-01-03", bar_minutes=5), tmp_path / "raw" / "b.parquet")
     with pytest.raises(BarSizeError, match="5-minute bars but earlier input"):
-        ingest_bars(a.parent, tmp_path / "store")
+        ingest_bars(a.parent, tmp_path / "store", session=A_SHARE)
     assert not (tmp_path / "store").exists()
 
 
 def test_bar_size_mismatch_with_store(tmp_path):
     store = tmp_path / "store"
-    ingest_bars(write(day_bars(), tmp_path / "a.parquet"), store)
+    ingest_bars(write(day_bars(), tmp_path / "a.parquet"), store, session=A_SHARE)
     before = sorted(p.name for p in store.rglob("*"))
     b = write(day_bars(day="2025-01-03", bar_minutes=5), tmp_path / "b.parquet")
     with pytest.raises(BarSizeError):
-        ingest_bars(b, store)
+        ingest_bars(b, store, session=A_SHARE)
     assert sorted(p.name for p in store.rglob("*")) == before
 
 
 def test_failure_in_later_file_leaves_store_unchanged(tmp_path):
     store = tmp_path / "store"
-    ingest_bars(write(day_bars(), tmp_path / "first.parquet"), store)
+    ingest_bars(write(day_bars(), tmp_path / "first.parquet"), store, session=A_SHARE)
     good = write(day_bars(day="2025-01-03"), tmp_path / "raw" / "a.parquet")
     write(_set(day_bars(day="2025-01-06"), 2, close=float("nan")), tmp_path / "raw" / "b.parquet")
     with pytest.raises(ValueRangeError):
-        ingest_bars(good.parent, store)
+        ingest_bars(good.parent, store, session=A_SHARE)
     assert stored_partitions(store) == ["date=2025-01-02"]
     assert not list(store.glob(".staging-*"))
 
@@ -200,7 +201,7 @@ def test_zero_price_bars_policy(tmp_path):
     _assert_fails(
         path, tmp_path, ValueRangeError, "close", 1, policy=IngestPolicy(on_zero_price_bars="fail")
     )
-    report = ingest_bars(path, tmp_path / "store")
+    report = ingest_bars(path, tmp_path / "store", session=A_SHARE)
     assert report.dropped["zero_price_bars"] == 1
     assert report.rows_added == df.height - 1
 
@@ -208,7 +209,9 @@ def test_zero_price_bars_policy(tmp_path):
 def test_unsorted_policy_sort(tmp_path):
     df = day_bars(["600000.SH"])
     path = _bad(pl.concat([df.slice(5), df.slice(0, 5)]), tmp_path)
-    report = ingest_bars(path, tmp_path / "store", policy=IngestPolicy(on_unsorted="sort"))
+    report = ingest_bars(
+        path, tmp_path / "store", policy=IngestPolicy(on_unsorted="sort"), session=A_SHARE
+    )
     assert report.rows_added == df.height
 
 
@@ -217,20 +220,22 @@ def test_start_stamps_without_shift_fall_outside_session(tmp_path):
     path = _bad(df, tmp_path)
     e = _assert_fails(path, tmp_path, SessionError, "ts", 2)  # the 09:30 and 13:00 starts
     assert "09:30" in str(e)
-    report = ingest_bars(path, tmp_path / "store", ColumnMapping(ts_label="start"))
+    report = ingest_bars(
+        path, tmp_path / "store", ColumnMapping(ts_label="start"), session=A_SHARE
+    )
     assert report.rows_added == df.height
 
 
 def test_conflicting_rows_refused_then_replaced(tmp_path):
     store = tmp_path / "store"
-    ingest_bars(write(day_bars(), tmp_path / "a.parquet"), store)
+    ingest_bars(write(day_bars(), tmp_path / "a.parquet"), store, session=A_SHARE)
     changed = _set(day_bars(), 0, volume=5.0)
     path = write(changed, tmp_path / "b.parquet")
     from rotation_dl.errors import StoreError
 
     with pytest.raises(StoreError, match="1 rows differ"):
-        ingest_bars(path, store)
-    ingest_bars(path, store, policy=IngestPolicy(on_conflict="replace"))
+        ingest_bars(path, store, session=A_SHARE)
+    ingest_bars(path, store, policy=IngestPolicy(on_conflict="replace"), session=A_SHARE)
     from rotation_dl.data.store import scan_store
 
     assert scan_store(store).collect()["volume"].min() == 5.0
@@ -240,5 +245,5 @@ def test_same_key_different_values_across_files(tmp_path):
     write(day_bars(), tmp_path / "raw" / "a.parquet")
     write(_set(day_bars(), 0, volume=5.0), tmp_path / "raw" / "b.parquet")
     with pytest.raises(DuplicateRowsError, match="several input files"):
-        ingest_bars(tmp_path / "raw", tmp_path / "store")
+        ingest_bars(tmp_path / "raw", tmp_path / "store", session=A_SHARE)
     assert not (tmp_path / "store").exists()

@@ -8,10 +8,10 @@ from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.errors import ConfigError
 
 
-@pytest.mark.parametrize("window", ["expanding", "rolling"])
-def test_fold_invariants(window):
+@pytest.mark.parametrize("scheme", ["expanding", "rolling"])
+def test_fold_invariants(scheme):
     folds = walk_forward_folds(
-        300, warmup=25, min_train_days=100, val_days=20, retrain_every=30, gap=5, window=window
+        300, warmup=25, min_train_days=100, val_days=20, retrain_every=30, gap=5, scheme=scheme
     )
     assert folds[0].test[0] == 25 + 100 + 5 + 20 + 5
     assert folds[-1].test[1] == 300
@@ -21,9 +21,9 @@ def test_fold_invariants(window):
         assert f.train[0] >= 25 and f.train[0] < f.train[1]
         assert f.val[0] - f.train[1] == 5 and f.test[0] - f.val[1] == 5
         assert f.val[1] - f.val[0] == 20
-        if window == "rolling":
+        if scheme == "rolling":
             assert f.train[1] - f.train[0] == 100
-    if window == "expanding":
+    if scheme == "expanding":
         assert all(f.train[0] == 25 for f in folds)
         assert folds[-1].train[1] - folds[-1].train[0] > 100
 

@@ -279,7 +279,7 @@ def _frames(prep, rebal, holdings, port, turnover, cost, traded, config) -> Back
     return BacktestResult(daily, hold, reb, config)
 
 
-def run_sweep(
+def run_backtest_grid(
     factors: pl.DataFrame,
     returns: pl.DataFrame,
     configs: Sequence[dict],

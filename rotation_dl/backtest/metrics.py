@@ -13,7 +13,9 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from rotation_dl.backtest.engine import BacktestResult
 from rotation_dl.backtest.ic import ic_series, summarize_ic
+from rotation_dl.features.labels import forward_excess_from_returns
 
 TRADING_DAYS = 252
 
@@ -205,4 +207,35 @@ def factor_ic_report(
     return {
         "ic": summarize_ic(ic["ic"]).to_dict(),
         "rank_ic": summarize_ic(ic["rank_ic"]).to_dict(),
+    }
+
+
+EXCESS_DEFINITIONS = {
+    "excess_compounded": "portfolio NAV / benchmark NAV - 1 over the span",
+    "excess_summed": "sum of daily (portfolio - benchmark) returns over the span",
+}
+
+
+def backtest_summary(
+    result: BacktestResult,
+    factors: pl.DataFrame,
+    returns: pl.DataFrame,
+    factor_col: str = "score",
+    horizon: int = 5,
+) -> dict:
+    """Performance, calendar-year and to-date tables, IC and group returns of one backtest."""
+    fwd = forward_excess_from_returns(returns, horizon)
+    perf = summarize_performance(
+        result.daily, rebalance_turnover=result.rebalances["turnover"].slice(1)
+    )
+    latest = result.holdings.filter(pl.col("date") == result.holdings["date"].max())
+    return {
+        "performance": perf.to_dict(),
+        "calendar_years": calendar_year_table(result.daily).to_dicts(),
+        "to_date": to_date_excess(result.daily),
+        "ic": factor_ic_report(factors, fwd, factor_col=factor_col),
+        "groups": group_returns(factors, fwd, factor_col=factor_col).to_dicts(),
+        "latest_holdings": latest["industry"].to_list(),
+        "config": result.config,
+        "excess_definitions": EXCESS_DEFINITIONS,
     }

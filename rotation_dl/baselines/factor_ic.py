@@ -55,8 +55,10 @@ def builtin_factors(
         ),
         pl.col("close").alias("price_level"),
     ]
-    if shares is not None:
-        lf = lf.join(shares.lazy().select("symbol", "shares_outstanding"), on="symbol", how="left")
+    if shares is not None:  # joins do not keep row order: re-sort before any window expression
+        lf = lf.join(
+            shares.lazy().select("symbol", "shares_outstanding"), on="symbol", how="left"
+        ).sort("symbol", "date")
         cap = (pl.col("close") * pl.col("shares_outstanding")).log()
         exprs += [
             cap.alias("log_cap"),

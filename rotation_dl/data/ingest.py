@@ -36,7 +36,7 @@ from rotation_dl.data.store import (
 from rotation_dl.data.validate import IngestPolicy, validate_bars
 from rotation_dl.errors import EmptyInputError, RotationDLError, UnreadableFileError
 from rotation_dl.schema import BAR_SCHEMA, DAILY_SCHEMA
-from rotation_dl.session import A_SHARE, Session
+from rotation_dl.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def ingest_bars(
     store: str | Path,
     mapping: ColumnMapping | None = None,
     *,
-    session: Session = A_SHARE,
+    session: Session,
     partition: Partitioning | None = None,
     chunk_days: int = 10,
     policy: IngestPolicy | None = None,

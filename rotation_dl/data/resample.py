@@ -10,7 +10,7 @@ from __future__ import annotations
 import polars as pl
 
 from rotation_dl.errors import ConfigError
-from rotation_dl.session import A_SHARE, Session
+from rotation_dl.session import Session
 
 _OHLCV = [
     pl.col("open").first(),
@@ -23,7 +23,7 @@ _OHLCV = [
 
 
 def resample_bars(
-    bars: pl.LazyFrame, every: int | str, session: Session = A_SHARE, source_minutes: int = 1
+    bars: pl.LazyFrame, every: int | str, session: Session, source_minutes: int = 1
 ) -> pl.LazyFrame:
     """Resample canonical stock bars to `every` minutes, or to daily bars with `every="1d"`.
 

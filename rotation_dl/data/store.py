@@ -2,7 +2,7 @@
 
 Layout::
 
-    <root>/_manifest.json                 frequency, bar size, partitioning, session, version
+    <root>/_manifest.json                 frequency, bar size, partitioning, schema version
     <root>/bars/date=2025-01-02/data.parquet    (or month=2025-01/ for partition="month")
 
 Every file is written to a temporary name and renamed into place, so readers never see a partial
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -24,7 +23,10 @@ from typing import Literal
 
 import polars as pl
 
+from rotation_dl.artifacts import COMPRESSION, atomic_write_bytes, atomic_write_parquet
 from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError
+
+__all__ = ["atomic_write_bytes", "atomic_write_parquet"]  # re-exported for existing callers
 
 MANIFEST = "_manifest.json"
 SCHEMA_VERSION = 1
@@ -52,28 +54,6 @@ def read_manifest(root: Path) -> StoreManifest | None:
     return StoreManifest(**json.loads(path.read_text()))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
-    """Write a parquet file atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        df.write_parquet(tmp, compression=COMPRESSION, statistics=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_manifest(root: Path, manifest: StoreManifest) -> None:
     atomic_write_bytes(Path(root) / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
 
@@ -98,6 +78,17 @@ def partition_name(d: date, partition: Partitioning) -> str:
     return f"date={d.isoformat()}" if partition == "date" else f"month={d:%Y-%m}"
 
 
+def partition_span(name: str) -> tuple[date, date]:
+    """First and last calendar date a partition (`date=YYYY-MM-DD` or `month=YYYY-MM`) covers."""
+    value = name.split("=", 1)[1]
+    if len(value) == 10:
+        d = date.fromisoformat(value)
+        return d, d
+    first = date.fromisoformat(value + "-01")
+    nxt = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    return first, date.fromordinal(nxt.toordinal() - 1)
+
+
 def partition_path(root: Path, name: str) -> Path:
     return Path(root) / "bars" / name / "data.parquet"
 
@@ -107,9 +98,6 @@ def stored_partitions(root: Path) -> list[str]:
     if not bars.exists():
         return []
     return sorted(p.parent.name for p in bars.glob("*/data.parquet"))
-
-
-COMPRESSION = "lz4"  # fast to write and read; the store is a working copy, not an archive
 
 
 def _merge_partition(
@@ -224,6 +212,16 @@ def commit_partitions(
     return CommitResult([d.parent.name for _, d in ready], unchanged, rows_added)
 
 
+def partitions_between(root: Path, start: date | None, end: date | None) -> list[str]:
+    """Stored partitions overlapping [start, end] (None: unbounded), in date order."""
+    out = []
+    for name in stored_partitions(root):
+        lo, hi = partition_span(name)
+        if (start is None or hi >= start) and (end is None or lo <= end):
+            out.append(name)
+    return out
+
+
 def scan_store(
     root: str | Path,
     start: date | None = None,
@@ -237,19 +235,7 @@ def scan_store(
         raise StoreError(
             f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`"
         )
-    names = stored_partitions(root)
-
-    def _in_range(name: str) -> bool:
-        value = name.split("=", 1)[1]
-        lo = date.fromisoformat(value if len(value) == 10 else value + "-01")
-        if manifest.partition == "date":
-            hi = lo
-        else:
-            nxt = date(lo.year + (lo.month == 12), lo.month % 12 + 1, 1)
-            hi = date.fromordinal(nxt.toordinal() - 1)
-        return (start is None or hi >= start) and (end is None or lo <= end)
-
-    files = [partition_path(root, n) for n in names if _in_range(n)]
+    files = [partition_path(root, n) for n in partitions_between(root, start, end)]
     if not files:
         raise StoreError(f"{root}: no stored bars between {start} and {end}")
     lf = pl.scan_parquet(files)

@@ -318,7 +318,11 @@ def _tables(cfg: SampleConfig) -> dict[str, pl.DataFrame]:
 def make_sample_market(
     cfg: SampleConfig | None = None, session: Session = A_SHARE
 ) -> SampleMarket:
-    """Generate the whole sample market in memory (fine up to a few million bars)."""
+    """Generate the whole sample market in memory (fine up to a few million bars).
+
+    The sample market is an A-share-style market: it trades the A-share session unless another
+    `session` is given (the `sample` stage always passes the run's `session`).
+    """
     cfg = cfg or SampleConfig()
     if session.length % cfg.bar_minutes:
         raise ConfigError(f"bar_minutes={cfg.bar_minutes} does not divide the session")

@@ -43,7 +43,7 @@ def walk_forward_folds(
     val_days: int = 20,
     retrain_every: int = 20,
     gap: int = 5,
-    window: Literal["expanding", "rolling"] = "expanding",
+    scheme: Literal["expanding", "rolling"] = "expanding",
     train_days: int | None = None,
     max_folds: int | None = None,
 ) -> list[Fold]:
@@ -51,12 +51,12 @@ def walk_forward_folds(
 
     Args:
         n_days: days in the panel.
-        warmup: first usable sample day (window length + feature warm-up).
+        warmup: first usable sample day (`FeatureSpec.warmup_days(window)`).
         min_train_days: training days of the first fold.
         val_days: validation tail for early stopping.
         retrain_every: test block length R (a new model every R days).
         gap: purge between blocks (the label horizon).
-        window: `expanding` or `rolling` (then `train_days`, default `min_train_days`, long).
+        scheme: `expanding` or `rolling` (then `train_days`, default `min_train_days`, long).
         max_folds: keep only the last this many folds (None: all).
     """
     first_test = warmup + min_train_days + gap + val_days + gap
@@ -73,7 +73,7 @@ def walk_forward_folds(
         val_end = start - gap
         val_start = val_end - val_days
         train_end = val_start - gap
-        train_start = warmup if window == "expanding" else max(warmup, train_end - length)
+        train_start = warmup if scheme == "expanding" else max(warmup, train_end - length)
         folds.append(
             Fold(
                 k,

@@ -7,14 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rotation_dl.errors import RotationDLError
+from rotation_dl.errors import ModelFileError
 
 META_KEY = "rotation_dl"
 CHECKSUM_KEY = "rotation_dl.weights_sha256"
-
-
-class ModelFileError(RotationDLError):
-    """An ONNX model file is missing, truncated, altered or not a rotation_dl model."""
 
 
 def weights_checksum(model: Any) -> str:

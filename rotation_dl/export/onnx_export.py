@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, weights_checksum
+from rotation_dl.features.spec import FeatureSpec
 from rotation_dl.models.gru import GRUConfig, build_net
+from rotation_dl.provenance import code_version
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,10 @@ def export_onnx(
     import onnx
 
     net, meta = load_checkpoint(checkpoint)
-    spec = meta["feature_spec"]
-    n_feat = len(spec["features"])
-    bars = _bars_per_day(spec["bar_minutes"])
-    window = int(meta.get("window", 20))
-    example = torch.zeros(1, 2, window, bars, n_feat)
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    bars = spec.bars_per_day
+    window = int(meta["window"])
+    example = torch.zeros(1, 2, window, bars, len(spec.features))
     out = Path(out_path)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.raw")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,13 +123,11 @@ def export_onnx(
         model = onnx.load(str(tmp))
     finally:
         tmp.unlink(missing_ok=True)
-    from rotation_dl.models.train import code_version
-
     full_meta = {
         **meta,
         **(extra_meta or {}),
         "opset": opset,
-        "checkpoint": str(checkpoint),
+        "checkpoint": str(Path(checkpoint).resolve()),
         "export_code_version": code_version(),
         "input": {
             "name": "x",
@@ -142,17 +141,11 @@ def export_onnx(
     return out, full_meta
 
 
-def _bars_per_day(bar_minutes: int) -> int:
-    from rotation_dl.session import A_SHARE
-
-    return 1 if bar_minutes == 0 else A_SHARE.bars_per_day(bar_minutes)
-
-
-def make_variant(fp32_path: Path, kind: str) -> Path:
-    """fp16 (float16 weights and activations) or int8 (dynamic quantisation) copy."""
+def make_variant(fp32_path: Path, kind: str, out: Path) -> Path:
+    """fp16 (float16 weights and activations) or int8 (dynamic quantisation) copy at `out`."""
     import onnx
 
-    out = fp32_path.with_name(fp32_path.stem + f".{kind}.onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load(str(fp32_path))
     meta = json.loads({m.key: m.value for m in model.metadata_props}[META_KEY])
     if kind == "fp16":
@@ -194,18 +187,22 @@ def variant_report(
         "mean_abs_diff": float(np.abs(a - b).mean()),
     }
     if labels is not None:
-
-        def ric(s: np.ndarray) -> float:
-            vals = []
-            for row, lab in zip(s, labels, strict=True):
-                ok = np.isfinite(lab)
-                if ok.sum() >= 3:
-                    r1 = np.argsort(np.argsort(row[ok]))
-                    r2 = np.argsort(np.argsort(lab[ok]))
-                    vals.append(np.corrcoef(r1, r2)[0, 1])
-            return float(np.mean(vals)) if vals else float("nan")
-
-        report["rank_ic_fp32"] = ric(a)
-        report["rank_ic_variant"] = ric(b)
+        report["rank_ic_fp32"] = mean_rank_ic(a, labels)
+        report["rank_ic_variant"] = mean_rank_ic(b, labels)
         report["rank_ic_change"] = report["rank_ic_variant"] - report["rank_ic_fp32"]
     return report
+
+
+def mean_rank_ic(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean per-date rank IC of a [dates, industries] score matrix against labels (NaN =
+    unknown), through the backtest's one rank-IC implementation."""
+    import polars as pl
+
+    from rotation_dl.backtest.ic import ic_series
+
+    d, n = scores.shape
+    keys = {"date": np.repeat(np.arange(d), n), "industry": np.tile(np.arange(n), d)}
+    s = pl.DataFrame({**keys, "score": scores.reshape(-1).astype(np.float64)})
+    y = pl.DataFrame({**keys, "fwd_excess": labels.reshape(-1).astype(np.float64)})
+    ric = ic_series(s, y.with_columns(pl.col("fwd_excess").fill_nan(None)))["rank_ic"]
+    return float(ric.mean()) if ric.drop_nulls().len() else float("nan")

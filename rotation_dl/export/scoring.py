@@ -17,17 +17,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
 from rotation_dl.backtest.selection import SelectionRule, rank_order, select
-from rotation_dl.errors import DataError, RotationDLError
-from rotation_dl.export.metadata import ModelFileError, read_model
+from rotation_dl.errors import DataError, ModelFileError, ScoringError
+from rotation_dl.export.metadata import read_model
 from rotation_dl.features.normalize import NormStats, apply_norm
-from rotation_dl.features.panel import FeatureSpec, build_panel
+from rotation_dl.features.panel import build_panel
+from rotation_dl.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
-
-
-class ScoringError(RotationDLError):
-    """The model cannot score this data (spec mismatch, missing industries, short history)."""
 
 
 def providers(prefer: str = "auto") -> list[str]:
@@ -68,9 +66,16 @@ class OnnxScorer:
                     f"{p}: feature spec, window or industries differ from "
                     f"{self.paths[0]}; an ensemble needs one input spec"
                 )
-        self.spec = FeatureSpec(
-            **{**first["feature_spec"], "features": tuple(first["feature_spec"]["features"])}
-        )
+        try:
+            self.spec = FeatureSpec.from_dict(first["feature_spec"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{self.paths[0]}: unreadable feature spec ({exc})") from exc
+        declared = int(first.get("input", {}).get("bars_per_day", self.spec.bars_per_day))
+        if declared != self.spec.bars_per_day:
+            raise ModelFileError(
+                f"{self.paths[0]}: metadata disagree: the session gives {self.spec.bars_per_day}"
+                f" bars a day, the graph's input takes {declared}"
+            )
         self.window = int(first["window"])
         self.industries: list[str] = list(first["industries"])
         self.norms = [NormStats.from_dict(m["norm"]) for m in self.metas]
@@ -144,14 +149,14 @@ def score_from_industry_bars(
         )
     ib = industry_bars.filter(pl.col("industry").is_in(scorer.industries))
     panel = build_panel(ib, spec)
-    if panel.bars_per_day != _bars(spec.bar_minutes):
+    if panel.bars_per_day != spec.bars_per_day:
         raise ScoringError("bars per day of the data differ from the model's feature spec")
     dates = panel.dates
     asof = asof or latest_complete_week_end(dates)
     if asof not in dates:
         raise ScoringError(f"{asof} is not a trading day in the data ({dates[0]}..{dates[-1]})")
     idx = dates.index(asof)
-    need = scorer.window - 1 + max(1, spec.volume_window // 4)
+    need = spec.warmup_days(scorer.window) - 1  # index of the first scorable day
     if idx < need:
         raise ScoringError(
             f"{asof}: not enough history: needs {need + 1} trading days up to it, "
@@ -160,12 +165,7 @@ def score_from_industry_bars(
     prev = previous_week_end(dates, asof)
     days = [idx] + ([dates.index(prev)] if prev is not None and dates.index(prev) >= need else [])
     order = [panel.industries.index(i) for i in scorer.industries]
-    x = np.stack(
-        [
-            np.asarray(panel.x[d - scorer.window + 1 : d + 1])[:, order].transpose(1, 0, 2, 3)
-            for d in days
-        ]
-    )  # [B, N, W, P, F]
+    x = panel.windows(days, scorer.window, order)  # [B, N, W, P, F]
     scores = scorer.run(x)
     active = np.asarray(panel.active)[:, order]
     now = {
@@ -221,20 +221,13 @@ def score_from_industry_bars(
     return WeeklyScore(asof, prev, table.sort("rank"), holdings, scorer.provider)
 
 
-def _bars(bar_minutes: int) -> int:
-    from rotation_dl.session import A_SHARE
-
-    return 1 if bar_minutes == 0 else A_SHARE.bars_per_day(bar_minutes)
-
-
-def write_score(result: WeeklyScore, out_dir: str | Path, models: Sequence[Path]) -> dict:
-    """score_<date>.parquet / .csv / .json under out_dir, atomically."""
-    from rotation_dl.data.store import atomic_write_bytes, atomic_write_parquet
-
-    out = Path(out_dir)
-    stem = f"score_{result.asof.isoformat()}"
-    atomic_write_parquet(result.table, out / f"{stem}.parquet")
-    atomic_write_bytes(out / f"{stem}.csv", result.table.write_csv().encode())
+def write_score(
+    result: WeeklyScore, parquet: Path, csv: Path, json_path: Path, models: Sequence[Path]
+) -> dict:
+    """The score table as parquet and CSV and a JSON payload (holdings, provider, models),
+    each written atomically; returns the payload."""
+    atomic_write_parquet(result.table, parquet)
+    atomic_write_bytes(csv, result.table.write_csv().encode())
     payload = {
         "asof": str(result.asof),
         "previous": str(result.previous),
@@ -243,7 +236,7 @@ def write_score(result: WeeklyScore, out_dir: str | Path, models: Sequence[Path]
         "models": [str(m) for m in models],
         "table": result.table.to_dicts(),
     }
-    atomic_write_bytes(out / f"{stem}.json", json.dumps(payload, indent=2, default=str).encode())
+    atomic_write_bytes(json_path, json.dumps(payload, indent=2, default=str).encode())
     return payload
 
 

@@ -6,32 +6,29 @@ and amount baselines are means over the *previous* `volume_window` days at the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
 from rotation_dl.errors import ConfigError
-from rotation_dl.session import A_SHARE, Session
-
-FEATURES: dict[str, str] = {
-    "open_rel": "bar open / previous day's close - 1",
-    "high_rel": "bar high / previous day's close - 1",
-    "low_rel": "bar low / previous day's close - 1",
-    "close_rel": "bar close / previous day's close - 1",
-    "bar_ret": "bar return (close over the previous bar's close - 1)",
-    "log_volume_rel": "log volume - log of its mean at the same bar over the previous N days",
-    "log_amount_rel": "log amount - log of its mean at the same bar over the previous N days",
-    "vwap_gap": "constituents' mean VWAP / close - 1",
-    "up_share": "share of active constituents up in the bar - 0.5",
-}
-DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURES)
+from rotation_dl.session import Session
 
 
-def bar_slot(ts: pl.Expr, bar_minutes: int, session: Session = A_SHARE) -> pl.Expr:
-    """0-based index of a bar within its day (0 for daily bars)."""
-    if bar_minutes == 0:
-        return pl.lit(0, dtype=pl.Int32)
-    return ((session.clock(ts) + bar_minutes - 1) // bar_minutes - 1).cast(pl.Int32)
+@dataclass(frozen=True)
+class Feature:
+    """A built-in feature: what it is, and its polars expression given the volume window.
+
+    Expressions read the prepared frame of `bar_features`: the industry bar columns plus
+    `_prev_day_close` (the industry's previous day close) and `_slot` (bar index in the day).
+    """
+
+    doc: str
+    expr: Callable[[int], pl.Expr]
+
+
+_PDC = pl.col("_prev_day_close")
+_ACTIVE = pl.col("n_active") > 0
 
 
 def _relative_to_trailing(col: str, window: int) -> pl.Expr:
@@ -39,13 +36,52 @@ def _relative_to_trailing(col: str, window: int) -> pl.Expr:
     return (pl.col(col).log1p() - base.over("industry", "_slot").log1p()).fill_nan(None)
 
 
+# The one list of built-in features, in default model order (config: features.names=null).
+FEATURES: dict[str, Feature] = {
+    "open_rel": Feature(
+        "bar open / previous day's close - 1", lambda w: pl.col("open") / _PDC - 1
+    ),
+    "high_rel": Feature(
+        "bar high / previous day's close - 1", lambda w: pl.col("high") / _PDC - 1
+    ),
+    "low_rel": Feature("bar low / previous day's close - 1", lambda w: pl.col("low") / _PDC - 1),
+    "close_rel": Feature(
+        "bar close / previous day's close - 1", lambda w: pl.col("close") / _PDC - 1
+    ),
+    "bar_ret": Feature(
+        "bar return (close over the previous bar's close - 1)",
+        lambda w: pl.col("ret").fill_null(0.0),
+    ),
+    "log_volume_rel": Feature(
+        "log volume - log of its mean at the same bar over the previous N days",
+        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("volume", w)),
+    ),
+    "log_amount_rel": Feature(
+        "log amount - log of its mean at the same bar over the previous N days",
+        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("amount", w)),
+    ),
+    "vwap_gap": Feature("constituents' mean VWAP / close - 1", lambda w: pl.col("vwap_gap")),
+    "up_share": Feature(
+        "share of active constituents up in the bar - 0.5", lambda w: pl.col("up_share") - 0.5
+    ),
+}
+DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURES)
+
+
+def bar_slot(ts: pl.Expr, bar_minutes: int, session: Session) -> pl.Expr:
+    """0-based index of a bar within its day (0 for daily bars)."""
+    if bar_minutes == 0:
+        return pl.lit(0, dtype=pl.Int32)
+    return ((session.clock(ts) + bar_minutes - 1) // bar_minutes - 1).cast(pl.Int32)
+
+
 def bar_features(
     industry_bars: pl.LazyFrame,
     bar_minutes: int,
-    features: Sequence[str] = DEFAULT_FEATURES,
+    features: Sequence[str],
     *,
-    volume_window: int = 20,
-    session: Session = A_SHARE,
+    volume_window: int,
+    session: Session,
 ) -> pl.LazyFrame:
     """Industry bars -> (industry, date, ts, slot, <features>) sorted by industry and time.
 
@@ -73,25 +109,14 @@ def bar_features(
         .drop("_day_close")
     )
     lf = lf.join(day_close, on=["industry", "date"], how="left", maintain_order="left")
-    active = pl.col("n_active") > 0
-    pdc = pl.col("_prev_day_close")
-    exprs = {
-        "open_rel": pl.col("open") / pdc - 1,
-        "high_rel": pl.col("high") / pdc - 1,
-        "low_rel": pl.col("low") / pdc - 1,
-        "close_rel": pl.col("close") / pdc - 1,
-        "bar_ret": pl.col("ret").fill_null(0.0),
-        "log_volume_rel": pl.when(active).then(_relative_to_trailing("volume", volume_window)),
-        "log_amount_rel": pl.when(active).then(_relative_to_trailing("amount", volume_window)),
-        "vwap_gap": pl.col("vwap_gap") if "vwap_gap" in lf.collect_schema() else pl.lit(None),
-        "up_share": pl.col("up_share") - 0.5,
-    }
+    if "vwap_gap" not in lf.collect_schema():
+        lf = lf.with_columns(pl.lit(None, dtype=pl.Float64).alias("vwap_gap"))
     return lf.select(
         "industry",
         "date",
         "ts",
         pl.col("_slot").alias("slot"),
-        *[exprs[f].cast(pl.Float64).alias(f) for f in features],
+        *[FEATURES[f].expr(volume_window).cast(pl.Float64).alias(f) for f in features],
     )
 
 

@@ -1,8 +1,10 @@
 """Panel tensors: features [day, industry, bar, feature], labels and masks, built once, cached.
 
 The cache is a directory of plain `.npy` arrays (memory-mapped on load, never pickled) and a
-`manifest.json` holding a hash of the input file and of the feature spec; a cache whose hash
-differs is rebuilt, and a build is written to a temporary directory and renamed into place.
+`manifest.json` holding a hash of the input file; the directory is named by `FeatureSpec.cache_key`
+(the spec, session included, and the source of the code that computes features and labels), so
+a changed input, spec or formula is rebuilt. A build is written to a temporary directory and
+renamed into place.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, field
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -21,27 +25,13 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.errors import ConfigError, DataError
-from rotation_dl.features.bars import DEFAULT_FEATURES, bar_features, daily_closes
+from rotation_dl.features.bars import bar_features, daily_closes
 from rotation_dl.features.labels import forward_excess_rank
-from rotation_dl.session import A_SHARE, Session
+from rotation_dl.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 ARRAYS = ("x", "label", "fwd_ret", "active")
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Everything that determines the panel besides the input data."""
-
-    features: tuple[str, ...] = DEFAULT_FEATURES
-    bar_minutes: int = 15
-    horizon: int = 5
-    volume_window: int = 20
-    min_constituents: int = 1
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "features": list(self.features)}
 
 
 @dataclass
@@ -76,14 +66,52 @@ class Panel:
         """Cells usable as training targets: active with a known label."""
         return self.active & np.isfinite(self.label)
 
+    def windows(
+        self, days: Sequence[int], window: int, industries: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Raw feature windows ending at each of `days`: [B, N, W, P, F] (the model's layout).
 
-def build_panel(
-    industry_bars: pl.DataFrame | pl.LazyFrame, spec: FeatureSpec, session: Session = A_SHARE
-) -> Panel:
+        The numpy twin of `PanelDataModule.gather`, which does the same on tensors.
+        """
+        cols = slice(None) if industries is None else list(industries)
+        return np.stack(
+            [
+                np.asarray(self.x[d - window + 1 : d + 1])[:, cols].transpose(1, 0, 2, 3)
+                for d in days
+            ]
+        )
+
+    def labels_frame(self) -> pl.DataFrame:
+        """(date, industry, fwd_ret, fwd_excess, label) over the whole grid (NaN -> null)."""
+        n, d = len(self.industries), len(self.dates)
+        fwd = np.asarray(self.fwd_ret, dtype=np.float64)
+        active = np.asarray(self.active)
+        cells = np.where(active, fwd, np.nan)
+        with warnings.catch_warnings():  # an all-empty date has no mean: NaN, as intended
+            warnings.simplefilter("ignore", category=RuntimeWarning)
+            mean = np.nanmean(cells, axis=1, keepdims=True)
+        return pl.DataFrame(
+            {
+                "date": np.repeat(np.asarray(self.dates, dtype="datetime64[D]"), n),
+                "industry": np.tile(np.asarray(self.industries), d),
+                "fwd_ret": fwd.reshape(-1),
+                "fwd_excess": np.where(active, fwd - mean, np.nan).reshape(-1),
+                "label": np.asarray(self.label, dtype=np.float64).reshape(-1),
+            }
+        ).with_columns(
+            pl.col("date").cast(pl.Date), pl.col("fwd_ret", "fwd_excess", "label").fill_nan(None)
+        )
+
+
+def build_panel(industry_bars: pl.DataFrame | pl.LazyFrame, spec: FeatureSpec) -> Panel:
     """Industry bars -> Panel (features, labels, masks) on the full day x industry grid."""
     lf = industry_bars.lazy()
     feats = bar_features(
-        lf, spec.bar_minutes, spec.features, volume_window=spec.volume_window, session=session
+        lf,
+        spec.bar_minutes,
+        spec.features,
+        volume_window=spec.volume_window,
+        session=spec.session,
     )
     daily = daily_closes(lf)
     labels = forward_excess_rank(daily.select("industry", "date", "close"), spec.horizon)
@@ -92,7 +120,7 @@ def build_panel(
         raise DataError("no industry bars to build a panel from", file="industry bars", count=0)
     dates = sorted(daily["date"].unique().to_list())
     industries = sorted(daily["industry"].unique().to_list())
-    per_day = 1 if spec.bar_minutes == 0 else session.bars_per_day(spec.bar_minutes)
+    per_day = spec.bars_per_day
     if feats["slot"].max() >= per_day or feats["slot"].min() < 0:
         raise ConfigError(f"bars do not fit a {spec.bar_minutes}-minute grid of {per_day} per day")
     d_idx = {d: i for i, d in enumerate(dates)}
@@ -132,15 +160,11 @@ def _manifest(panel: Panel, source_hash: str) -> dict:
         "version": CACHE_VERSION,
         "source_hash": source_hash,
         "spec": panel.spec.to_dict(),
-        "spec_hash": spec_hash(panel.spec),
+        "cache_key": panel.spec.cache_key(),
         "dates": [d.isoformat() for d in panel.dates],
         "industries": panel.industries,
         "shape": list(panel.x.shape),
     }
-
-
-def spec_hash(spec: FeatureSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def save_panel(panel: Panel, directory: str | Path, source_hash: str = "") -> Path:
@@ -168,7 +192,7 @@ def load_panel(directory: str | Path, mmap: bool = True) -> Panel:
         n: np.load(d / f"{n}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
         for n in ARRAYS
     }
-    spec = FeatureSpec(**{**man["spec"], "features": tuple(man["spec"]["features"])})
+    spec = FeatureSpec.from_dict(man["spec"])
     return Panel(
         dates=[date.fromisoformat(s) for s in man["dates"]],
         industries=man["industries"],
@@ -179,14 +203,12 @@ def load_panel(directory: str | Path, mmap: bool = True) -> Panel:
 
 
 def cached_panel(
-    industry_bars_path: str | Path,
-    spec: FeatureSpec,
-    cache_dir: str | Path,
-    session: Session = A_SHARE,
+    industry_bars_path: str | Path, spec: FeatureSpec, cache_dir: str | Path
 ) -> Panel:
-    """The panel for this input file and spec: loaded from cache when both hashes match."""
+    """The panel for this input file and spec: loaded from cache when the input's hash matches
+    (the directory name already pins the spec and the feature code)."""
     source = file_hash(industry_bars_path)
-    target = Path(cache_dir) / f"panel-{spec_hash(spec)}"
+    target = Path(cache_dir) / f"panel-{spec.cache_key()}"
     man_path = target / "manifest.json"
     if man_path.exists():
         man = json.loads(man_path.read_text())
@@ -194,6 +216,6 @@ def cached_panel(
             log.info("panel cache hit: %s", target)
             return load_panel(target)
         log.info("panel cache stale (input or version changed): rebuilding %s", target)
-    panel = build_panel(pl.scan_parquet(industry_bars_path), spec, session)
+    panel = build_panel(pl.scan_parquet(industry_bars_path), spec)
     save_panel(panel, target, source)
     return load_panel(target)

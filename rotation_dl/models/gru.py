@@ -10,26 +10,13 @@ output is scores [B, N]. Industries share weights (the cross-section is a batch 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
+from rotation_dl.errors import ConfigError
+from rotation_dl.models.config import GRUConfig
 
-@dataclass(frozen=True)
-class GRUConfig:
-    """Network shape (plain values only, so checkpoints load with weights_only=True)."""
-
-    n_features: int
-    arch: Literal["flat", "hierarchical"] = "flat"
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.1
-    day_hidden: int | None = None  # hierarchical: intraday encoder width (default: hidden)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["FlatGRU", "GRUConfig", "HierarchicalGRU", "build_net"]
 
 
 def _gru(n_in: int, hidden: int, layers: int, dropout: float) -> nn.GRU:
@@ -76,8 +63,10 @@ class HierarchicalGRU(nn.Module):
 
 def build_net(cfg: GRUConfig) -> nn.Module:
     """The network named by `cfg.arch`."""
+    if cfg.n_features < 1:
+        raise ConfigError(f"the network needs at least one input feature, got {cfg.n_features}")
     if cfg.arch == "flat":
         return FlatGRU(cfg)
     if cfg.arch == "hierarchical":
         return HierarchicalGRU(cfg)
-    raise ValueError(f"unknown arch {cfg.arch!r}; use 'flat' or 'hierarchical'")
+    raise ConfigError(f"unknown model.arch {cfg.arch!r}; use 'flat' or 'hierarchical'")

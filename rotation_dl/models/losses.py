@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
+
+from rotation_dl.errors import ConfigError
+from rotation_dl.models.config import LossConfig
 
 
 def _masked_center(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,8 +63,17 @@ def listnet_loss(
     return (per_date * valid).sum() / valid.sum().clamp(min=1)
 
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+LOSSES: dict[str, LossFn] = {
     "mse": mse_loss,
     "ic": ic_loss,
     "listnet": listnet_loss,
 }
+
+
+def make_loss(cfg: LossConfig) -> LossFn:
+    """The loss named by `cfg.name` with its parameters bound (e.g. ListNet's temperature)."""
+    if cfg.name not in LOSSES:
+        raise ConfigError(f"unknown loss {cfg.name!r}; choose from {list(LOSSES)}")
+    return functools.partial(LOSSES[cfg.name], **cfg.params())

@@ -7,22 +7,24 @@ from typing import Any
 import lightning as L
 import torch
 
-from rotation_dl.models.gru import GRUConfig, build_net
-from rotation_dl.models.losses import LOSSES, pearson_per_date, rank_ic_per_date
+from rotation_dl.errors import ConfigError
+from rotation_dl.models.config import GRUConfig, LossConfig
+from rotation_dl.models.gru import build_net
+from rotation_dl.models.losses import make_loss, pearson_per_date, rank_ic_per_date
 
 
 class RotationModule(L.LightningModule):
     """Scores industries from bar windows; logs `{stage}/loss`, `{stage}/ic`, `{stage}/rank_ic`.
 
-    Hyper-parameters are plain values (network config, loss name, optimiser settings, feature
-    spec and normalisation statistics), so checkpoints describe themselves and load with
-    `torch.load(..., weights_only=True)`.
+    Hyper-parameters are plain values (network config, loss name and parameters, optimiser
+    settings, feature spec and normalisation statistics), so checkpoints describe themselves and
+    load with `torch.load(..., weights_only=True)`.
     """
 
     def __init__(
         self,
         net: dict[str, Any],
-        loss: str = "mse",
+        loss: dict[str, Any] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         scheduler: str | None = "cosine",
@@ -32,10 +34,8 @@ class RotationModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {list(LOSSES)}")
         self.net = build_net(GRUConfig(**net))
-        self.loss_fn = LOSSES[loss]
+        self.loss_fn = make_loss(LossConfig(**(loss or {})))
         self._forward = torch.compile(self.net) if compile else self.net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +98,7 @@ class RotationModule(L.LightningModule):
         if self.hparams.scheduler in (None, "none"):
             return opt
         if self.hparams.scheduler != "cosine":
-            raise ValueError(f"unknown scheduler {self.hparams.scheduler!r}; use cosine or none")
+            raise ConfigError(f"unknown scheduler {self.hparams.scheduler!r}; use cosine or none")
         max_epochs = max(1, int(self.trainer.max_epochs or 1))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -23,48 +22,16 @@ import polars as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
 from rotation_dl.data.datamodule import PanelDataModule
-from rotation_dl.data.store import atomic_write_bytes, atomic_write_parquet
 from rotation_dl.data.walkforward import Fold
 from rotation_dl.features.panel import Panel
-from rotation_dl.models.gru import GRUConfig
+from rotation_dl.layout import FoldFiles
+from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.models.module import RotationModule
+from rotation_dl.provenance import code_version
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How each fold is trained (from the `trainer` and `model` config groups)."""
-
-    window: int = 20
-    batch_dates: int = 16
-    max_epochs: int = 30
-    min_epochs: int = 1
-    patience: int = 5
-    loss: str = "mse"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    scheduler: str | None = "cosine"
-    grad_clip: float = 1.0
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "auto"  # bf16-mixed on CUDA, 32-true on CPU
-    deterministic: bool = True
-    compile: bool = False
-    on_device: bool = False
-    shuffle_labels: bool = False
-    enable_progress_bar: bool = True
-    log_every_n_steps: int = 10
-    limit_train_batches: float | int = 1.0
-
-    def resolved_precision(self) -> str:
-        if self.precision != "auto":
-            return self.precision
-        gpu = torch.cuda.is_available() and self.accelerator in ("auto", "gpu", "cuda")
-        return "bf16-mixed" if gpu else "32-true"
 
 
 @dataclass
@@ -88,19 +55,14 @@ class WalkForwardResult:
         return float(np.mean(vals)) if vals else float("nan")
 
 
-def code_version() -> str:
-    """git commit of the package checkout, or 'unknown'."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).resolve().parent,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed (DDP) run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    rank = getattr(rank_zero_only, "rank", None)
+    if rank is None:
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    return int(rank) == 0
 
 
 def _scores_frame(panel: Panel, preds: list[dict], fold: int, seed: int) -> pl.DataFrame:
@@ -140,23 +102,23 @@ def train_fold(
     fold: Fold,
     net: GRUConfig,
     tc: TrainConfig,
+    window: int,
     seed: int,
-    ckpt_dir: Path,
+    files: FoldFiles,
     loggers: Sequence[Any] | bool = False,
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     extra_callbacks: Sequence[Any] = (),
 ) -> FoldResult:
     """Train one model on `fold` and score its test block (see module docstring)."""
-    ckpt_dir = Path(ckpt_dir)
-    done = ckpt_dir / "done.json"
+    done = files.done
     if resume and done.exists():
         info = json.loads(done.read_text())
-        log.info("fold %d seed %d: done earlier, reading %s", fold.index, seed, ckpt_dir)
+        log.info("fold %d seed %d: done earlier, reading %s", fold.index, seed, files.dir)
         return FoldResult(
             fold.index,
             seed,
-            pl.read_parquet(ckpt_dir / "scores.parquet"),
+            pl.read_parquet(files.scores),
             info["best_val_rank_ic"],
             info["checkpoint"],
             info["epochs"],
@@ -165,7 +127,7 @@ def train_fold(
     dm = PanelDataModule(
         panel,
         fold,
-        tc.window,
+        window,
         tc.batch_dates,
         seed=seed,
         on_device=tc.on_device,
@@ -179,13 +141,13 @@ def train_fold(
         "norm": dm.norm.to_dict(),
         "fold": fold.to_dict(),
         "train_range": [str(panel.dates[fold.train[0]]), str(panel.dates[fold.train[1] - 1])],
-        "window": tc.window,
+        "window": window,
         "industries": list(panel.industries),
         "seed": seed,
     }
     module = RotationModule(
         net=net.to_dict(),
-        loss=tc.loss,
+        loss=asdict(tc.loss),
         lr=tc.lr,
         weight_decay=tc.weight_decay,
         scheduler=tc.scheduler,
@@ -194,8 +156,8 @@ def train_fold(
         meta=module_meta,
     )
     ckpt = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
+        dirpath=files.dir,
+        filename=files.best.stem,
         monitor="val/rank_ic",
         mode="max",
         save_last=True,
@@ -221,7 +183,7 @@ def train_fold(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    last = ckpt_dir / "last.ckpt"
+    last = files.last
     trainer.fit(module, dm, ckpt_path=str(last) if resume and last.exists() else None)
     best_path = ckpt.best_model_path or str(last)
     state = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -231,7 +193,7 @@ def train_fold(
     scores = _scores_frame(panel, preds, fold.index, seed) if trainer.is_global_zero else None
     result = FoldResult(fold.index, seed, scores, best, best_path, trainer.current_epoch)
     if trainer.is_global_zero:
-        atomic_write_parquet(scores, ckpt_dir / "scores.parquet")
+        atomic_write_parquet(scores, files.scores)
         atomic_write_bytes(
             done,
             json.dumps(
@@ -250,7 +212,8 @@ def run_walk_forward(
     folds: Sequence[Fold],
     net: GRUConfig,
     tc: TrainConfig,
-    ckpt_root: str | Path,
+    window: int,
+    fold_files: Callable[[int, int], FoldFiles],
     seeds: Sequence[int] = (0,),
     resume: bool = False,
     logger_factory: Callable[[int, int], Any] | None = None,
@@ -262,7 +225,6 @@ def run_walk_forward(
     The factor panel has one row per test date and industry: date, industry, score (mean over
     seeds), fold, model_version; scores of inactive industries are null.
     """
-    ckpt_root = Path(ckpt_root)
     version = f"{net.arch}-h{net.hidden}l{net.layers}-{code_version()}"
     results: list[FoldResult] = []
     for fold in folds:
@@ -291,8 +253,9 @@ def run_walk_forward(
                 fold,
                 net,
                 tc,
+                window,
                 seed,
-                ckpt_root / f"fold_{fold.index:02d}" / f"seed_{seed}",
+                fold_files(fold.index, seed),
                 loggers,
                 resume,
                 meta,

@@ -2,8 +2,8 @@
 micro-cap timing model and the factor IC monitor, in one offline HTML file (plotly bundled).
 
 Every number shown comes from the metrics engine (`rotation_dl.backtest.metrics`) or from the
-stage outputs passed in; the templates only format. `build_weekly_report` returns the HTML path
-and writes `report_<date>.md` beside it.
+stage outputs passed in; the templates only format. `build_weekly_report` writes the HTML page
+and a Markdown summary to the paths it is given.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
+from rotation_dl.artifacts import atomic_write_bytes
 from rotation_dl.backtest.ic import ic_series
 from rotation_dl.backtest.metrics import calendar_year_table, to_date_excess
-from rotation_dl.data.store import atomic_write_bytes
 
 
 @dataclass
@@ -210,11 +210,11 @@ td:first-child,th:first-child{text-align:left}
 """
 
 
-def build_weekly_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
-    """Write report_<asof>.html (self-contained, works offline) and report_<asof>.md."""
+def build_weekly_report(inputs: ReportInputs, html_path: Path, md_path: Path) -> Path:
+    """Write the HTML page (self-contained, works offline) and the Markdown summary; returns
+    the HTML path."""
     from plotly.offline import get_plotlyjs
 
-    out = Path(out_dir)
     perf = performance_numbers(inputs)
     charts = _charts(inputs)
     gru = inputs.models[0]
@@ -333,12 +333,9 @@ def build_weekly_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
         f"{json.dumps({'asof': str(inputs.asof), 'performance': perf}, default=str)}"
         f"</script></body></html>"
     )
-    path = out / f"report_{inputs.asof.isoformat()}.html"
-    atomic_write_bytes(path, page.encode())
-    atomic_write_bytes(
-        out / f"report_{inputs.asof.isoformat()}.md", markdown_summary(inputs, perf).encode()
-    )
-    return path
+    atomic_write_bytes(Path(html_path), page.encode())
+    atomic_write_bytes(Path(md_path), markdown_summary(inputs, perf).encode())
+    return Path(html_path)
 
 
 def markdown_summary(inputs: ReportInputs, perf: dict) -> str:

@@ -11,8 +11,8 @@ sweep cannot resume its study. This driver uses a maintained Optuna directly:
 * `workers > 1` starts that many worker processes sharing the storage (one machine), and the
   same command run as SLURM jobs against a shared RDB fans out over a cluster.
 
-The driver takes a `run_trial(overrides, callbacks) -> float` function from the CLI, so it never
-imports Hydra itself.
+The driver takes a `run_trial(overrides, callbacks) -> float` function from the sweep stage, so it
+never imports Hydra itself.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import lightning as L
 import optuna
 import polars as pl
 
-from rotation_dl.data.store import atomic_write_bytes, atomic_write_parquet
+from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
 from rotation_dl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,13 @@ def run_study(
         ]
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("seed", seed + trial.number)
-        value = run_trial(overrides, lambda fold, s: [PruneOnValRankIC(trial, fold)])
+        try:
+            value = run_trial(overrides, lambda fold, s: [PruneOnValRankIC(trial, fold)])
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # recorded on the trial, then Optuna marks it FAIL
+            trial.set_user_attr("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            raise
         if value is None or not math.isfinite(value):
             raise ValueError(f"trial {trial.number} produced a non-finite objective ({value})")
         return value
@@ -220,3 +226,12 @@ def write_outputs(study: optuna.Study, out_dir: Path, best_config_dir: Path) -> 
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
         summary.update(best_value=best.value, best_params=best.params, best_config=str(path))
     return summary
+
+
+def all_failed(study: optuna.Study) -> str | None:
+    """The first trial's error when every finished trial failed (none completed or pruned)."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials or any(t.state != optuna.trial.TrialState.FAIL for t in trials):
+        return None
+    first = min(trials, key=lambda t: t.number)
+    return str(first.user_attrs.get("error") or first.system_attrs.get("fail_reason") or "unknown")

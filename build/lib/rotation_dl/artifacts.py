@@ -1,0 +1,57 @@
+"""Atomic artifact writes: every file goes to a temporary name in its folder and is renamed into
+place, so a reader (or a killed run) never sees a half-written file."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+COMPRESSION = "lz4"  # fast to write and read; artifacts are working copies, not archives
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same directory and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
+    """Write a parquet file atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    try:
+        df.write_parquet(tmp, compression=COMPRESSION, statistics=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    """JSON (indented; dates and paths as strings), atomically."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+    return path
+
+
+def write_table(df: pl.DataFrame, path: Path, csv: bool = True) -> None:
+    """`path` (parquet) and, with `csv`, the same table beside it as CSV (list columns joined
+    with commas), both atomically."""
+    atomic_write_parquet(df, path)
+    if csv:
+        flat = df.with_columns(
+            [pl.col(c).list.join(",") for c, t in df.schema.items() if isinstance(t, pl.List)]
+        )
+        atomic_write_bytes(path.with_suffix(".csv"), flat.write_csv().encode())

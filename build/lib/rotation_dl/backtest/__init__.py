@@ -1,0 +1,1 @@
+"""Selection, the backtest engine and metrics (one implementation used by every model)."""

@@ -1,0 +1,1 @@
+"""Rule-based models: diffusion-index rotation, micro-cap timing, the factor IC monitor."""

@@ -1,0 +1,323 @@
+"""Micro-cap index timing with the diffusion index (METHODOLOGY section 3).
+
+Universe: the N smallest stocks by market cap each day (caps = close x shares outstanding, or a
+given `cap` column), a given constituent list, or every stock. DI_t is the share of constituents
+with close_t > close_{t-20} (unsmoothed). The critical-point grid G_t(x, T) is the share with
+x * close_t > close_{t-T}: "if every constituent sits at x times today's close N = 20 - T days
+from now, what will DI be?". Three signal machines turn DI into a position (1 long, 0 flat):
+
+* first threshold (left side):  long -> flat when DI > upper; flat -> long when DI < lower
+* delayed threshold (right side): flat when DI falls through upper; long when it rises
+  through lower
+* dual moving average:          long while MA_fast(DI) > MA_slow(DI)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import date
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from rotation_dl.backtest.metrics import max_drawdown
+from rotation_dl.baselines.matrix import CloseMatrix, close_matrix
+from rotation_dl.errors import ConfigError, DataError
+
+
+def universe_mask(
+    m: CloseMatrix,
+    n_smallest: int | None = None,
+    caps: np.ndarray | None = None,
+    constituents: Sequence[str] | None = None,
+) -> np.ndarray:
+    """[D, S] bool: each day's universe (reconstituted daily when ranking by cap)."""
+    has = np.isfinite(m.close)
+    if constituents is not None:
+        keep = np.isin(np.asarray(m.symbols), np.asarray(list(constituents)))
+        return has & keep[None, :]
+    if n_smallest is None or caps is None:
+        return has
+    c = np.where(has & np.isfinite(caps), caps, np.inf)
+    order = np.argsort(c, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rows = np.arange(c.shape[0])[:, None]
+    rank[rows, order] = np.arange(c.shape[1])[None, :]
+    return (rank < n_smallest) & np.isfinite(c)
+
+
+def universe_di(m: CloseMatrix, universe: np.ndarray, lag: int = 20) -> np.ndarray:
+    """DI_t: share of universe members with close_t > close_{t-lag} (both closes known)."""
+    prev = m.lagged(lag)
+    ok = universe & np.isfinite(m.close) & np.isfinite(prev)
+    n = ok.sum(axis=1)
+    hits = (ok & (m.close > prev)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, hits / n, np.nan)
+
+
+def critical_grid(
+    m: CloseMatrix,
+    universe: np.ndarray,
+    day: int,
+    xs: Sequence[float] = tuple(np.round(np.arange(0.90, 1.1001, 0.01), 2)),
+    lags: Sequence[int] = tuple(range(20, 9, -1)),
+) -> pl.DataFrame:
+    """G(x, T) on day index `day`: rows T (20..10, with N = 20 - T), columns x."""
+    c = m.close[day]
+    rows = []
+    for T in lags:
+        prev = m.close[day - T] if day - T >= 0 else np.full_like(c, np.nan)
+        ok = universe[day] & np.isfinite(c) & np.isfinite(prev)
+        n = max(int(ok.sum()), 1)
+        rows.append([T, 20 - T] + [float((ok & (x * c > prev)).sum() / n) for x in xs])
+    return pl.DataFrame(rows, schema=["T", "days_ahead"] + [f"x{x:.2f}" for x in xs], orient="row")
+
+
+Machine = Literal["first_threshold", "delayed_threshold", "dual_ma"]
+MACHINES: tuple[str, ...] = ("first_threshold", "delayed_threshold", "dual_ma")
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    upper: float = 0.9
+    lower: float = 0.1
+    fast: int = 10
+    slow: int = 20
+    initial: int = 1  # position before the first signal
+
+
+def signal_states(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = None) -> np.ndarray:
+    """Position after each day's close (1 long, 0 flat), NaN DI keeps the previous state."""
+    cfg = cfg or SignalConfig()
+    D = len(di)
+    out = np.zeros(D, dtype=np.int8)
+    if machine == "dual_ma":
+        s = pl.Series(di)
+        fast = s.rolling_mean(cfg.fast, min_samples=cfg.fast).to_numpy()
+        slow = s.rolling_mean(cfg.slow, min_samples=cfg.slow).to_numpy()
+        state = cfg.initial
+        for t in range(D):  # a state machine: one step per day
+            if np.isfinite(fast[t]) and np.isfinite(slow[t]):
+                state = int(fast[t] > slow[t])
+            out[t] = state
+        return out
+    state = cfg.initial
+    for t in range(D):
+        x = di[t]
+        prev = di[t - 1] if t else np.nan
+        if np.isfinite(x):
+            if machine == "first_threshold":
+                if state == 1 and x > cfg.upper:
+                    state = 0
+                elif state == 0 and x < cfg.lower:
+                    state = 1
+            elif machine == "delayed_threshold":
+                if np.isfinite(prev) and prev >= cfg.upper and x < cfg.upper:
+                    state = 0
+                elif np.isfinite(prev) and prev <= cfg.lower and x > cfg.lower:
+                    state = 1
+            else:
+                raise ConfigError(f"unknown signal machine {machine!r}; choose from {MACHINES}")
+        out[t] = state
+    return out
+
+
+def signal_log(
+    dates: list[date], di: np.ndarray, states: np.ndarray, machine: str
+) -> pl.DataFrame:
+    """One row per state change: date, machine, from, to, di."""
+    change = np.nonzero(np.diff(states.astype(int), prepend=states[0]))[0]
+    return pl.DataFrame(
+        {
+            "date": [dates[i] for i in change],
+            "machine": [machine] * len(change),
+            "from_state": states[change - 1].astype(int) if len(change) else [],
+            "to_state": states[change].astype(int),
+            "di": di[change],
+        },
+        schema={
+            "date": pl.Date,
+            "machine": pl.String,
+            "from_state": pl.Int64,
+            "to_state": pl.Int64,
+            "di": pl.Float64,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class TimingStats:
+    machine: str
+    total_return: float
+    buy_hold_return: float
+    annual_return: float
+    annual_vol: float
+    sharpe: float
+    max_drawdown: float
+    buy_hold_max_drawdown: float
+    exposure: float
+    trades: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def universe_returns(m: CloseMatrix, universe: np.ndarray) -> np.ndarray:
+    """Equal-weight close-to-close return of the universe held from t-1 to t (day-t members
+    of t-1's universe; a stock without both closes is left out)."""
+    prev = m.lagged(1)
+    members = np.vstack([np.zeros((1, universe.shape[1]), bool), universe[:-1]])
+    ok = members & np.isfinite(m.close) & np.isfinite(prev)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(ok, m.close / prev - 1, 0.0).sum(axis=1) / ok.sum(axis=1)
+    return np.where(ok.sum(axis=1) > 0, r, 0.0)
+
+
+def universe_open_split(
+    m: CloseMatrix, opens: np.ndarray, universe: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-weight overnight (open_t / close_{t-1} - 1) and intraday (close_t / open_t - 1)
+    returns of day t-1's universe members that have all three prices."""
+    prev = m.lagged(1)
+    members = np.vstack([np.zeros((1, universe.shape[1]), bool), universe[:-1]])
+    ok = members & np.isfinite(m.close) & np.isfinite(prev) & np.isfinite(opens)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        on = np.where(ok, opens / prev - 1, 0.0).sum(axis=1) / n
+        intra = np.where(ok, m.close / opens - 1, 0.0).sum(axis=1) / n
+    return np.where(n > 0, on, 0.0), np.where(n > 0, intra, 0.0)
+
+
+def timing_backtest(
+    dates: list[date],
+    ret: np.ndarray,
+    states: np.ndarray,
+    machine: str,
+    execution: Literal["close", "next_open"] = "close",
+    periods_per_year: int = 252,
+    overnight: np.ndarray | None = None,
+    intraday: np.ndarray | None = None,
+) -> tuple[pl.DataFrame, TimingStats]:
+    """Long the universe (or flat) by the state decided at each close.
+
+    `close`: trade at the signal close, so the state at close t earns day t+1's close-to-close
+    return. `next_open`: trade at the next open, so on day d the overnight gap is earned by the
+    state of close d-2 (still held) and the session by the state of close d-1 (needs
+    `overnight` and `intraday`, see `universe_open_split`).
+    """
+    pos = np.zeros_like(ret)
+    pos[1:] = states[:-1]
+    if execution == "close":
+        strat = pos * ret
+    elif execution == "next_open":
+        if overnight is None or intraday is None:
+            raise ConfigError("execution=next_open needs open prices in the daily bars")
+        held_overnight = np.zeros_like(ret)
+        held_overnight[2:] = states[:-2]
+        strat = (1 + held_overnight * overnight) * (1 + pos * intraday) - 1
+    else:
+        raise ConfigError(f"unknown execution {execution!r}; use close or next_open")
+    nav = np.cumprod(1 + strat)
+    bh = np.cumprod(1 + ret)
+    n = len(ret)
+    years = n / periods_per_year
+    vol = float(np.std(strat, ddof=1) * np.sqrt(periods_per_year)) if n > 1 else float("nan")
+    ann = float(nav[-1] ** (1 / years) - 1) if n else float("nan")
+    stats = TimingStats(
+        machine=machine,
+        total_return=float(nav[-1] - 1),
+        buy_hold_return=float(bh[-1] - 1),
+        annual_return=ann,
+        annual_vol=vol,
+        sharpe=float(np.mean(strat) / np.std(strat, ddof=1) * np.sqrt(periods_per_year))
+        if n > 1 and np.std(strat) > 0
+        else float("nan"),
+        max_drawdown=max_drawdown(nav),
+        buy_hold_max_drawdown=max_drawdown(bh),
+        exposure=float(pos.mean()),
+        trades=int(np.abs(np.diff(pos)).sum()),
+    )
+    frame = pl.DataFrame(
+        {
+            "date": dates,
+            "universe_ret": ret,
+            "position": pos,
+            "strategy_ret": strat,
+            "strategy_nav": nav,
+            "buy_hold_nav": bh,
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    return frame, stats
+
+
+def caps_matrix(m: CloseMatrix, shares: pl.DataFrame | None) -> np.ndarray | None:
+    """Market caps [D, S] = close x shares outstanding (symbol, shares_outstanding)."""
+    if shares is None:
+        return None
+    s = dict(zip(shares["symbol"].to_list(), shares["shares_outstanding"].to_list(), strict=True))
+    vec = np.array([s.get(sym, np.nan) for sym in m.symbols], dtype=float)
+    if np.isnan(vec).all():
+        raise DataError(
+            "no symbol of the bars has shares outstanding",
+            file="shares",
+            column="shares_outstanding",
+            count=len(m.symbols),
+        )
+    return m.close * vec[None, :]
+
+
+def run_timing(
+    daily: pl.DataFrame | pl.LazyFrame,
+    *,
+    n_smallest: int | None = 400,
+    shares: pl.DataFrame | None = None,
+    constituents: Sequence[str] | None = None,
+    lag: int = 20,
+    cfg: SignalConfig | None = None,
+    execution: Literal["close", "next_open"] = "close",
+) -> dict:
+    """DI, grid (last day), signal states and logs, and a timing backtest per machine."""
+    cfg = cfg or SignalConfig()
+    m = close_matrix(daily)
+    caps = caps_matrix(m, shares)
+    uni = universe_mask(m, n_smallest if caps is not None else None, caps, constituents)
+    di = universe_di(m, uni, lag)
+    ret = universe_returns(m, uni)
+    split = (None, None)
+    if execution == "next_open":
+        from rotation_dl.baselines.matrix import aligned_matrix
+
+        split = universe_open_split(m, aligned_matrix(daily, m, "open"), uni)
+    states, logs, stats, curves = {}, [], [], []
+    for machine in MACHINES:
+        st = signal_states(di, machine, cfg)
+        states[machine] = st
+        logs.append(signal_log(m.dates, di, st, machine))
+        frame, s = timing_backtest(
+            m.dates, ret, st, machine, execution, overnight=split[0], intraday=split[1]
+        )
+        stats.append(s.to_dict())
+        curves.append(frame.with_columns(pl.lit(machine).alias("machine")))
+    series = pl.DataFrame(
+        {
+            "date": m.dates,
+            "di": di,
+            "universe_size": uni.sum(axis=1),
+            **{f"state_{k}": v.astype(int) for k, v in states.items()},
+        },
+        schema_overrides={"date": pl.Date},
+    ).with_columns(pl.col("di").fill_nan(None))
+    return {
+        "series": series,
+        "grid": critical_grid(m, uni, len(m.dates) - 1),
+        "signals": pl.concat(logs),
+        "curves": pl.concat(curves),
+        "stats": stats,
+        "universe": "all stocks"
+        if caps is None and constituents is None
+        else (f"{n_smallest} smallest by cap" if caps is not None else "given constituents"),
+    }

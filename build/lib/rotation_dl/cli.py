@@ -1,0 +1,112 @@
+"""`rotation-dl <command> [key=value ...]`: compose the config, run one stage, print its result.
+
+The CLI only composes (`config.compose_run`), calls one function of `rotation_dl.stages` and
+prints what it returns. User errors (bad data, bad config, a refused model) print one line and
+exit with status 2. Stage modules are imported only for the command that runs, so `score`
+works with the `inference` extra alone (no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+
+from rotation_dl.errors import RotationDLError
+
+log = logging.getLogger("rotation_dl")
+
+# command -> (stage module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "sample": ("ingest", "sample", "write the synthetic sample market as raw files"),
+    "ingest": ("ingest", "ingest", "raw bar files -> validated canonical store"),
+    "industry-bars": ("industry", "industry_bars", "store + classification -> industry bars"),
+    "train": (
+        "train",
+        "train",
+        "walk-forward GRU training -> factor panel + checkpoints (-m: Optuna sweep)",
+    ),
+    "backtest": ("evaluate", "backtest", "backtest a factor panel (factors=PATH)"),
+    "baseline": ("evaluate", "baseline", "diffusion-index baseline and its backtest"),
+    "timing": ("evaluate", "timing", "micro-cap diffusion timing: DI, grid, signal machines"),
+    "factor-ic": ("evaluate", "factor_ic", "weekly rank-IC monitor of price/volume factors"),
+    "export": ("export", "export", "checkpoints -> ONNX with self-describing metadata"),
+    "score": ("score", "score", "score the latest complete week with onnxruntime"),
+    "report": ("report", "report", "weekly HTML + Markdown report"),
+    "demo": ("demo", "demo", "every stage on the sample market, with progress"),
+}
+
+USAGE = (
+    "usage: rotation-dl <command> [key=value ...]\ncommands:\n"
+    + "\n".join(f"  {name:<14} {help_}" for name, (_, _, help_) in COMMANDS.items())
+    + "\nconfig: conf/config.yaml (Hydra); e.g. rotation-dl ingest data=sw_15min"
+)
+
+NOISE = (
+    ".*LeafSpec.*",
+    ".*log_every_n_steps.*",
+    ".*does not have many workers.*",
+    ".*Mean of empty slice.*",
+    ".*litlogger.*",
+)
+
+
+def _setup_logging(level: str) -> None:
+    """One log format; Lightning's own handler and known third-party noise silenced."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).propagate = False
+    for pattern in NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
+    """Compose the run, call the command's stage and return its result (raises user errors)."""
+    from rotation_dl.config import compose_run
+
+    cfg = compose_run(overrides)
+    _setup_logging(cfg.log_level)
+    if multirun:
+        if name != "train":
+            raise RotationDLError("-m (multirun) is supported for `train` sweeps only")
+        from rotation_dl.stages.sweep import hyperparameter_search
+
+        return hyperparameter_search(cfg, list(overrides))
+    module, func, _ = COMMANDS[name]
+    stage = getattr(importlib.import_module(f"rotation_dl.stages.{module}"), func)
+    if name == "demo":
+        return stage(cfg, progress=lambda text: print(text, flush=True))
+    return stage(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"rotation-dl: unknown command '{name}'\n{USAGE}", file=sys.stderr)
+        return 2
+    multirun = any(o in ("-m", "--multirun") for o in rest)
+    overrides = [o for o in rest if o not in ("-m", "--multirun")]
+    try:
+        result = run_command(name, overrides, multirun)
+    except RotationDLError as exc:
+        msg = " ".join(str(exc).split())
+        print(f"rotation-dl {name}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+        return 2
+    text = result.describe()
+    if text:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""Stock bars + (point-in-time) classification -> industry bars.
+
+Per industry and bar: equal-weight and amount-weighted mean bar return of the constituents that
+traded in the bar (suspended or absent stocks are left out), OHLC as a return index built from the
+constituents' open/high/low/close relative to their previous close, summed volume and amount, the
+count of active constituents and the share of them that rose. A stock's bar return is its close
+over its previous bar's close; across days that uses adjusted prices when adjustment factors are
+given, so ex-dividend gaps do not show up as returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import polars as pl
+
+from rotation_dl.errors import DataError, UnmappedSymbolError
+from rotation_dl.schema import INDUSTRY_BAR_SCHEMA
+
+log = logging.getLogger(__name__)
+
+Weighting = Literal["equal", "amount"]
+
+
+def add_vwap_gap(bars: pl.LazyFrame) -> pl.LazyFrame:
+    """Add `_vwap_gap` = (amount / volume) / close - 1 per stock bar, on raw prices.
+
+    Computed before any price adjustment, because amount / volume is a raw-price VWAP.
+    """
+    vwap = pl.col("amount") / pl.col("volume")
+    return bars.with_columns(
+        pl.when((pl.col("volume") > 0) & (pl.col("close") > 0))
+        .then(vwap / pl.col("close") - 1)
+        .otherwise(None)
+        .alias("_vwap_gap")
+    )
+
+
+def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """Multiply prices by each stock's adjustment factor of the day (forward-filled, else 1).
+
+    Rows must be in time order within each symbol; that order is kept.
+    """
+    key = "ts" if "ts" in bars.collect_schema() else "date"
+    day = pl.col("ts").dt.date() if key == "ts" else pl.col("date")
+    return (
+        bars.with_columns(day.alias("_d"))
+        .join(
+            factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor"),
+            on=["symbol", "_d"],
+            how="left",
+            maintain_order="left",
+        )
+        .with_columns(pl.col("factor").forward_fill().over("symbol").fill_null(1.0))
+        .with_columns(
+            [(pl.col(c) * pl.col("factor")).alias(c) for c in ("open", "high", "low", "close")]
+        )
+        .drop("_d", "factor")
+    )
+
+
+def factors_from_adjusted_daily(
+    raw_bars: pl.LazyFrame, adjusted_daily: pl.LazyFrame | pl.DataFrame
+) -> pl.LazyFrame:
+    """Adjustment factors implied by adjusted daily closes: adjusted close / raw last-bar close."""
+    last = (
+        raw_bars.filter(pl.col("close") > 0)
+        .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+        .agg(pl.col("close").sort_by("ts").last().alias("raw_close"))
+    )
+    return (
+        last.join(adjusted_daily.lazy().select("symbol", "date", "close"), on=["symbol", "date"])
+        .filter(pl.col("close").is_finite() & (pl.col("close") > 0))
+        .select("symbol", "date", (pl.col("close") / pl.col("raw_close")).alias("factor"))
+    )
+
+
+def _refuse_overlaps(rows: pl.DataFrame) -> None:
+    if rows.height:
+        raise DataError(
+            "classification gives a stock two industries on one date (overlapping start/end)",
+            file="classification",
+            column="industry",
+            count=rows.height,
+            example=rows.row(0, named=True),
+        )
+
+
+def map_industries(
+    bars: pl.LazyFrame,
+    classification: pl.DataFrame,
+    on_unmapped: Literal["fail", "drop"] = "fail",
+    source: str = "bars",
+) -> pl.LazyFrame:
+    """Attach each bar's industry on the bar's date (classification may be point-in-time).
+
+    Row order of `bars` is kept, so time order within a symbol survives the join.
+    """
+    schema = bars.collect_schema()
+    day = pl.col("ts").dt.date() if "ts" in schema else pl.col("date")
+    static = classification.select(
+        pl.col("start").is_null().all() & pl.col("end").is_null().all()
+    ).item()
+    if static:
+        _refuse_overlaps(classification.filter(pl.col("symbol").is_duplicated()))
+        keys = bars.select(pl.col("symbol").unique()).collect()
+        matched = classification.select("symbol", "industry")
+        unmapped = keys.join(matched, on="symbol", how="anti")
+        on = ["symbol"]
+    else:
+        keys = bars.select("symbol", day.alias("_d")).unique().collect()
+        matched = (
+            keys.join(classification, on="symbol", how="inner")
+            .filter(
+                (pl.col("start").is_null() | (pl.col("start") <= pl.col("_d")))
+                & (pl.col("end").is_null() | (pl.col("_d") <= pl.col("end")))
+            )
+            .select("symbol", "_d", "industry")
+        )
+        _refuse_overlaps(matched.filter(pl.struct("symbol", "_d").is_duplicated()))
+        unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
+        on = ["symbol", "_d"]
+        bars = bars.with_columns(day.alias("_d"))
+    if unmapped.height:
+        n_sym = unmapped["symbol"].n_unique()
+        if on_unmapped == "fail":
+            raise UnmappedSymbolError(
+                f"{'symbols' if static else '(symbol, day) pairs'} of {n_sym} symbol(s) have no "
+                "industry in the classification (set on_unmapped=drop to leave them out)",
+                file=source,
+                column="symbol",
+                count=unmapped.height,
+                example=unmapped.row(0, named=True),
+            )
+        log.warning("dropped bars of %d unmapped symbols", n_sym)
+    out = bars.join(matched.lazy(), on=on, how="inner", maintain_order="left")
+    return out.drop("_d") if not static else out
+
+
+def stock_bar_returns(
+    bars: pl.LazyFrame, presorted: bool = False, prev_close: pl.DataFrame | None = None
+) -> pl.LazyFrame:
+    """Add prev_close and ret (close over the previous bar's close) per stock.
+
+    A stock's first bar takes its previous close from `prev_close` (symbol, prev_close; the last
+    close before this slice of history) or, failing that, its own open, so its return is then
+    intrabar. Rows without a positive close (feed placeholders) are treated as absent.
+    `presorted` skips the sort when rows already come in time order within each symbol.
+    """
+    bars = bars.filter(pl.col("close") > 0)
+    if not presorted:
+        bars = bars.sort("symbol", "ts")
+    prev = pl.col("close").shift(1).over("symbol")
+    if prev_close is not None:
+        bars = bars.join(
+            prev_close.lazy().select("symbol", pl.col("prev_close").alias("_carry")),
+            on="symbol",
+            how="left",
+            maintain_order="left",
+        )
+        prev = prev.fill_null(pl.col("_carry"))
+    out = bars.with_columns(prev.fill_null(pl.col("open")).alias("prev_close")).with_columns(
+        (pl.col("close") / pl.col("prev_close") - 1).alias("ret")
+    )
+    return out.drop("_carry") if prev_close is not None else out
+
+
+def aggregate_industry_returns(
+    stock: pl.LazyFrame, weighting: Weighting = "equal"
+) -> pl.LazyFrame:
+    """Stock bar returns -> per (industry, ts): n_active, ret_ew, ret_aw, relative O/H/L,
+    up_share, volume, amount. Only stocks that traded in the bar (volume > 0) count."""
+    pc = pl.col("prev_close")
+    traded = stock.filter(pl.col("volume") > 0).with_columns(
+        (pl.col("open") / pc).alias("_ro"),
+        (pl.col("high") / pc).alias("_rh"),
+        (pl.col("low") / pc).alias("_rl"),
+    )
+    amount_sum = pl.col("amount").sum()
+
+    def amount_mean(c: str) -> pl.Expr:
+        return (
+            pl.when(amount_sum > 0)
+            .then((pl.col(c) * pl.col("amount")).sum() / amount_sum)
+            .otherwise(pl.col(c).mean())
+        )
+
+    rel_aggs = [
+        (amount_mean(c) if weighting == "amount" else pl.col(c).mean()).alias(c)
+        for c in ("_ro", "_rh", "_rl")
+    ]
+    return traded.group_by("industry", "ts").agg(
+        pl.len().cast(pl.UInt32).alias("n_active"),
+        pl.col("ret").mean().alias("ret_ew"),
+        amount_mean("ret").alias("ret_aw"),
+        *rel_aggs,
+        pl.col("_vwap_gap").mean().alias("vwap_gap"),
+        (pl.col("ret") > 0).mean().alias("up_share"),
+        pl.col("volume").sum(),
+        amount_sum.alias("amount"),
+    )
+
+
+def add_return_index(
+    agg: pl.LazyFrame,
+    industries: pl.Series | list[str],
+    times: pl.Series | list,
+    weighting: Weighting = "equal",
+    start_level: pl.DataFrame | None = None,
+) -> pl.LazyFrame:
+    """Complete the (industry x time) grid and chain OHLC as a return index.
+
+    Each industry's index starts at its `start_level` (industry, level) or 1.0; bars with no
+    trading constituent get n_active = 0, null returns and a flat index.
+    """
+    grid = pl.LazyFrame({"industry": pl.Series(industries, dtype=pl.String).unique()}).join(
+        pl.LazyFrame({"ts": pl.Series(times, dtype=pl.Datetime("us")).unique()}), how="cross"
+    )
+    ret = pl.col("ret_aw") if weighting == "amount" else pl.col("ret_ew")
+    out = (
+        grid.join(agg, on=["industry", "ts"], how="left")
+        .with_columns(
+            pl.col("n_active").fill_null(0),
+            pl.col("volume").fill_null(0.0),
+            pl.col("amount").fill_null(0.0),
+        )
+        .sort("industry", "ts")
+        .with_columns(ret.alias("ret"))
+    )
+    level = pl.lit(1.0)
+    if start_level is not None:
+        out = out.join(
+            start_level.lazy().select("industry", pl.col("level").alias("_lvl")),
+            on="industry",
+            how="left",
+            maintain_order="left",
+        )
+        level = pl.col("_lvl").fill_null(1.0)
+    out = (
+        out.with_columns(
+            (level * (1 + pl.col("ret").fill_null(0.0)).cum_prod().over("industry")).alias("close")
+        )
+        .with_columns(pl.col("close").shift(1).over("industry").fill_null(level).alias("_prev"))
+        .with_columns(
+            [
+                (pl.col("_prev") * pl.col(r).fill_null(1.0)).alias(c)
+                for r, c in (("_ro", "open"), ("_rh", "high"), ("_rl", "low"))
+            ]
+        )
+        .with_columns(pl.col("ts").dt.date().alias("date"))
+    )
+    return out.select(list(INDUSTRY_BAR_SCHEMA)).cast(INDUSTRY_BAR_SCHEMA)
+
+
+def industry_bars(
+    bars: pl.LazyFrame,
+    classification: pl.DataFrame,
+    *,
+    weighting: Weighting = "equal",
+    adjustment: pl.DataFrame | pl.LazyFrame | None = None,
+    on_unmapped: Literal["fail", "drop"] = "fail",
+    presorted: bool = False,
+) -> pl.LazyFrame:
+    """Aggregate canonical stock bars to industry bars (INDUSTRY_BAR_SCHEMA).
+
+    Args:
+        bars: canonical intraday stock bars.
+        classification: symbol, industry, start, end (null start/end = always).
+        weighting: `equal` (default) or `amount` weights for `ret` and the OHLC index; both
+            `ret_ew` and `ret_aw` are always present.
+        adjustment: factors (symbol, date, factor) making raw prices continuous across days.
+        on_unmapped: `fail` or `drop` bars of symbols without an industry on that date.
+        presorted: rows already come in time order within each symbol (store scans do).
+
+    Returns:
+        One row per industry and market bar (every bar time seen in the input); bars where no
+        constituent traded have n_active = 0, null returns and a flat index. For long histories
+        use `rotation_dl.pipeline.build_industry_bars`, which streams this by date chunks.
+    """
+    if not presorted:
+        bars = bars.sort("symbol", "ts")
+    bars = add_vwap_gap(bars)
+    if adjustment is not None:
+        bars = adjust_bars(bars, adjustment)
+    stock = stock_bar_returns(map_industries(bars, classification, on_unmapped), presorted=True)
+    keys = stock.select(pl.col("industry").unique().implode(), pl.col("ts").unique().implode())
+    industries, times = keys.collect().row(0)
+    return add_return_index(
+        aggregate_industry_returns(stock, weighting), industries, times, weighting
+    )

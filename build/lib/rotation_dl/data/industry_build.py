@@ -1,0 +1,186 @@
+"""Store -> industry bars, streamed by date chunks (the build behind `rotation-dl industry-bars`
+and production scoring), and the bar size of industry bars."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from rotation_dl.artifacts import atomic_write_parquet
+from rotation_dl.data.industry import (
+    Weighting,
+    add_return_index,
+    add_vwap_gap,
+    adjust_bars,
+    aggregate_industry_returns,
+    factors_from_adjusted_daily,
+    map_industries,
+    stock_bar_returns,
+)
+from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
+from rotation_dl.data.resample import resample_bars
+from rotation_dl.data.store import partition_span, partitions_between, read_manifest, scan_store
+from rotation_dl.errors import ConfigError, StoreError
+from rotation_dl.session import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndustryBarsResult:
+    path: Path | None
+    frame: pl.DataFrame
+    bar_minutes: int
+
+    def summary(self) -> str:
+        f = self.frame
+        days = f["date"].n_unique()
+        active = f.filter(pl.col("n_active") > 0)
+        return (
+            f"{f['industry'].n_unique()} industries x {days} days x "
+            f"{f.height // max(1, days * f['industry'].n_unique())} bars/day "
+            f"({self.bar_minutes}-min), {f.height:,} rows; mean active constituents per bar "
+            f"{active['n_active'].mean():.1f}; bars with no trading constituent: "
+            f"{f.height - active.height}"
+        )
+
+
+def _chunks(names: list[str], size: int) -> list[list[str]]:
+    return [names[i : i + size] for i in range(0, len(names), size)]
+
+
+def build_industry_bars(
+    store: str | Path,
+    classification: str | Path,
+    output: str | Path | None,
+    *,
+    classification_columns: Mapping[str, str] | None = None,
+    adjustment: str | Path | None = None,
+    adjustment_columns: Mapping[str, str] | None = None,
+    adjusted_daily: str | Path | None = None,
+    adjusted_daily_columns: Mapping[str, str] | None = None,
+    weighting: Weighting = "equal",
+    bar_minutes: int | None = None,
+    on_unmapped: Literal["fail", "drop"] = "fail",
+    on_missing_industry: Literal["fail", "drop"] = "fail",
+    session: Session,
+    chunk_partitions: int = 10,
+    start: date | None = None,
+    end: date | None = None,
+) -> IndustryBarsResult:
+    """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
+
+    Streams the store `chunk_partitions` partitions at a time, carrying each stock's last
+    (adjusted) close and each industry's index level into the next chunk, so memory stays flat
+    as history grows and the result equals a single pass over all of it. `start`/`end` limit the
+    dates read; `output=None` skips writing.
+    """
+    manifest = read_manifest(Path(store))
+    if manifest is None:
+        raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
+    if manifest.frequency != "intraday":
+        raise ConfigError("industry bars need an intraday store; this store holds daily bars")
+    size = manifest.bar_minutes
+    cls = read_classification(
+        classification, columns=classification_columns, on_missing_industry=on_missing_industry
+    )
+    factors: pl.DataFrame | None = None
+    closes: pl.DataFrame | None = None
+    if adjustment is not None:
+        factors = read_adjustment(adjustment, columns=adjustment_columns)
+    elif adjusted_daily is not None:  # factors come from each chunk's own raw closes below
+        closes = read_daily_closes(
+            adjusted_daily, columns=adjusted_daily_columns, start=start, end=end
+        )
+    names = partitions_between(Path(store), start, end)
+    if not names:
+        raise StoreError(f"{store}: no stored bars between {start} and {end}")
+    carry_close: pl.DataFrame | None = None
+    carry_level: pl.DataFrame | None = None
+    parts: list[pl.DataFrame] = []
+    industries: set[str] = set()
+    for chunk in _chunks(names, chunk_partitions):
+        lo, hi = partition_span(chunk[0])[0], partition_span(chunk[-1])[1]
+        lo, hi = max(lo, start or lo), min(hi, end or hi)
+        bars = scan_store(store, lo, hi).collect().lazy()  # one read of the chunk
+        if closes is not None:
+            factors = factors_from_adjusted_daily(bars, closes).collect()
+        if bar_minutes and bar_minutes != manifest.bar_minutes:
+            bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
+            size = bar_minutes
+        bars = add_vwap_gap(bars)
+        if factors is not None:
+            bars = adjust_bars(bars, factors.filter(pl.col("date").is_between(lo, hi)).lazy())
+        mapped = map_industries(bars, cls, on_unmapped)
+        stock = stock_bar_returns(mapped, presorted=True, prev_close=carry_close).collect()
+        if stock.is_empty():
+            continue
+        chunk_industries = stock["industry"].unique()
+        industries.update(chunk_industries.to_list())
+        agg = aggregate_industry_returns(stock.lazy(), weighting)
+        part = add_return_index(
+            agg, sorted(industries), stock["ts"].unique(), weighting, carry_level
+        ).collect()
+        parts.append(part)
+        last = stock.group_by("symbol").agg(pl.col("close").last().alias("prev_close"))
+        carry_close = (
+            last
+            if carry_close is None
+            else pl.concat([carry_close.join(last, on="symbol", how="anti"), last])
+        )
+        carry_level = part.group_by("industry").agg(
+            pl.col("close").sort_by("ts").last().alias("level")
+        )
+    if not parts:
+        raise StoreError(f"{store}: no bars to aggregate")
+    frame = _complete_grid(pl.concat(parts), sorted(industries))
+    if start is not None or end is not None:
+        frame = frame.filter(pl.col("date").is_between(start or date.min, end or date.max))
+    out = Path(output) if output is not None else None
+    if out is not None:
+        atomic_write_parquet(frame, out)
+    return IndustryBarsResult(out, frame, size)
+
+
+def _complete_grid(frame: pl.DataFrame, industries: list[str]) -> pl.DataFrame:
+    """Add rows for industries first seen in a later chunk (flat index, n_active = 0)."""
+    expected = len(industries) * frame["ts"].n_unique()
+    if frame.height == expected:
+        return frame.sort("industry", "ts")
+    grid = pl.DataFrame({"industry": industries}).join(
+        frame.select(pl.col("ts").unique()), how="cross"
+    )
+    full = grid.join(frame, on=["industry", "ts"], how="left").sort("industry", "ts")
+    level = pl.col("close").forward_fill().over("industry").fill_null(1.0)
+    return full.with_columns(
+        pl.col("n_active").fill_null(0),
+        pl.col("volume").fill_null(0.0),
+        pl.col("amount").fill_null(0.0),
+        pl.col("ts").dt.date().alias("date"),
+        *[pl.col(c).fill_null(level) for c in ("open", "high", "low", "close")],
+    ).select(frame.columns)
+
+
+def infer_bar_minutes(industry_bars: pl.DataFrame | pl.LazyFrame) -> int:
+    """Bar size of industry bars: the smallest gap between bars of one day (0 if daily)."""
+    gaps = (
+        industry_bars.lazy()
+        .select("industry", "ts")
+        .sort("industry", "ts")
+        .select(
+            (pl.col("ts").diff().dt.total_minutes())
+            .over("industry", pl.col("ts").dt.date())
+            .alias("g")
+        )
+        .filter(pl.col("g") > 0)
+        .select(pl.col("g").min())
+        .collect()
+        .item()
+    )
+    return int(gaps) if gaps is not None else 0

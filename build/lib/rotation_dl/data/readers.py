@@ -1,0 +1,381 @@
+"""Readers for raw parquet/CSV files (files or directories) into the canonical schemas.
+
+Real files differ: `code`/`date` column names, volume in lots of 100, bare 6-digit codes vs
+`600000.SH`, bar-start vs bar-end stamps. A `ColumnMapping` (from config) says how a source maps
+onto the canonical schema; readers rename, convert units, normalise codes and cast dtypes, and
+raise
+typed errors that name the file and column when they cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from rotation_dl.errors import EmptyInputError, SchemaError, UnreadableFileError
+from rotation_dl.schema import ADJUSTMENT_SCHEMA, BAR_SCHEMA, CLASSIFICATION_SCHEMA
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """How a source file maps onto a canonical schema.
+
+    Args:
+        columns: canonical name -> source column name (only the names that differ).
+        volume_multiplier: shares per source volume unit (100 for lots).
+        amount_multiplier: currency per source amount unit.
+        ts_label: whether source bar stamps mark the bar `end` (canonical) or its `start`.
+        symbol_format: `ashare` normalises A-share codes to `600000.SH`; `keep` leaves them.
+        datetime_format: strptime format for string timestamps (None: let polars infer).
+    """
+
+    columns: Mapping[str, str] = field(default_factory=dict)
+    volume_multiplier: float = 1.0
+    amount_multiplier: float = 1.0
+    ts_label: Literal["end", "start"] = "end"
+    symbol_format: Literal["ashare", "keep"] = "ashare"
+    datetime_format: str | None = None
+
+    def source(self, canonical: str) -> str:
+        return self.columns.get(canonical, canonical)
+
+
+def normalize_symbol(expr: pl.Expr) -> pl.Expr:
+    """Normalise A-share codes to `NNNNNN.EX`; unrecognised symbols pass through unchanged.
+
+    Accepts `600000`, `600000.SH`, `sh600000`, `SH.600000`, `600000.XSHG`. A bare code gets its
+    exchange from its prefix (6/9 -> SH, 0/2/3 -> SZ, 4/8/92 -> BJ).
+    """
+    s = expr.cast(pl.String).str.strip_chars().str.to_uppercase()
+    s = s.str.replace(r"^(\d{6})\.XSHG$", "$1.SH").str.replace(r"^(\d{6})\.XSHE$", "$1.SZ")
+    s = s.str.replace(r"^(SH|SZ|BJ)\.?(\d{6})$", "$2.$1")
+    bare = s.str.contains(r"^\d{6}$")
+    suffix = (
+        pl.when(s.str.starts_with("92"))
+        .then(pl.lit(".BJ"))
+        .when(s.str.contains(r"^[69]"))
+        .then(pl.lit(".SH"))
+        .when(s.str.contains(r"^[023]"))
+        .then(pl.lit(".SZ"))
+        .when(s.str.contains(r"^[48]"))
+        .then(pl.lit(".BJ"))
+        .otherwise(pl.lit(""))
+    )
+    return pl.when(bare).then(s + suffix).otherwise(s)
+
+
+def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.DataFrame:
+    """Normalise the `symbol` column, working on unique codes only (fast on big frames)."""
+    if symbol_format != "ashare" or df.is_empty():
+        return df
+    uniq = df.select(pl.col("symbol").unique())
+    mapped = uniq.with_columns(normalize_symbol(pl.col("symbol")).alias("new"))
+    changed = mapped.filter(pl.col("symbol") != pl.col("new"))
+    if changed.is_empty():
+        return df
+    table = dict(zip(changed["symbol"].to_list(), changed["new"].to_list(), strict=True))
+    return df.with_columns(pl.col("symbol").replace(table))
+
+
+def list_files(path: str | Path, what: str = "input") -> list[Path]:
+    """Files under `path` (a file, a directory searched recursively, or a glob)."""
+    p = Path(path)
+    if p.is_file():
+        files = [p]
+    elif p.is_dir():
+        files = sorted(
+            f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
+        )
+    else:
+        files = sorted(
+            f
+            for f in Path(p.anchor or ".").glob(
+                str(p.relative_to(p.anchor)) if p.anchor else str(p)
+            )
+            if f.is_file()
+        )
+        if not files:
+            raise UnreadableFileError(f"no such {what} file or directory", file=str(path))
+    if not files:
+        raise EmptyInputError(
+            f"no {what} files ({', '.join(SUPPORTED_SUFFIXES)}) found", file=str(path), count=0
+        )
+    return files
+
+
+def _file_schema(path: Path, string_cols: Sequence[str]) -> dict[str, pl.DataType]:
+    try:
+        if path.suffix.lower() == ".csv":
+            return dict(
+                pl.scan_csv(path, schema_overrides={c: pl.String for c in string_cols})
+                .collect_schema()
+                .items()
+            )
+        return dict(pl.read_parquet_schema(path).items())
+    except Exception as exc:  # polars raises several types for bad files
+        raise UnreadableFileError(
+            f"cannot be read as {path.suffix.lstrip('.') or 'data'} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]})",
+            file=str(path),
+        ) from exc
+
+
+def scan_file(path: Path, string_cols: Sequence[str] = ()) -> pl.LazyFrame:
+    """Lazily scan one parquet or CSV file; raises UnreadableFileError if it is not readable."""
+    schema = _file_schema(path, string_cols)
+    if path.suffix.lower() == ".csv":
+        overrides = {c: pl.String for c in string_cols if c in schema}
+        return pl.scan_csv(path, schema_overrides=overrides, infer_schema_length=10_000)
+    del schema
+    return pl.scan_parquet(path)
+
+
+def _require_columns(
+    schema: Mapping[str, pl.DataType], needed: Mapping[str, str], file: str
+) -> None:
+    missing = [f"{canon} (source '{src}')" for canon, src in needed.items() if src not in schema]
+    if missing:
+        raise SchemaError(
+            f"missing column(s) {', '.join(missing)}; file has {list(schema)}",
+            file=file,
+            column=next(iter(needed[c.split(" ")[0]] for c in missing)),
+            count=None,
+        )
+
+
+def _check_numeric(schema: Mapping[str, pl.DataType], cols: Mapping[str, str], file: str) -> None:
+    for canon, src in cols.items():
+        dtype = schema[src]
+        if not (dtype.is_numeric() or dtype == pl.Null):
+            raise SchemaError(
+                f"has dtype {dtype}, expected a number for '{canon}'", file=file, column=src
+            )
+
+
+def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
+    if dtype == pl.String:
+        return col.str.to_datetime(format=fmt, strict=False, time_unit="us")
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us"))
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            return col.dt.replace_time_zone(None).cast(pl.Datetime("us"))
+        return col.cast(pl.Datetime("us"))
+    raise TypeError(dtype)
+
+
+def read_bars_file(
+    path: Path, mapping: ColumnMapping, *, with_row_index: bool = True
+) -> pl.LazyFrame:
+    """One raw bar file -> lazy frame in BAR_SCHEMA (plus `_row` file order, `_file`).
+
+    The `ts` source column may be a datetime, a date (daily bars) or a string; string timestamps
+    that fail to parse raise SchemaError with the count and an example. Bar-start stamps are
+    shifted to bar-end later, once the bar size is known (see `ingest`).
+    """
+    file = str(path)
+    sym_src = mapping.source("symbol")
+    lf = scan_file(path, string_cols=[sym_src])
+    schema = lf.collect_schema()
+    needed = {c: mapping.source(c) for c in BAR_SCHEMA if c != "amount"}
+    _require_columns(schema, needed, file)
+    amount_src = mapping.source("amount")
+    has_amount = amount_src in schema
+    _check_numeric(
+        schema,
+        {c: mapping.source(c) for c in ("open", "high", "low", "close", "volume")}
+        | ({"amount": amount_src} if has_amount else {}),
+        file,
+    )
+    ts_src = mapping.source("ts")
+    ts_dtype = schema[ts_src]
+    if not (ts_dtype in (pl.String, pl.Date) or isinstance(ts_dtype, pl.Datetime)):
+        raise SchemaError(
+            f"has dtype {ts_dtype}, expected a datetime, date or datetime string for 'ts'",
+            file=file,
+            column=ts_src,
+        )
+    if with_row_index:
+        lf = lf.with_row_index("_row")
+    sym = pl.col(sym_src).cast(pl.String)  # normalised per unique code by `normalize_symbols`
+    close = pl.col(mapping.source("close")).cast(pl.Float64)
+    volume = pl.col(mapping.source("volume")).cast(pl.Float64) * mapping.volume_multiplier
+    amount = (
+        pl.col(amount_src).cast(pl.Float64) * mapping.amount_multiplier
+        if has_amount
+        else close * volume  # no amount column: approximate traded value by close x volume
+    )
+    cols = [
+        sym.alias("symbol"),
+        _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format).alias("ts"),
+        *(pl.col(mapping.source(c)).cast(pl.Float64).alias(c) for c in ("open", "high", "low")),
+        close.alias("close"),
+        volume.alias("volume"),
+        amount.alias("amount"),
+        pl.lit(file).alias("_file"),
+    ]
+    if with_row_index:
+        cols.insert(0, pl.col("_row"))
+    out = lf.select(cols)
+    if ts_dtype == pl.String:
+        bad = (
+            lf.select(pl.col(ts_src))
+            .filter(
+                pl.col(ts_src).is_not_null()
+                & _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format).is_null()
+            )
+            .collect()
+        )
+        if bad.height:
+            raise SchemaError(
+                "have timestamps that cannot be parsed",
+                file=file,
+                column=ts_src,
+                count=bad.height,
+                example=bad.row(0)[0],
+            )
+    return out
+
+
+def read_classification(
+    path: str | Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    symbol_format: Literal["ashare", "keep"] = "ashare",
+    on_missing_industry: Literal["fail", "drop"] = "fail",
+) -> pl.DataFrame:
+    """Read a stock -> industry classification into CLASSIFICATION_SCHEMA.
+
+    `start`/`end` (inclusive dates) are optional. When only `start` is given, the table is read
+    as a change history: a stock's industry holds from its `start` until the day before its
+    next `start`.
+    """
+    cols = dict(columns or {})
+    file = str(path)
+    files = list_files(path, "classification")
+    sym_src = cols.get("symbol", "symbol")
+    frames = [scan_file(f, string_cols=[sym_src]) for f in files]
+    lf = pl.concat(frames, how="diagonal_relaxed")
+    schema = lf.collect_schema()
+    needed = {c: cols.get(c, c) for c in ("symbol", "industry")}
+    _require_columns(schema, needed, file)
+    start_src, end_src = cols.get("start", "start"), cols.get("end", "end")
+    exprs = [
+        (
+            normalize_symbol(pl.col(needed["symbol"]))
+            if symbol_format == "ashare"
+            else pl.col(needed["symbol"]).cast(pl.String)
+        ).alias("symbol"),
+        pl.col(needed["industry"]).cast(pl.String).str.strip_chars().alias("industry"),
+    ]
+    for canon, src in (("start", start_src), ("end", end_src)):
+        if src in schema:
+            dtype = schema[src]
+            e = pl.col(src)
+            if dtype == pl.String:
+                e = e.str.to_date(strict=False)
+            elif dtype.is_integer():
+                e = e.cast(pl.String).str.to_date("%Y%m%d", strict=False)
+            exprs.append(e.cast(pl.Date).alias(canon))
+        else:
+            exprs.append(pl.lit(None, dtype=pl.Date).alias(canon))
+    df = lf.select(exprs).collect()
+    if df.is_empty():
+        raise EmptyInputError("classification has no rows", file=file, count=0)
+    missing = df.filter(pl.col("industry").is_null() | (pl.col("industry") == ""))
+    if missing.height:
+        if on_missing_industry == "fail":
+            raise SchemaError(
+                "have no industry (set on_missing_industry=drop to skip them)",
+                file=file,
+                column=needed["industry"],
+                count=missing.height,
+                example=missing.row(0, named=True),
+            )
+        log.warning("%s: dropped %d classification rows with no industry", file, missing.height)
+        df = df.filter(pl.col("industry").is_not_null() & (pl.col("industry") != ""))
+    if start_src in schema and end_src not in schema:
+        df = df.sort("symbol", "start").with_columns(
+            (pl.col("start").shift(-1).over("symbol") - pl.duration(days=1)).alias("end")
+        )
+    return df.select(list(CLASSIFICATION_SCHEMA)).cast(CLASSIFICATION_SCHEMA)
+
+
+def read_adjustment(
+    path: str | Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    symbol_format: Literal["ashare", "keep"] = "ashare",
+) -> pl.DataFrame:
+    """Read adjustment factors (symbol, date, factor; adjusted = raw x factor)."""
+    cols = dict(columns or {})
+    file = str(path)
+    sym_src = cols.get("symbol", "symbol")
+    lf = pl.concat([scan_file(f, [sym_src]) for f in list_files(path, "adjustment")])
+    schema = lf.collect_schema()
+    needed = {c: cols.get(c, c) for c in ADJUSTMENT_SCHEMA}
+    _require_columns(schema, needed, file)
+    sym = pl.col(needed["symbol"])
+    df = lf.select(
+        (normalize_symbol(sym) if symbol_format == "ashare" else sym.cast(pl.String)).alias(
+            "symbol"
+        ),
+        pl.col(needed["date"]).cast(pl.Date).alias("date"),
+        pl.col(needed["factor"]).cast(pl.Float64).alias("factor"),
+    ).collect()
+    bad = df.filter(~pl.col("factor").is_finite() | (pl.col("factor") <= 0))
+    if bad.height:
+        from rotation_dl.errors import ValueRangeError
+
+        raise ValueRangeError(
+            "have a non-positive or non-finite adjustment factor",
+            file=file,
+            column=needed["factor"],
+            count=bad.height,
+            example=bad.row(0, named=True),
+        )
+    return df
+
+
+def read_daily_closes(
+    path: str | Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    symbol_format: Literal["ashare", "keep"] = "ashare",
+    start: date | None = None,
+    end: date | None = None,
+) -> pl.DataFrame:
+    """Adjusted daily closes (symbol, date, close) from daily bar files, e.g. to derive factors.
+
+    The date range is applied to the source column first (so parquet statistics can skip data)
+    and codes are normalised once per unique symbol.
+    """
+    cols = dict(columns or {})
+    file = str(path)
+    sym_src, date_src, close_src = (cols.get(c, c) for c in ("symbol", "ts", "close"))
+    date_src = cols.get("date", date_src if date_src in cols.values() else "date")
+    lf = pl.concat([scan_file(f, [sym_src]) for f in list_files(path, "daily bar")])
+    schema = lf.collect_schema()
+    _require_columns(schema, {"symbol": sym_src, "date": date_src, "close": close_src}, file)
+    d = pl.col(date_src)
+    d = d.str.to_date(strict=False) if schema[date_src] == pl.String else d.cast(pl.Date)
+    if start is not None:
+        lf = lf.filter(d >= start)
+    if end is not None:
+        lf = lf.filter(d <= end)
+    df = lf.select(
+        pl.col(sym_src).cast(pl.String).alias("symbol"),
+        d.alias("date"),
+        pl.col(close_src).cast(pl.Float64).alias("close"),
+    ).collect()
+    return normalize_symbols(df, symbol_format)

@@ -1,0 +1,292 @@
+"""Validation of raw bars: every rule is a boolean expression; one pass counts them all.
+
+Checks run on an eager chunk (a few days of one file), so memory stays flat however long the
+history is. The chunk is sorted once by (symbol, ts); duplicates, file-order sortedness and bar
+gaps are then plain shifts. Only when a rule's count is non-zero is an example row fetched, and
+the first failing rule (in the order listed) raises its typed error naming file, column, count
+and example. `validate_bars` returns the clean sorted chunk, its bar size (minutes; 0 for daily
+bars) and the counts of rows dropped under a `drop` policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import time
+from typing import Literal
+
+import polars as pl
+
+from rotation_dl.errors import (
+    BarSizeError,
+    DuplicateRowsError,
+    SessionError,
+    UnsortedInputError,
+    ValueRangeError,
+)
+from rotation_dl.schema import PRICE_COLS
+from rotation_dl.session import Session
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["fail", "drop"]
+VALUE_COLS = (*PRICE_COLS, "volume", "amount")
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """What to do with recoverable problems.
+
+    Args:
+        on_zero_price_bars: rows with open=high=low=close=0 and no volume, a feed's way of saying
+            "no trade": `drop` (treat as missing, the default) or `fail`.
+        on_unsorted: rows of a symbol out of time order: `fail` (default) or `sort`.
+        on_conflict: rows already in the store with other values: `fail` (default) or `replace`.
+        ohlc_tolerance: relative slack for high >= close/open >= low checks (float32 sources).
+    """
+
+    on_zero_price_bars: Policy = "drop"
+    on_unsorted: Literal["fail", "sort"] = "fail"
+    on_conflict: Literal["fail", "replace"] = "fail"
+    ohlc_tolerance: float = 1e-6
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule: rows where `mask` is true violate it."""
+
+    name: str
+    mask: pl.Expr
+    error: type
+    problem: str
+    column: str
+
+
+def _first_violation(df: pl.DataFrame, rules: list[Rule], file: str) -> None:
+    """Count every rule in one pass; raise the first violated rule's error with an example."""
+    if not rules or df.is_empty():
+        return
+    counts = df.select([r.mask.fill_null(False).sum().alias(r.name) for r in rules]).row(0)
+    for rule, n in zip(rules, counts, strict=True):
+        if n:
+            bad = df.filter(rule.mask.fill_null(False)).head(1)
+            row = bad.drop([c for c in bad.columns if c.startswith("_")]).row(0, named=True)
+            if "_row" in bad.columns:
+                row = {"row": bad["_row"][0], **row}
+            raise rule.error(rule.problem, file=file, column=rule.column, count=n, example=row)
+
+
+def value_rules(tolerance: float) -> list[Rule]:
+    """Missing, non-finite, non-positive, negative and OHLC-inconsistent values."""
+    rules = [
+        Rule(f"null_{c}", pl.col(c).is_null(), ValueRangeError, "are missing a value", c)
+        for c in ("symbol", "ts")
+    ]
+    rules += [
+        Rule(
+            f"nan_{c}",
+            pl.col(c).is_null() | ~pl.col(c).is_finite(),
+            ValueRangeError,
+            "are null, NaN or infinite",
+            c,
+        )
+        for c in VALUE_COLS
+    ]
+    rules += [
+        Rule(f"nonpos_{c}", pl.col(c) <= 0, ValueRangeError, "have a non-positive price", c)
+        for c in PRICE_COLS
+    ]
+    rules += [
+        Rule(f"neg_{c}", pl.col(c) < 0, ValueRangeError, "are negative", c)
+        for c in ("volume", "amount")
+    ]
+    slack = pl.col("high") * tolerance
+    rules.append(
+        Rule(
+            "high_lt_low",
+            pl.col("high") < pl.col("low") - slack,
+            ValueRangeError,
+            "have high < low",
+            "high",
+        )
+    )
+    rules += [
+        Rule(
+            f"{c}_outside",
+            (pl.col(c) > pl.col("high") + slack) | (pl.col(c) < pl.col("low") - slack),
+            ValueRangeError,
+            "lie outside [low, high]",
+            c,
+        )
+        for c in ("open", "close")
+    ]
+    return rules
+
+
+ZERO_PRICE_BAR = pl.all_horizontal([pl.col(c) == 0 for c in PRICE_COLS]) & (pl.col("volume") == 0)
+
+
+def is_daily(df: pl.DataFrame) -> bool:
+    """True when every timestamp sits at midnight (date-only stamps)."""
+    t = df.select(pl.col("ts").dt.time().min().alias("a"), pl.col("ts").dt.time().max().alias("b"))
+    return t.row(0) == (time(0, 0), time(0, 0))
+
+
+def _with_neighbours(df: pl.DataFrame) -> pl.DataFrame:
+    """Sort by (symbol, ts) and add same-symbol flags and gaps to the previous bar."""
+    s = df.sort("symbol", "ts")
+    same = (pl.col("symbol") == pl.col("symbol").shift(1)).fill_null(False)
+    gap = (pl.col("ts") - pl.col("ts").shift(1)).dt.total_minutes()
+    same_day = same & (pl.col("ts").dt.date() == pl.col("ts").dt.date().shift(1))
+    cols = [same.alias("_same"), pl.when(same_day).then(gap).otherwise(None).alias("_gap")]
+    if "_row" in s.columns:
+        cols.append((same & (pl.col("_row") < pl.col("_row").shift(1))).alias("_unsorted"))
+    return s.with_columns(cols)
+
+
+def structure_rules(has_row: bool, policy: IngestPolicy) -> list[Rule]:
+    rules = [
+        Rule(
+            "dup",
+            pl.col("_same") & (pl.col("ts") == pl.col("ts").shift(1)),
+            DuplicateRowsError,
+            "repeat the (symbol, ts) of another row",
+            "ts",
+        )
+    ]
+    if has_row and policy.on_unsorted == "fail":
+        rules.append(
+            Rule(
+                "unsorted",
+                pl.col("_unsorted"),
+                UnsortedInputError,
+                "come before an earlier bar of the same symbol (unsorted; set on_unsorted=sort)",
+                "ts",
+            )
+        )
+    return rules
+
+
+def detect_bar_minutes(s: pl.DataFrame, file: str) -> int:
+    """Modal gap between consecutive bars of a symbol within a day; raises on mixed sizes."""
+    gaps = s["_gap"].drop_nulls()
+    gaps = gaps.filter(gaps > 0)
+    if gaps.len() == 0:
+        raise BarSizeError(
+            "cannot detect the bar size: no symbol has two bars on one day",
+            file=file,
+            column="ts",
+            count=s.height,
+        )
+    bar = int(gaps.mode().min())
+    per_symbol = (
+        s.filter(pl.col("_gap") > 0)
+        .group_by("symbol")
+        .agg(pl.col("_gap").min().alias("min_gap"), pl.len().alias("n"))
+        .filter((pl.col("min_gap") != bar) & (pl.col("n") >= 3))
+    )
+    if per_symbol.height:
+        ex = per_symbol.sort("symbol").row(0, named=True)
+        raise BarSizeError(
+            f"mixed bar sizes: most bars are {bar} min apart but {per_symbol.height} symbol(s) "
+            "use another size",
+            file=file,
+            column="ts",
+            count=per_symbol.height,
+            example={"symbol": ex["symbol"], "bar_minutes": ex["min_gap"]},
+        )
+    return bar
+
+
+def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int) -> None:
+    """Bar-end times inside the session and on the `bar_minutes` grid.
+
+    The fast path is one hash lookup of each time of day in the day's valid bar ends; only when
+    that finds strays does the session clock tell "outside the session" from "off the grid".
+    """
+    grid = pl.Series(session.bar_end_times(bar_minutes), dtype=pl.Time)
+    stray = ~pl.col("ts").dt.time().is_in(grid.implode())
+    if not s.select(stray.any()).item():
+        return
+    clock = session.clock(pl.col("ts"))
+    text = ", ".join(
+        f"{o // 60:02d}:{o % 60:02d}-{c // 60:02d}:{c % 60:02d}" for o, c in session.intervals
+    )
+    _first_violation(
+        s,
+        [
+            Rule(
+                "outside",
+                clock.is_null(),
+                SessionError,
+                f"have bar-end times outside the trading session {text}",
+                "ts",
+            ),
+            Rule(
+                "off_grid",
+                stray,
+                BarSizeError,
+                f"are off the {bar_minutes}-minute bar grid (mixed bar sizes or bad stamps)",
+                "ts",
+            ),
+        ],
+        file,
+    )
+
+
+def validate_bars(
+    df: pl.DataFrame,
+    file: str,
+    session: Session,
+    policy: IngestPolicy,
+    ts_label: Literal["end", "start"] = "end",
+    bar_minutes: int | None = None,
+) -> tuple[pl.DataFrame, int, dict[str, int]]:
+    """Run every check on one chunk; returns (clean chunk sorted by symbol/ts, bar minutes or 0
+    for daily bars, rows dropped per reason)."""
+    dropped: dict[str, int] = {}
+    zero = df.select(ZERO_PRICE_BAR.sum()).item()
+    if zero and policy.on_zero_price_bars == "drop":
+        df = df.filter(~ZERO_PRICE_BAR)
+        dropped["zero_price_bars"] = zero
+    elif zero:
+        _first_violation(
+            df,
+            [
+                Rule(
+                    "zero",
+                    ZERO_PRICE_BAR,
+                    ValueRangeError,
+                    "are zero-price no-trade bars (set on_zero_price_bars=drop "
+                    "to treat them as missing)",
+                    "close",
+                )
+            ],
+            file,
+        )
+    _first_violation(df, value_rules(policy.ohlc_tolerance), file)
+    if df.is_empty():
+        return df, bar_minutes or 0, dropped
+    daily = bar_minutes == 0 or (bar_minutes is None and is_daily(df))
+    size = 0
+    if not daily:
+        s = _with_neighbours(df)
+        size = detect_bar_minutes(s, file)
+        if bar_minutes is not None and size != bar_minutes:
+            raise BarSizeError(
+                f"has {size}-minute bars but earlier input/store has {bar_minutes}-minute bars",
+                file=file,
+                column="ts",
+                count=df.height,
+            )
+        if ts_label == "start":
+            s = s.with_columns(pl.col("ts") + pl.duration(minutes=size))
+        check_session(s, file, session, size)
+    else:
+        s = _with_neighbours(df)
+    _first_violation(s, structure_rules("_row" in s.columns, policy), file)
+    if "_unsorted" in s.columns and policy.on_unsorted == "sort":
+        n = int(s["_unsorted"].sum())
+        if n:
+            log.warning("%s: %d rows out of time order; sorted", file, n)
+    return s.drop([c for c in ("_same", "_gap", "_unsorted") if c in s.columns]), size, dropped

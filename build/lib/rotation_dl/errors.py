@@ -1,0 +1,97 @@
+"""Typed errors a user can act on.
+
+Every data error names the file, the column, how many rows are affected and one example row,
+so a user can find and fix the input without reading a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RotationDLError(Exception):
+    """Base class for errors caused by user input or configuration (CLI exits non-zero)."""
+
+
+class ConfigError(RotationDLError):
+    """A configuration value is missing, unknown or inconsistent."""
+
+
+class DataError(RotationDLError):
+    """Input data is unusable; carries where, what and how many."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: str | None = None,
+        column: str | None = None,
+        count: int | None = None,
+        example: Any = None,
+    ) -> None:
+        self.problem = problem
+        self.file = file
+        self.column = column
+        self.count = count
+        self.example = example
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        parts = [f"{self.file or '<input>'}:"]
+        if self.column is not None:
+            parts.append(f"column '{self.column}':")
+        if self.count is not None:
+            parts.append(f"{self.count} row{'s' if self.count != 1 else ''}")
+        parts.append(self.problem)
+        text = " ".join(parts)
+        if self.example is not None:
+            text += f"; e.g. {self.example}"
+        return text
+
+
+class SchemaError(DataError):
+    """Columns are missing or have the wrong dtype."""
+
+
+class ValueRangeError(DataError):
+    """Values are NaN/inf, non-positive, negative or inconsistent (e.g. high < low)."""
+
+
+class DuplicateRowsError(DataError):
+    """The same (symbol, ts) appears more than once."""
+
+
+class UnsortedInputError(DataError):
+    """Rows of a symbol are not in increasing time order."""
+
+
+class SessionError(DataError):
+    """Timestamps fall outside the trading session or off the bar grid."""
+
+
+class BarSizeError(DataError):
+    """The bar size cannot be detected, is mixed, or does not match the store."""
+
+
+class EmptyInputError(DataError):
+    """The input holds no rows (or no files)."""
+
+
+class UnreadableFileError(DataError):
+    """A file is missing, truncated or not in the expected format."""
+
+
+class UnmappedSymbolError(DataError):
+    """Symbols have no industry in the classification on the bar's date."""
+
+
+class StoreError(RotationDLError):
+    """The canonical store is inconsistent with the data being written to or read from it."""
+
+
+class ModelFileError(RotationDLError):
+    """An ONNX model file is missing, truncated, altered or not a rotation_dl model."""
+
+
+class ScoringError(RotationDLError):
+    """The model cannot score this data (spec mismatch, missing industries, short history)."""

@@ -1,0 +1,1 @@
+"""ONNX export of trained models and torch-free production scoring with onnxruntime."""

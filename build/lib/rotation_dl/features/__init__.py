@@ -1,0 +1,1 @@
+"""Features, labels, normalisation statistics and the panel tensors the GRU trains on."""

@@ -1,0 +1,132 @@
+"""Per-bar industry features (METHODOLOGY section 2), each a named, selectable polars expression.
+
+All features at bar b of day t use only bars at or before b of day t and earlier days: the volume
+and amount baselines are means over the *previous* `volume_window` days at the same bar slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from rotation_dl.errors import ConfigError
+from rotation_dl.session import Session
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A built-in feature: what it is, and its polars expression given the volume window.
+
+    Expressions read the prepared frame of `bar_features`: the industry bar columns plus
+    `_prev_day_close` (the industry's previous day close) and `_slot` (bar index in the day).
+    """
+
+    doc: str
+    expr: Callable[[int], pl.Expr]
+
+
+_PDC = pl.col("_prev_day_close")
+_ACTIVE = pl.col("n_active") > 0
+
+
+def _relative_to_trailing(col: str, window: int) -> pl.Expr:
+    base = pl.col(col).shift(1).rolling_mean(window, min_samples=max(1, window // 4))
+    return (pl.col(col).log1p() - base.over("industry", "_slot").log1p()).fill_nan(None)
+
+
+# The one list of built-in features, in default model order (config: features.names=null).
+FEATURES: dict[str, Feature] = {
+    "open_rel": Feature(
+        "bar open / previous day's close - 1", lambda w: pl.col("open") / _PDC - 1
+    ),
+    "high_rel": Feature(
+        "bar high / previous day's close - 1", lambda w: pl.col("high") / _PDC - 1
+    ),
+    "low_rel": Feature("bar low / previous day's close - 1", lambda w: pl.col("low") / _PDC - 1),
+    "close_rel": Feature(
+        "bar close / previous day's close - 1", lambda w: pl.col("close") / _PDC - 1
+    ),
+    "bar_ret": Feature(
+        "bar return (close over the previous bar's close - 1)",
+        lambda w: pl.col("ret").fill_null(0.0),
+    ),
+    "log_volume_rel": Feature(
+        "log volume - log of its mean at the same bar over the previous N days",
+        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("volume", w)),
+    ),
+    "log_amount_rel": Feature(
+        "log amount - log of its mean at the same bar over the previous N days",
+        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("amount", w)),
+    ),
+    "vwap_gap": Feature("constituents' mean VWAP / close - 1", lambda w: pl.col("vwap_gap")),
+    "up_share": Feature(
+        "share of active constituents up in the bar - 0.5", lambda w: pl.col("up_share") - 0.5
+    ),
+}
+DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURES)
+
+
+def bar_slot(ts: pl.Expr, bar_minutes: int, session: Session) -> pl.Expr:
+    """0-based index of a bar within its day (0 for daily bars)."""
+    if bar_minutes == 0:
+        return pl.lit(0, dtype=pl.Int32)
+    return ((session.clock(ts) + bar_minutes - 1) // bar_minutes - 1).cast(pl.Int32)
+
+
+def bar_features(
+    industry_bars: pl.LazyFrame,
+    bar_minutes: int,
+    features: Sequence[str],
+    *,
+    volume_window: int,
+    session: Session,
+) -> pl.LazyFrame:
+    """Industry bars -> (industry, date, ts, slot, <features>) sorted by industry and time.
+
+    Args:
+        industry_bars: INDUSTRY_BAR_SCHEMA rows (a full industry x bar grid).
+        bar_minutes: bar size of the input (0 for daily bars).
+        features: names from FEATURES, in the order the model sees them.
+        volume_window: trailing days for the volume/amount baselines.
+        session: trading session (bar slots).
+
+    Returns:
+        A lazy frame; features are null where undefined (first day, warm-up, inactive bars).
+    """
+    unknown = [f for f in features if f not in FEATURES]
+    if unknown:
+        raise ConfigError(f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
+    lf = industry_bars.sort("industry", "ts").with_columns(
+        bar_slot(pl.col("ts"), bar_minutes, session).alias("_slot")
+    )
+    day_close = (
+        lf.group_by("industry", "date")
+        .agg(pl.col("close").last().alias("_day_close"))
+        .sort("industry", "date")
+        .with_columns(pl.col("_day_close").shift(1).over("industry").alias("_prev_day_close"))
+        .drop("_day_close")
+    )
+    lf = lf.join(day_close, on=["industry", "date"], how="left", maintain_order="left")
+    if "vwap_gap" not in lf.collect_schema():
+        lf = lf.with_columns(pl.lit(None, dtype=pl.Float64).alias("vwap_gap"))
+    return lf.select(
+        "industry",
+        "date",
+        "ts",
+        pl.col("_slot").alias("slot"),
+        *[FEATURES[f].expr(volume_window).cast(pl.Float64).alias(f) for f in features],
+    )
+
+
+def daily_closes(industry_bars: pl.LazyFrame) -> pl.LazyFrame:
+    """Each industry's closing index level and most active bar count per day."""
+    return (
+        industry_bars.group_by("industry", "date")
+        .agg(
+            pl.col("close").sort_by("ts").last().alias("close"),
+            pl.col("n_active").max().alias("n_active"),
+        )
+        .sort("industry", "date")
+    )

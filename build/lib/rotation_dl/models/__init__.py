@@ -1,0 +1,1 @@
+"""GRU networks, losses, the Lightning module and walk-forward training."""

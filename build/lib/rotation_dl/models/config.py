@@ -1,0 +1,103 @@
+"""Network, loss and training configs: plain dataclasses, importable without torch.
+
+They are the typed forms of the `model`, `loss` and `trainer` config groups, and what checkpoints
+store (as plain dicts), so a checkpoint loads with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from rotation_dl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GRUConfig:
+    """Network shape. `n_features` comes from the feature spec at training time."""
+
+    n_features: int = 0
+    arch: Literal["flat", "hierarchical"] = "flat"
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.1
+    day_hidden: int | None = None  # hierarchical: intraday encoder width (default: hidden)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("flat", "hierarchical"):
+            raise ConfigError(f"model.arch={self.arch!r} is not one of 'flat', 'hierarchical'")
+        for name in ("hidden", "layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        if self.day_hidden is not None and self.day_hidden < 1:
+            raise ConfigError(f"model.day_hidden must be at least 1, got {self.day_hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The `loss` group (it lands at `trainer.loss`): a loss name and its parameters."""
+
+    name: Literal["mse", "ic", "listnet"] = "mse"
+    temperature: float = 0.1  # listnet: softmax temperature of the target ranking
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be positive, got {self.temperature}")
+
+    def params(self) -> dict[str, Any]:
+        """Keyword arguments the named loss takes."""
+        return {"temperature": self.temperature} if self.name == "listnet" else {}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each fold is trained (the `trainer` group, with the `loss` group inside)."""
+
+    batch_dates: int = 16
+    max_epochs: int = 30
+    min_epochs: int = 1
+    patience: int = 5
+    loss: LossConfig = field(default_factory=LossConfig)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: Literal["cosine", "none"] | None = "cosine"
+    grad_clip: float = 1.0
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"  # bf16-mixed on CUDA, 32-true on CPU
+    deterministic: bool = True
+    compile: bool = False
+    on_device: bool = False
+    shuffle_labels: bool = False
+    enable_progress_bar: bool = True
+    log_every_n_steps: int = 10
+    limit_train_batches: float | int = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_dates", "max_epochs", "min_epochs", "patience", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be at least 1, got {getattr(self, name)}")
+        if self.min_epochs > self.max_epochs:
+            raise ConfigError(
+                f"trainer.min_epochs ({self.min_epochs}) exceeds max_epochs ({self.max_epochs})"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
+
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        import torch
+
+        gpu = torch.cuda.is_available() and self.accelerator in ("auto", "gpu", "cuda")
+        return "bf16-mixed" if gpu else "32-true"
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,282 @@
+"""Walk-forward training: one model (per seed) per fold, out-of-sample scores concatenated.
+
+Per fold: fit normalisation on the fold's training days, train with early stopping on the
+validation rank IC, reload the best checkpoint and score the test block. Each finished fold
+writes its scores and a `done.json`; with `resume=True` finished folds are read back and an
+interrupted fold continues from its `last.ckpt`, so a killed run ends with the same factor panel
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
+from rotation_dl.data.datamodule import PanelDataModule
+from rotation_dl.data.walkforward import Fold
+from rotation_dl.features.panel import Panel
+from rotation_dl.layout import FoldFiles
+from rotation_dl.models.config import GRUConfig, TrainConfig
+from rotation_dl.models.module import RotationModule
+from rotation_dl.provenance import code_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    seed: int
+    scores: pl.DataFrame
+    best_val_rank_ic: float
+    checkpoint: str
+    epochs: int
+
+
+@dataclass
+class WalkForwardResult:
+    factor_panel: pl.DataFrame
+    folds: list[dict] = field(default_factory=list)
+
+    @property
+    def mean_val_rank_ic(self) -> float:
+        vals = [f["best_val_rank_ic"] for f in self.folds if np.isfinite(f["best_val_rank_ic"])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+
+def is_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a distributed (DDP) run."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    rank = getattr(rank_zero_only, "rank", None)
+    if rank is None:
+        rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    return int(rank) == 0
+
+
+def _scores_frame(panel: Panel, preds: list[dict], fold: int, seed: int) -> pl.DataFrame:
+    days = torch.cat([p["day"].cpu() for p in preds]).numpy()
+    scores = torch.cat([p["score"].cpu() for p in preds]).numpy()  # [T, N]
+    n = len(panel.industries)
+    return pl.DataFrame(
+        {
+            "date": np.repeat(np.asarray(panel.dates, dtype="datetime64[D]")[days], n),
+            "industry": np.tile(np.asarray(panel.industries), len(days)),
+            "score": scores.reshape(-1).astype(np.float64),
+            "valid": np.asarray(panel.active)[days].reshape(-1),
+        }
+    ).with_columns(
+        pl.col("date").cast(pl.Date), pl.lit(fold).alias("fold"), pl.lit(seed).alias("seed")
+    )
+
+
+def predict_days(
+    module: RotationModule, dm: PanelDataModule, days: Sequence[int], batch_dates: int
+) -> list[dict]:
+    """Scores for `days` with the module in eval mode, outside the Trainer: every rank of a
+    distributed run computes the same full result (no sharding, no gather)."""
+    module.eval()
+    device = next(module.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(days), batch_dates):
+            batch = dm.gather(torch.tensor(days[i : i + batch_dates], dtype=torch.long))
+            x = batch["x"].to(device)
+            out.append({"day": batch["day"].cpu(), "score": module(x).float().cpu()})
+    return out
+
+
+def train_fold(
+    panel: Panel,
+    fold: Fold,
+    net: GRUConfig,
+    tc: TrainConfig,
+    window: int,
+    seed: int,
+    files: FoldFiles,
+    loggers: Sequence[Any] | bool = False,
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> FoldResult:
+    """Train one model on `fold` and score its test block (see module docstring)."""
+    done = files.done
+    if resume and done.exists():
+        info = json.loads(done.read_text())
+        log.info("fold %d seed %d: done earlier, reading %s", fold.index, seed, files.dir)
+        return FoldResult(
+            fold.index,
+            seed,
+            pl.read_parquet(files.scores),
+            info["best_val_rank_ic"],
+            info["checkpoint"],
+            info["epochs"],
+        )
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = PanelDataModule(
+        panel,
+        fold,
+        window,
+        tc.batch_dates,
+        seed=seed,
+        on_device=tc.on_device,
+        shuffle_labels=tc.shuffle_labels,
+    )
+    dm.setup()
+    assert dm.norm is not None
+    module_meta = {
+        **(meta or {}),
+        "feature_spec": panel.spec.to_dict(),
+        "norm": dm.norm.to_dict(),
+        "fold": fold.to_dict(),
+        "train_range": [str(panel.dates[fold.train[0]]), str(panel.dates[fold.train[1] - 1])],
+        "window": window,
+        "industries": list(panel.industries),
+        "seed": seed,
+    }
+    module = RotationModule(
+        net=net.to_dict(),
+        loss=asdict(tc.loss),
+        lr=tc.lr,
+        weight_decay=tc.weight_decay,
+        scheduler=tc.scheduler,
+        epoch_seed=seed,
+        compile=tc.compile,
+        meta=module_meta,
+    )
+    ckpt = ModelCheckpoint(
+        dirpath=files.dir,
+        filename=files.best.stem,
+        monitor="val/rank_ic",
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    stop = EarlyStopping(monitor="val/rank_ic", mode="max", patience=tc.patience)
+    trainer = L.Trainer(
+        max_epochs=tc.max_epochs,
+        min_epochs=tc.min_epochs,
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        num_nodes=tc.num_nodes,
+        strategy=tc.strategy,
+        precision=tc.resolved_precision(),
+        deterministic=tc.deterministic,
+        gradient_clip_val=tc.grad_clip or None,
+        callbacks=[ckpt, stop, *extra_callbacks],
+        logger=loggers,
+        enable_progress_bar=tc.enable_progress_bar,
+        log_every_n_steps=tc.log_every_n_steps,
+        limit_train_batches=tc.limit_train_batches,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    last = files.last
+    trainer.fit(module, dm, ckpt_path=str(last) if resume and last.exists() else None)
+    best_path = ckpt.best_model_path or str(last)
+    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
+    preds = predict_days(module, dm, dm.days["test"], tc.batch_dates)
+    scores = _scores_frame(panel, preds, fold.index, seed) if trainer.is_global_zero else None
+    result = FoldResult(fold.index, seed, scores, best, best_path, trainer.current_epoch)
+    if trainer.is_global_zero:
+        atomic_write_parquet(scores, files.scores)
+        atomic_write_bytes(
+            done,
+            json.dumps(
+                {
+                    "best_val_rank_ic": best,
+                    "checkpoint": best_path,
+                    "epochs": trainer.current_epoch,
+                }
+            ).encode(),
+        )
+    return result
+
+
+def run_walk_forward(
+    panel: Panel,
+    folds: Sequence[Fold],
+    net: GRUConfig,
+    tc: TrainConfig,
+    window: int,
+    fold_files: Callable[[int, int], FoldFiles],
+    seeds: Sequence[int] = (0,),
+    resume: bool = False,
+    logger_factory: Callable[[int, int], Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    extra_callbacks: Callable[[int, int], Sequence[Any]] | None = None,
+) -> WalkForwardResult:
+    """Train every fold (and seed); returns the out-of-sample factor panel.
+
+    The factor panel has one row per test date and industry: date, industry, score (mean over
+    seeds), fold, model_version; scores of inactive industries are null.
+    """
+    version = f"{net.arch}-h{net.hidden}l{net.layers}-{code_version()}"
+    results: list[FoldResult] = []
+    for fold in folds:
+        for seed in seeds:
+            log.info(
+                "fold %d/%d seed %d: train %s..%s val %s..%s test %s..%s",
+                fold.index + 1,
+                len(folds),
+                seed,
+                *(
+                    panel.dates[i]
+                    for i in (
+                        fold.train[0],
+                        fold.train[1] - 1,
+                        fold.val[0],
+                        fold.val[1] - 1,
+                        fold.test[0],
+                        fold.test[1] - 1,
+                    )
+                ),
+            )
+            loggers = logger_factory(fold.index, seed) if logger_factory else False
+            cbs = extra_callbacks(fold.index, seed) if extra_callbacks else ()
+            res = train_fold(
+                panel,
+                fold,
+                net,
+                tc,
+                window,
+                seed,
+                fold_files(fold.index, seed),
+                loggers,
+                resume,
+                meta,
+                cbs,
+            )
+            results.append(res)
+    frames = [r.scores for r in results if r.scores is not None]
+    if not frames:
+        return WalkForwardResult(pl.DataFrame(), [])
+    scores = (
+        pl.concat(frames)
+        .group_by("date", "industry", "fold")
+        .agg(pl.col("score").mean(), pl.col("valid").all())
+        .with_columns(
+            pl.when(pl.col("valid")).then(pl.col("score")).alias("score"),
+            pl.lit(version).alias("model_version"),
+        )
+        .drop("valid")
+        .sort("date", "industry")
+    )
+    fold_info = [asdict(r) | {"scores": None} for r in results]
+    for f in fold_info:
+        f.pop("scores")
+    return WalkForwardResult(scores, fold_info)

@@ -1,0 +1,1 @@
+"""The weekly rotation report: one self-contained HTML file plus a Markdown summary."""

@@ -1,0 +1,573 @@
+"""Typed run configuration: one dataclass per Hydra config group, built from a composed config.
+
+`compose_run(overrides)` composes `conf/config.yaml` with Hydra and converts every group into its
+dataclass in one place (`to_run_config`). The conversion is strict: a key that a YAML file or an
+override sets but the group's dataclass lacks, a value of the wrong type, or a choice outside a
+`Literal` is a one-line `ConfigError` naming the key, raised before any stage runs. Stages and
+packages only ever see these dataclasses and plain values; only this module and the CLI import
+Hydra or OmegaConf.
+
+Groups and their types::
+
+    data        DataConfig        (mapping -> readers.ColumnMapping, sample -> SampleConfig)
+    ingest      IngestConfig      (policy -> validate.IngestPolicy)
+    industry    IndustryConfig
+    features    FeatureConfig     (-> features.spec.FeatureSpec once the bar size is known)
+    model       models.config.GRUConfig
+    trainer     models.config.TrainConfig (the `loss` group lands in trainer.loss: LossConfig)
+    walkforward WalkForwardConfig
+    logger      LoggerConfig
+    portfolio   PortfolioConfig   (-> backtest.selection.SelectionRule)
+    baseline    BaselineConfig
+    backtest    BacktestConfig
+    timing      TimingConfig
+    factor_ic   FactorICConfig
+    export      ExportConfig
+    score       ScoreConfig
+    report      ReportConfig
+    launcher    LauncherConfig
+    hparams_search  SweepConfig (only with `hparams_search=...`)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from rotation_dl.backtest.selection import SelectionRule
+from rotation_dl.data.readers import ColumnMapping
+from rotation_dl.data.synthetic import SampleConfig
+from rotation_dl.data.validate import IngestPolicy
+from rotation_dl.errors import ConfigError
+from rotation_dl.models.config import GRUConfig, TrainConfig
+from rotation_dl.session import Session
+
+log = logging.getLogger(__name__)
+
+
+def _positive(owner: str, **values: int | float | None) -> None:
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise ConfigError(f"{owner}.{name} must be at least 1, got {v}")
+
+
+# ---- data ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the bars, classification and optional extras come from, and how to read them."""
+
+    kind: Literal["sample", "files"] = "files"
+    bars: str | None = None
+    classification: str | None = None
+    classification_columns: dict[str, str] = field(default_factory=dict)
+    adjustment: str | None = None
+    adjustment_columns: dict[str, str] = field(default_factory=dict)
+    shares: str | None = None
+    adjusted_daily: str | None = None
+    adjusted_daily_columns: dict[str, str] = field(default_factory=dict)
+    mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    sample: SampleConfig | None = None  # kind=sample: the generated market's knobs
+    raw_dir: str | None = None  # kind=sample: where the generated raw files go
+
+    def __post_init__(self) -> None:
+        if self.kind == "sample" and (self.sample is None or self.raw_dir is None):
+            raise ConfigError("data.kind=sample needs data.sample and data.raw_dir")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    partition: Literal["date", "month"] | None = None
+    chunk_days: int = 10
+    policy: IngestPolicy = field(default_factory=IngestPolicy)
+
+    def __post_init__(self) -> None:
+        _positive("ingest", chunk_days=self.chunk_days)
+
+
+@dataclass(frozen=True)
+class IndustryConfig:
+    weighting: Literal["equal", "amount"] = "equal"
+    bar_minutes: int | None = None
+    on_unmapped: Literal["fail", "drop"] = "fail"
+    on_missing_industry: Literal["fail", "drop"] = "fail"
+    chunk_partitions: int = 10
+
+    def __post_init__(self) -> None:
+        _positive("industry", bar_minutes=self.bar_minutes, chunk_partitions=self.chunk_partitions)
+
+
+# ---- features and training -------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The `features` group: which features, the label horizon and the model's input window.
+
+    `names: null` means every built-in feature (`features.bars.FEATURES`, the one list).
+    """
+
+    names: tuple[str, ...] | None = None
+    horizon: int = 5
+    volume_window: int = 20
+    min_constituents: int = 1
+    window: int = 20  # W: trading days of bars in one sample
+
+    def __post_init__(self) -> None:
+        _positive(
+            "features",
+            horizon=self.horizon,
+            volume_window=self.volume_window,
+            min_constituents=self.min_constituents,
+            window=self.window,
+        )
+        if self.names is not None and not self.names:
+            raise ConfigError("features.names is empty; leave it null for every feature")
+
+    def spec(self, bar_minutes: int, session: Session):  # -> FeatureSpec (lazy import: numpy)
+        """The full feature spec once the data's bar size is known."""
+        from rotation_dl.features.spec import FeatureSpec
+
+        return FeatureSpec.build(
+            self.names,
+            bar_minutes,
+            self.horizon,
+            self.volume_window,
+            self.min_constituents,
+            session,
+        )
+
+
+@dataclass(frozen=True)
+class WalkForwardConfig:
+    scheme: Literal["expanding", "rolling"] = "expanding"
+    min_train_days: int = 120
+    train_days: int | None = None
+    val_days: int = 20
+    retrain_every: int = 20
+    gap: int = 5
+    max_folds: int | None = None
+
+    def __post_init__(self) -> None:
+        _positive(
+            "walkforward",
+            min_train_days=self.min_train_days,
+            train_days=self.train_days,
+            val_days=self.val_days,
+            retrain_every=self.retrain_every,
+            max_folds=self.max_folds,
+        )
+        if self.gap < 0:
+            raise ConfigError(f"walkforward.gap must be >= 0, got {self.gap}")
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    kind: Literal["csv", "wandb", "none"] = "csv"
+    project: str = "rotation_dl"
+    entity: str | None = None
+    group: str | None = None
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+Schedule = Literal["weekly", "monthly", "daily", "every_n", "dates"]
+
+
+@dataclass(frozen=True)
+class PortfolioConfig:
+    k: int = 6
+    buffer: int | None = None
+    max_swaps: int | None = None
+    exclude: tuple[str, ...] = ()
+    schedule: Schedule = "weekly"
+    every_n: int = 5
+    dates: tuple[str, ...] | None = None
+    cost_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive("portfolio", k=self.k, every_n=self.every_n, max_swaps=self.max_swaps)
+        if self.buffer is not None and self.buffer < self.k:
+            raise ConfigError(
+                f"portfolio.buffer ({self.buffer}) must be >= portfolio.k ({self.k})"
+            )
+        if self.cost_rate < 0:
+            raise ConfigError(f"portfolio.cost_rate must be >= 0, got {self.cost_rate}")
+        if self.schedule == "dates" and not self.dates:
+            raise ConfigError("portfolio.schedule=dates needs portfolio.dates")
+
+    def rule(self, n_industries: int | None = None) -> SelectionRule:
+        """The selection rule; `k` (and the buffer) clamped, with a warning, to the number of
+        industries when more are asked for than exist."""
+        k, buffer = self.k, self.buffer
+        if n_industries is not None and k > n_industries:
+            log.warning(
+                "portfolio.k=%d is more than the %d industries: holding all %d",
+                k,
+                n_industries,
+                n_industries,
+            )
+            k = n_industries
+            buffer = None if buffer is None else max(k, min(buffer, n_industries))
+        return SelectionRule(k=k, buffer=buffer, max_swaps=self.max_swaps, exclude=self.exclude)
+
+    def rebalance_dates(self) -> list[date] | None:
+        return [date.fromisoformat(str(d)) for d in self.dates] if self.dates else None
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    variant: Literal["lag", "multi_horizon", "above_ma", "ema"] = "multi_horizon"
+    k: int = 20
+    ema_span: float = 10.0
+    all_variants: bool = False
+    portfolio: PortfolioConfig = field(
+        default_factory=lambda: PortfolioConfig(k=6, schedule="monthly")
+    )
+
+    def __post_init__(self) -> None:
+        _positive("baseline", k=self.k)
+        if self.ema_span <= 0:
+            raise ConfigError(f"baseline.ema_span must be positive, got {self.ema_span}")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    returns: Literal["constituents", "industry_bars", "file"] = "constituents"
+    returns_file: str | None = None
+    weighting: Literal["equal", "amount"] = "equal"
+    horizon: int = 5
+    factor_col: str = "score"
+
+    def __post_init__(self) -> None:
+        _positive("backtest", horizon=self.horizon)
+        if self.returns == "file" and not self.returns_file:
+            raise ConfigError("backtest.returns=file needs backtest.returns_file")
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    n_smallest: int | None = 400
+    shares: str | None = None
+    constituents: str | None = None
+    lag: int = 20
+    upper: float = 0.9
+    lower: float = 0.1
+    fast: int = 10
+    slow: int = 20
+    execution: Literal["close", "next_open"] = "close"
+
+    def __post_init__(self) -> None:
+        _positive("timing", n_smallest=self.n_smallest, lag=self.lag, fast=self.fast)
+        if not 0 <= self.lower < self.upper <= 1:
+            raise ConfigError(
+                f"timing thresholds need 0 <= lower < upper <= 1, got {self.lower}, {self.upper}"
+            )
+        if self.slow <= self.fast:
+            raise ConfigError(f"timing.slow ({self.slow}) must exceed timing.fast ({self.fast})")
+
+
+@dataclass(frozen=True)
+class FactorICConfig:
+    shares: str | None = None
+    user_factors: str | None = None
+    trailing: int = 12
+
+    def __post_init__(self) -> None:
+        _positive("factor_ic", trailing=self.trailing)
+
+
+# ---- production ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoints: tuple[str, ...] | None = None
+    opset: int = 17
+    variants: tuple[Literal["fp16", "int8"], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise ConfigError(f"export.opset must be >= 17, got {self.opset}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    models: tuple[str, ...] | None = None
+    asof: str | None = None
+    holdings: str | None = None
+    providers: Literal["auto", "cuda", "cpu"] = "auto"
+    lookback_days: int = 60
+
+    def __post_init__(self) -> None:
+        _positive("score", lookback_days=self.lookback_days)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    asof: str | None = None
+    gru_name: str = "GRU"
+    di_name: str = "Diffusion index"
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LauncherConfig:
+    """How sweep trials fan out: `basic` (this process), `local` (worker processes on this
+    machine sharing the study storage) or `submitit_slurm` (SLURM jobs)."""
+
+    kind: Literal["basic", "local", "submitit_slurm"] = "basic"
+    workers: int = 1
+    partition: str | None = None
+    gpus_per_node: int = 1
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    timeout_min: int = 720
+
+    def __post_init__(self) -> None:
+        _positive("launcher", workers=self.workers)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    study_name: str
+    storage: str
+    params: dict[str, Any]
+    direction: Literal["maximize", "minimize"] = "maximize"
+    n_trials: int = 20
+    workers: int = 1
+    seed: int = 0
+    timeout_s: float | None = None
+    sampler_startup_trials: int = 5
+    pruner_startup_trials: int = 3
+    pruner_warmup_steps: int = 2
+    best_config_dir: str = "conf/experiment"
+
+    def __post_init__(self) -> None:
+        _positive("hparams_search", n_trials=self.n_trials, workers=self.workers)
+        if not self.params:
+            raise ConfigError("hparams_search.params is empty: nothing to search")
+
+
+# ---- the run ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PathsConfig:
+    """Every configurable location; `layout.RunLayout` derives each artifact's path from it."""
+
+    output_dir: str = "outputs/run"
+    store: str = "outputs/run/store"
+    data_root: str = "../shared/data"
+    checkpoints: str = "checkpoints/run"
+    panel_cache: str = "outputs/run/panel_cache"
+    industry_bars: str = "outputs/run/industry_bars.parquet"
+    onnx: str = "checkpoints/run/onnx"
+    score: str = "outputs/run/score"
+    report: str = "outputs/run/report"
+    sweeps: str = "outputs/sweeps"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole composed run: the top-level keys and one typed config per group."""
+
+    run: str
+    paths: PathsConfig
+    data: DataConfig
+    ingest: IngestConfig
+    industry: IndustryConfig
+    features: FeatureConfig
+    model: GRUConfig
+    trainer: TrainConfig
+    walkforward: WalkForwardConfig
+    logger: LoggerConfig
+    portfolio: PortfolioConfig
+    baseline: BaselineConfig
+    backtest: BacktestConfig
+    timing: TimingConfig
+    factor_ic: FactorICConfig
+    export: ExportConfig
+    score: ScoreConfig
+    report: ReportConfig
+    launcher: LauncherConfig
+    session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+    factors: str | None = None
+    seeds: tuple[int, ...] = (0,)
+    resume: bool = False
+    log_level: str = "INFO"
+    hparams_search: SweepConfig | None = None
+    sweep_worker: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ConfigError("seeds is empty: give at least one seed, e.g. seeds=[0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds has repeats: {list(self.seeds)}")
+        self.trading_session()  # validates the intervals
+
+    def trading_session(self) -> Session:
+        return Session.from_strings(self.session)
+
+
+# ---- strict conversion -----------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """`value` checked against and coerced to the annotation `tp` (a small, strict subset:
+    primitives, Optional/unions, Literal, tuple[...], dict[str, X], nested dataclasses)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where} must not be null")
+        errors = []
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arm, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
+    if value is None:
+        raise ConfigError(f"{where} must not be null (expected {_type_name(tp)})")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(
+                f"{where}={value!r} is not one of {', '.join(repr(a) for a in args)}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return build(tp, value, where)
+    if origin in (tuple, list, Sequence) or tp in (tuple, list):
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping) or tp in (dict,):
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                f"{where} must be a mapping such as {{symbol: code}}, got {value!r} (quote "
+                f"the whole override: '{where.split(':')[0]}={{a: b}}')"
+            )
+        item = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def build(cls: type, values: Mapping[str, Any], where: str = ""):
+    """Dataclass `cls` from a mapping; unknown keys and ill-typed values are `ConfigError`s."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - names)
+    prefix = f"{where}." if where else ""
+    if unknown:
+        raise ConfigError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(prefix + k for k in unknown)} (not a field of {cls.__name__}; "
+            f"known: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+_DEPRECATED_KEYS = {  # old key -> new key (one release of grace)
+    ("walkforward", "window"): ("walkforward", "scheme"),
+}
+
+
+def _upgrade(groups: dict[str, Any]) -> dict[str, Any]:
+    """Old spellings still accepted, with a warning: walkforward.window, launcher=joblib."""
+    for (group, old), (_, new) in _DEPRECATED_KEYS.items():
+        node = groups.get(group)
+        if isinstance(node, dict) and old in node:
+            log.warning("%s.%s is deprecated: use %s.%s", group, old, group, new)
+            node.setdefault(new, node.pop(old))
+    launcher = groups.get("launcher")
+    if isinstance(launcher, dict) and launcher.get("kind") == "joblib":
+        log.warning("launcher=joblib is deprecated (it never used joblib): use launcher=local")
+        launcher["kind"] = "local"
+    return groups
+
+
+def _sweep_values(node: Mapping[str, Any]) -> dict[str, Any]:
+    flat = dict(node)
+    for outer, inner in (("sampler", "sampler_"), ("pruner", "pruner_")):
+        for k, v in dict(flat.pop(outer, None) or {}).items():
+            flat[f"{inner}{k}"] = v
+    return flat
+
+
+def to_run_config(tree: Mapping[str, Any]) -> RunConfig:
+    """A composed, resolved config tree (plain dicts) -> RunConfig (strict)."""
+    values = _upgrade({k: (dict(v) if isinstance(v, Mapping) else v) for k, v in tree.items()})
+    if values.get("hparams_search"):
+        values["hparams_search"] = _sweep_values(values["hparams_search"])
+    if isinstance(values.get("model"), Mapping) and "n_features" in values["model"]:
+        raise ConfigError("model.n_features is set from features.names; remove it")
+    return build(RunConfig, values)
+
+
+# ---- composing with Hydra --------------------------------------------------------------------
+def conf_dir() -> Path:
+    """The config directory: $ROTATION_DL_CONF_DIR, else conf/ of a source checkout, else the
+    copy shipped inside the installed package (rotation_dl/conf)."""
+    env = os.environ.get("ROTATION_DL_CONF_DIR")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "conf"
+    if (checkout / "config.yaml").exists():
+        return checkout
+    return here / "conf"
+
+
+def compose(overrides: Sequence[str] = ()):
+    """Hydra-compose conf/config.yaml with command-line style overrides (a DictConfig)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    root = conf_dir()
+    if not (root / "config.yaml").exists():
+        raise ConfigError(f"no config.yaml under {root} (set ROTATION_DL_CONF_DIR)")
+    with initialize_config_dir(config_dir=str(root), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
+    """Compose and convert: the one way a run's configuration is made."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        tree = OmegaConf.to_container(compose(overrides), resolve=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(" ".join(str(exc).split())) from exc
+    return to_run_config(tree)  # type: ignore[arg-type]

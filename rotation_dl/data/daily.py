@@ -1,0 +1,54 @@
+"""Adjusted daily stock bars from the canonical store: the input of the diffusion baseline, the
+micro-cap timing model, the factor IC monitor and constituent-based industry returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import polars as pl
+
+from rotation_dl.data.industry import adjust_bars
+from rotation_dl.data.readers import (
+    ColumnMapping,
+    normalize_symbols,
+    read_adjustment,
+    read_bars_file,
+)
+from rotation_dl.data.resample import resample_bars
+from rotation_dl.data.store import read_manifest, scan_store
+from rotation_dl.errors import DataError
+from rotation_dl.session import Session
+
+
+def daily_bars(
+    store: str | Path,
+    session: Session,
+    *,
+    adjustment: str | Path | None = None,
+    adjustment_columns: Mapping[str, str] | None = None,
+    adjusted_daily: str | Path | None = None,
+    adjusted_daily_columns: Mapping[str, str] | None = None,
+) -> pl.DataFrame:
+    """Adjusted daily bars (symbol, date, open, high, low, close, volume, amount).
+
+    A daily store is used as is (assumed adjusted). From an intraday store: adjusted daily bars
+    when given (`adjusted_daily`), else the store resampled to days on `session` and multiplied
+    by adjustment factors when given.
+    """
+    man = read_manifest(Path(store))
+    if man is None:
+        raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
+    if man.frequency == "daily":
+        return scan_store(store).collect()
+    if adjusted_daily is not None:
+        mapping = ColumnMapping(columns=dict(adjusted_daily_columns or {}))
+        raw = read_bars_file(Path(adjusted_daily), mapping, with_row_index=False).collect()
+        raw = normalize_symbols(raw)
+        return raw.with_columns(
+            pl.col("ts").dt.date().alias("date"), pl.col("volume").fill_null(0.0).fill_nan(0.0)
+        ).select("symbol", "date", "open", "high", "low", "close", "volume", "amount")
+    daily = resample_bars(scan_store(store), "1d", session)
+    if adjustment is not None:
+        daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
+    return daily.collect()

@@ -1,0 +1,107 @@
+"""The feature spec: everything besides the input data that determines a panel's numbers.
+
+It travels with every artifact built from a panel (panel cache manifest, checkpoints, ONNX
+metadata), so a mismatch is refused instead of silently re-interpreted. The trading session is
+part of it: it fixes the bar slots and the bars per day.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rotation_dl.errors import ConfigError
+from rotation_dl.session import Session
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Features (names, in model order), bar size (0 = daily), label horizon, volume baseline
+    window, the minimum constituents for an active industry-day, and the trading session."""
+
+    features: tuple[str, ...]
+    bar_minutes: int
+    horizon: int
+    volume_window: int
+    min_constituents: int
+    session: Session
+
+    @classmethod
+    def build(
+        cls,
+        names: Sequence[str] | None,
+        bar_minutes: int,
+        horizon: int,
+        volume_window: int,
+        min_constituents: int,
+        session: Session,
+    ) -> FeatureSpec:
+        """A spec with `names` checked against the registry (None: every built-in feature)."""
+        from rotation_dl.features.bars import FEATURES
+
+        chosen = tuple(names) if names is not None else tuple(FEATURES)
+        unknown = [f for f in chosen if f not in FEATURES]
+        if unknown:
+            raise ConfigError(f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
+        if len(set(chosen)) != len(chosen):
+            raise ConfigError(f"features.names has repeats: {list(chosen)}")
+        return cls(chosen, bar_minutes, horizon, volume_window, min_constituents, session)
+
+    @property
+    def bars_per_day(self) -> int:
+        """Bars in a full trading day (1 for daily bars)."""
+        return 1 if self.bar_minutes == 0 else self.session.bars_per_day(self.bar_minutes)
+
+    def warmup_days(self, window: int) -> int:
+        """Trading days of history a sample needs up to and including its own day: the window
+        plus the days before the volume baselines are defined (a quarter of their window)."""
+        return window + max(1, self.volume_window // 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "bar_minutes": self.bar_minutes,
+            "horizon": self.horizon,
+            "volume_window": self.volume_window,
+            "min_constituents": self.min_constituents,
+            "session": self.session.to_strings(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """The inverse of `to_dict` (metadata of caches, checkpoints and ONNX files)."""
+        if "session" not in d:
+            raise ConfigError(
+                "this artifact's feature spec has no trading session (made by an older "
+                "rotation_dl); rebuild or re-export it"
+            )
+        return cls(
+            tuple(d["features"]),
+            int(d["bar_minutes"]),
+            int(d["horizon"]),
+            int(d["volume_window"]),
+            int(d["min_constituents"]),
+            Session.from_strings(d["session"]),
+        )
+
+    def cache_key(self) -> str:
+        """Hash of the spec and of the code that turns bars into panel numbers: a changed
+        formula gives a new key, so a stale cache is never reused."""
+        blob = json.dumps(self.to_dict(), sort_keys=True) + definition_hash()
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def definition_hash() -> str:
+    """sha256 of the source of the modules that define the panel's numbers: features, labels,
+    the panel build and the session clock (read from the files, once per process)."""
+    from rotation_dl import session
+    from rotation_dl.features import bars, labels, panel
+
+    text = "\n".join(inspect.getsource(m) for m in (bars, labels, panel, session))
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,62 @@
+"""`industry-bars`: store + classification (+ adjustment) -> industry bars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from rotation_dl.config import RunConfig
+from rotation_dl.data.industry_build import IndustryBarsResult, build_industry_bars
+from rotation_dl.stages.inputs import ensure_store, layout_of
+
+
+@dataclass(frozen=True)
+class IndustryStageResult:
+    result: IndustryBarsResult
+    path: Path
+
+    def describe(self) -> str:
+        return f"industry bars: {self.result.summary()}\n  written: {self.path}"
+
+
+def build_for(
+    cfg: RunConfig,
+    output: Path | None,
+    *,
+    bar_minutes: int | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    chunk_partitions: int | None = None,
+) -> IndustryBarsResult:
+    """Industry bars from the run's store with the run's data and industry settings."""
+    d, ind = cfg.data, cfg.industry
+    from rotation_dl.errors import ConfigError
+
+    if not d.classification:
+        raise ConfigError("data.classification is not set: give the stock -> industry file")
+    return build_industry_bars(
+        ensure_store(cfg),
+        d.classification,
+        output,
+        classification_columns=d.classification_columns,
+        adjustment=d.adjustment,
+        adjustment_columns=d.adjustment_columns,
+        adjusted_daily=d.adjusted_daily,
+        adjusted_daily_columns=d.adjusted_daily_columns,
+        weighting=ind.weighting,
+        bar_minutes=bar_minutes,
+        on_unmapped=ind.on_unmapped,
+        on_missing_industry=ind.on_missing_industry,
+        session=cfg.trading_session(),
+        chunk_partitions=chunk_partitions or ind.chunk_partitions,
+        start=start,
+        end=end,
+    )
+
+
+def industry_bars(cfg: RunConfig) -> IndustryStageResult:
+    """Store + classification -> industry bars parquet (written atomically)."""
+    path = layout_of(cfg).industry_bars
+    res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes)
+    return IndustryStageResult(res, path)

@@ -1,0 +1,104 @@
+"""`score`: the latest complete week (or score.asof) scored with onnxruntime from the store:
+scores, ranks, rank changes and holdings. Imports neither torch nor lightning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from rotation_dl.config import RunConfig
+from rotation_dl.data.store import partition_span, stored_partitions
+from rotation_dl.errors import ModelFileError, StoreError
+from rotation_dl.export.scoring import WeeklyScore
+from rotation_dl.stages.inputs import ensure_store, layout_of
+
+
+def score_range(store: Path, asof: date | None, lookback_days: int) -> tuple[date, date | None]:
+    """Calendar dates to read: enough trading days before `asof` (or the store's last day) for
+    the window and the feature warm-up."""
+    names = stored_partitions(store)
+    if not names:
+        raise StoreError(f"{store}: empty store")
+    end = asof or partition_span(names[-1])[1]
+    return end - timedelta(days=int(lookback_days * 7 / 5) + 10), asof
+
+
+def table_text(table: pl.DataFrame) -> str:
+    lines = [f"{'rank':>4}  {'industry':<12} {'score':>9} {'chg':>4}  held"]
+    for r in table.to_dicts():  # a ~30-row printout
+        chg = "" if r["rank_change"] is None else f"{r['rank_change']:+d}"
+        score = "   -" if r["score"] is None else f"{r['score']:9.4f}"
+        lines.append(
+            f"{r['rank']:>4}  {r['industry']:<12} {score:>9} {chg:>4}  "
+            f"{'*' if r['held'] else ''} {r['action']}"
+        )
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    score: WeeklyScore
+    payload: dict
+    models: list[Path]
+    out_dir: Path
+
+    def describe(self) -> str:
+        s = self.score
+        return (
+            f"score {s.asof} (vs {s.previous}), {len(self.models)} model(s) on {s.provider}:\n"
+            f"{table_text(s.table)}\nholdings: {', '.join(s.holdings)}\n  outputs: {self.out_dir}"
+        )
+
+
+def score(cfg: RunConfig) -> ScoreResult:
+    """Score the latest complete week (or score.asof) with ONNX Runtime: ranks and holdings."""
+    from rotation_dl.export.scoring import (
+        OnnxScorer,
+        read_holdings,
+        score_from_industry_bars,
+        write_score,
+    )
+    from rotation_dl.stages.industry import build_for
+
+    s = cfg.score
+    layout = layout_of(cfg)
+    models = [Path(m) for m in s.models] if s.models else layout.onnx_models()
+    if not models:
+        raise ModelFileError(f"no ONNX models under {layout.onnx_dir}; run `rotation-dl export`")
+    scorer = OnnxScorer(models, prefer=s.providers)
+    store = ensure_store(cfg)
+    asof = date.fromisoformat(str(s.asof)) if s.asof else None
+    start, end = score_range(store, asof, s.lookback_days)
+    cfg_for_model = cfg
+    if scorer.spec.session != cfg.trading_session():  # the model's own session decides
+        from dataclasses import replace
+
+        cfg_for_model = replace(cfg, session=tuple(map(tuple, scorer.spec.session.to_strings())))
+    ib = build_for(
+        cfg_for_model,
+        None,
+        bar_minutes=scorer.spec.bar_minutes or None,
+        start=start,
+        end=end,
+        chunk_partitions=10_000,  # a few weeks of bars: one pass
+    )
+    holdings = read_holdings(s.holdings) if s.holdings else None
+    result = score_from_industry_bars(
+        ib.frame,
+        scorer,
+        asof=asof,
+        rule=cfg.portfolio.rule(len(scorer.industries)),
+        current_holdings=holdings,
+        bar_minutes=ib.bar_minutes,
+    )
+    payload = write_score(
+        result,
+        layout.score_file(result.asof),
+        layout.score_file(result.asof, ".csv"),
+        layout.score_file(result.asof, ".json"),
+        scorer.paths,
+    )
+    return ScoreResult(result, payload, models, layout.score_dir)

@@ -1,0 +1,80 @@
+"""The package as a user installs it: every package is in the wheel with every config, and
+`pip install rotation_dl[inference]` alone gives a working `rotation-dl score` (no torch)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+
+import pytest
+from conftest import REPO
+
+SMALL = [
+    "data.sample.n_industries=5",
+    "data.sample.n_stocks=40",
+    "data.sample.n_days=80",
+    "features.window=4",
+    "model.hidden=8",
+    "model.layers=1",
+    "trainer.max_epochs=1",
+    "walkforward.min_train_days=30",
+    "walkforward.val_days=8",
+    "walkforward.retrain_every=20",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
+def test_every_package_directory_is_listed():
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "rotation_dl").rglob("__init__.py")
+    }
+    assert found | {"rotation_dl.conf"} == listed
+
+
+def _run(args, **kw):
+    proc = subprocess.run(args, capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-3000:])
+    return proc
+
+
+@pytest.mark.slow
+def test_installed_wheel_scores_with_the_inference_extra_only(tmp_path):
+    wheels = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+          "-w", str(wheels), str(REPO)], cwd=tmp_path)  # fmt: skip
+    wheel = next(wheels.glob("rotation_dl-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {n.removeprefix("rotation_dl/conf/") for n in names if n.endswith(".yaml")}
+    expected = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
+    assert shipped == expected
+
+    # a trained and exported sample model, made with the development install
+    run = [f"paths.output_dir={tmp_path / 'out'}", f"paths.checkpoints={tmp_path / 'ck'}", *SMALL]
+    for cmd in ("train", "export"):
+        _run([sys.executable, "-m", "rotation_dl.cli", cmd, *run], cwd=REPO)
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ROTATION_DL_CONF_DIR")}
+    env["PIP_CONSTRAINT"] = ""
+    _run([str(py), "-m", "pip", "install", "-q", f"{wheel}[inference]"], env=env)
+    no_torch = subprocess.run([str(py), "-c", "import torch"], capture_output=True, env=env)
+    assert no_torch.returncode != 0, "the inference extra must not bring torch"
+    elsewhere = tmp_path / "elsewhere"  # no conf/ beside it: the packaged configs are used
+    elsewhere.mkdir()
+    score = _run(
+        [str(venv / "bin" / "rotation-dl"), "score", *run, f"paths.score={tmp_path / 'score'}"],
+        cwd=elsewhere,
+        env=env,
+    )
+    assert "holdings:" in score.stdout
+    assert len(list((tmp_path / "score").glob("score_*.json"))) == 1
