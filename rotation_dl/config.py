@@ -548,6 +548,18 @@ def conf_dir() -> Path:
     return here / "conf"
 
 
+def dict_overrides_merge(overrides: Sequence[str]) -> list[str]:
+    """`key={a: b}` -> `++key={a: b}`: a dict-valued override adds to (or overrides entries
+    of) the mapping the config already has, even an empty `{}` (which Hydra's struct mode
+    would refuse to extend). Prefixed overrides (+, ++, ~) are left as written."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        is_plain = sep and not key.startswith(("+", "~")) and "/" not in key
+        out.append(f"++{o}" if is_plain and value.lstrip().startswith("{") else o)
+    return out
+
+
 def compose(overrides: Sequence[str] = ()):
     """Hydra-compose conf/config.yaml with command-line style overrides (a DictConfig)."""
     from hydra import compose as hydra_compose
@@ -557,7 +569,7 @@ def compose(overrides: Sequence[str] = ()):
     if not (root / "config.yaml").exists():
         raise ConfigError(f"no config.yaml under {root} (set ROTATION_DL_CONF_DIR)")
     with initialize_config_dir(config_dir=str(root), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=dict_overrides_merge(overrides))
 
 
 def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
@@ -569,5 +581,10 @@ def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
     try:
         tree = OmegaConf.to_container(compose(overrides), resolve=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(" ".join(str(exc).split())) from exc
+        msg = " ".join(str(exc).split())
+        if type(exc).__name__ == "OverrideParseException":
+            msg += (
+                " (quote an override with braces or spaces whole: 'data.mapping.columns={a: b}')"
+            )
+        raise ConfigError(msg) from exc
     return to_run_config(tree)  # type: ignore[arg-type]

@@ -321,3 +321,29 @@ def test_backtest_without_factors_is_a_user_error(tmp_path):
         ["backtest", f"paths.output_dir={tmp_path}", f"factors={tmp_path / 'no.parquet'}"], REPO
     )
     assert proc.returncode == 2 and "no factor panel" in proc.stderr
+
+
+def test_dict_overrides_work_as_the_readme_writes_them(capsys):
+    cfg = compose_run(
+        [
+            "data=parquet",
+            "data.bars=x",
+            "data.classification=y",
+            "data.mapping.columns={symbol: code, ts: datetime}",
+            "data.classification_columns={symbol: stock_code, industry: l1_name}",
+        ]
+    )
+    assert dict(cfg.data.mapping.columns) == {"symbol": "code", "ts": "datetime"}
+    assert cfg.data.classification_columns == {"symbol": "stock_code", "industry": "l1_name"}
+    added = compose_run(["data=sw_15min", "data.mapping.columns={symbol: code}"])
+    assert dict(added.data.mapping.columns) == {"ts": "datetime", "symbol": "code"}
+    for broken in (
+        ["data.mapping.columns={symbol:", "code}"],
+        ["data.mapping.columns=symbol:code"],
+    ):
+        assert (
+            main(["ingest", "data=parquet", "data.bars=x", "data.classification=y", *broken]) == 2
+        )
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("rotation-dl ingest: error: ConfigError")
+        assert "data.mapping.columns" in err[0] or "quote an override" in err[0]

@@ -16,7 +16,7 @@ from rotation_dl.data.readers import (
     read_classification,
 )
 from rotation_dl.data.store import read_manifest, scan_store
-from rotation_dl.errors import SchemaError, ValueRangeError
+from rotation_dl.errors import SchemaError, SymbolFormatError, ValueRangeError
 from rotation_dl.session import A_SHARE
 
 
@@ -34,6 +34,14 @@ from rotation_dl.session import A_SHARE
         (" 600000.sh ", "600000.SH"),
         ("600000.XSHG", "600000.SH"),
         ("000001.XSHE", "000001.SZ"),
+        ("SH600000", "600000.SH"),
+        ("SH#600000", "600000.SH"),
+        ("sh#600000", "600000.SH"),
+        ("SZ#000001", "000001.SZ"),
+        ("600000.sh", "600000.SH"),
+        ("BJ#830799", "830799.BJ"),
+        ("830799.BJ", "830799.BJ"),
+        ("430047", "430047.BJ"),
         ("AAPL", "AAPL"),
     ],
 )
@@ -134,3 +142,26 @@ def test_adjustment_factor_must_be_positive(tmp_path):
     )
     with pytest.raises(ValueRangeError, match="factor"):
         read_adjustment(path)
+
+
+def test_unplaceable_codes_are_refused_at_ingest_with_count_and_examples(tmp_path):
+    good = day_bars(["600000.SH"]).with_columns(pl.lit("SH#600000").alias("symbol"))
+    bad = day_bars(["600001.SH", "600002.SH", "600003.SH"]).with_columns(
+        pl.col("symbol").replace(
+            {"600001.SH": "XX600001", "600002.SH": "6000", "600003.SH": "SZ#1"}
+        )
+    )
+    raw = write(pl.concat([good, bad]), tmp_path / "raw" / "bars.parquet")
+    with pytest.raises(SymbolFormatError) as err:
+        ingest_bars(raw, tmp_path / "store", session=A_SHARE)
+    msg = str(err.value)
+    assert "3 symbols cannot be placed on an A-share exchange" in msg
+    assert "['6000', 'SZ#1', 'XX600001']" in msg and "symbol_format=keep" in msg
+    assert not (tmp_path / "store").exists()
+    kept = ingest_bars(
+        raw, tmp_path / "kept", ColumnMapping(symbol_format="keep"), session=A_SHARE
+    )
+    assert kept.rows_added == 4 * 16
+    assert set(scan_store(tmp_path / "kept").collect()["symbol"]) == {
+        "SH#600000", "XX600001", "6000", "SZ#1",
+    }  # fmt: skip

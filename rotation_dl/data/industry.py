@@ -125,13 +125,15 @@ def map_industries(
     if unmapped.height:
         n_sym = unmapped["symbol"].n_unique()
         if on_unmapped == "fail":
+            where = "" if static else f" on their dates ({n_sym} symbol{'s' * (n_sym != 1)})"
             raise UnmappedSymbolError(
-                f"{'symbols' if static else '(symbol, day) pairs'} of {n_sym} symbol(s) have no "
-                "industry in the classification (set on_unmapped=drop to leave them out)",
+                f"{'have' if unmapped.height != 1 else 'has'} no industry in the classification"
+                f"{where} (set industry.on_unmapped=drop to leave them out)",
                 file=source,
                 column="symbol",
                 count=unmapped.height,
                 example=unmapped.row(0, named=True),
+                unit="symbol" if static else "(symbol, day) pair",
             )
         log.warning("dropped bars of %d unmapped symbols", n_sym)
     out = bars.join(matched.lazy(), on=on, how="inner", maintain_order="left")

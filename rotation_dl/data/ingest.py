@@ -23,6 +23,7 @@ from rotation_dl.data.readers import (
     list_files,
     normalize_symbols,
     read_bars_file,
+    unplaceable_symbols,
 )
 from rotation_dl.data.store import (
     COMPRESSION,
@@ -34,7 +35,12 @@ from rotation_dl.data.store import (
     read_manifest,
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
-from rotation_dl.errors import EmptyInputError, RotationDLError, UnreadableFileError
+from rotation_dl.errors import (
+    EmptyInputError,
+    RotationDLError,
+    SymbolFormatError,
+    UnreadableFileError,
+)
 from rotation_dl.schema import BAR_SCHEMA, DAILY_SCHEMA
 from rotation_dl.session import Session
 
@@ -85,6 +91,31 @@ def _file_dates(lf: pl.LazyFrame, file: str) -> list:
     return dates.to_list()
 
 
+def check_symbols(files: Sequence[Path], mapping: ColumnMapping) -> None:
+    """Refuse, before anything is stored, source codes the symbol format cannot place (counted
+    over every input file)."""
+    if mapping.symbol_format != "ashare":
+        return
+    bad: dict[str, str] = {}
+    for path in files:
+        codes = _collect(
+            read_bars_file(path, mapping).select(pl.col("symbol").unique()), str(path)
+        )
+        for code in unplaceable_symbols(codes["symbol"]):
+            bad.setdefault(code, str(path))
+    if bad:
+        first = next(iter(bad.values()))
+        raise SymbolFormatError(
+            "cannot be placed on an A-share exchange (SH/SZ/BJ); set "
+            "data.mapping.symbol_format=keep for other markets",
+            file=first if len(set(bad.values())) == 1 else f"{first} and other files",
+            column=mapping.source("symbol"),
+            count=len(bad),
+            example=sorted(bad)[:5],
+            unit="symbol",
+        )
+
+
 def _to_canonical(df: pl.DataFrame, daily: bool) -> pl.DataFrame:
     if daily:
         return df.with_columns(pl.col("ts").dt.date().alias("date")).select(*DAILY_SCHEMA)
@@ -133,6 +164,7 @@ def ingest_bars(
     existing = read_manifest(root)
     bar_minutes = existing.bar_minutes if existing else None
     report = IngestReport(files=len(files))
+    check_symbols(files, mapping)
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{uuid.uuid4().hex[:12]}"
     try:

@@ -50,15 +50,21 @@ class ColumnMapping:
         return self.columns.get(canonical, canonical)
 
 
-def normalize_symbol(expr: pl.Expr) -> pl.Expr:
-    """Normalise A-share codes to `NNNNNN.EX`; unrecognised symbols pass through unchanged.
+ASHARE_SYMBOL = r"^\d{6}\.(SH|SZ|BJ)$"
 
-    Accepts `600000`, `600000.SH`, `sh600000`, `SH.600000`, `600000.XSHG`. A bare code gets its
-    exchange from its prefix (6/9 -> SH, 0/2/3 -> SZ, 4/8/92 -> BJ).
+
+def normalize_symbol(expr: pl.Expr) -> pl.Expr:
+    """Normalise A-share codes to `NNNNNN.EX`; codes it cannot place pass through unchanged
+    (`unplaceable_symbols` finds them).
+
+    Accepts `600000`, `600000.SH`, `600000.sh`, `sh600000`, `SH600000`, `SH.600000`,
+    `SH#600000` (TongDaXin), `600000.XSHG`, `000001.XSHE`, `830799.BJ`, `BJ#830799`. A bare code
+    gets its exchange from its prefix: 92 -> BJ, 6/9 -> SH, 0/2/3 -> SZ, 4/8 -> BJ.
     """
     s = expr.cast(pl.String).str.strip_chars().str.to_uppercase()
     s = s.str.replace(r"^(\d{6})\.XSHG$", "$1.SH").str.replace(r"^(\d{6})\.XSHE$", "$1.SZ")
-    s = s.str.replace(r"^(SH|SZ|BJ)\.?(\d{6})$", "$2.$1")
+    s = s.str.replace(r"^(\d{6})\.BSE$", "$1.BJ")
+    s = s.str.replace(r"^(SH|SZ|BJ)[.#]?(\d{6})$", "$2.$1")
     bare = s.str.contains(r"^\d{6}$")
     suffix = (
         pl.when(s.str.starts_with("92"))
@@ -72,6 +78,13 @@ def normalize_symbol(expr: pl.Expr) -> pl.Expr:
         .otherwise(pl.lit(""))
     )
     return pl.when(bare).then(s + suffix).otherwise(s)
+
+
+def unplaceable_symbols(symbols: pl.Series) -> list[str]:
+    """The distinct source codes that `normalize_symbol` cannot place on SH, SZ or BJ."""
+    frame = pl.DataFrame({"symbol": symbols.cast(pl.String).unique().drop_nulls()})
+    bad = frame.filter(~normalize_symbol(pl.col("symbol")).str.contains(ASHARE_SYMBOL))
+    return sorted(bad["symbol"].to_list())
 
 
 def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.DataFrame:
