@@ -9,6 +9,7 @@ Hydra or OmegaConf.
 
 Groups and their types::
 
+    market      MarketConfig      (time zone, trading session, holiday calendar)
     data        DataConfig        (mapping -> readers.ColumnMapping, sample -> SampleConfig)
     ingest      IngestConfig      (policy -> validate.IngestPolicy)
     industry    IndustryConfig
@@ -369,11 +370,34 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class MarketConfig:
+    """The `market` group: local time zone, trading session and holiday calendar."""
+
+    name: str = "ashare"
+    timezone: str = "Asia/Shanghai"
+    session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+    calendar: str | None = "XSHG"
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"market.timezone={self.timezone!r} is not a time zone") from exc
+        self.trading_session()  # validates the intervals
+
+    def trading_session(self) -> Session:
+        return Session.from_strings(self.session)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole composed run: the top-level keys and one typed config per group."""
 
     run: str
     paths: PathsConfig
+    market: MarketConfig
     data: DataConfig
     ingest: IngestConfig
     industry: IndustryConfig
@@ -391,7 +415,6 @@ class RunConfig:
     score: ScoreConfig
     report: ReportConfig
     launcher: LauncherConfig
-    session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
     factors: str | None = None
     seeds: tuple[int, ...] = (0,)
     resume: bool = False
@@ -404,10 +427,9 @@ class RunConfig:
             raise ConfigError("seeds is empty: give at least one seed, e.g. seeds=[0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds has repeats: {list(self.seeds)}")
-        self.trading_session()  # validates the intervals
 
     def trading_session(self) -> Session:
-        return Session.from_strings(self.session)
+        return self.market.trading_session()
 
 
 # ---- strict conversion -----------------------------------------------------------------------

@@ -87,6 +87,14 @@ class SymbolFormatError(DataError):
     """Symbols that cannot be placed on an exchange under the configured symbol format."""
 
 
+class UnitsError(DataError):
+    """Volume, amount and price disagree: a unit (lots, 10,000s) is not what the mapping says."""
+
+
+class NonTradingDayError(DataError):
+    """Bars dated on weekends, exchange holidays or after today."""
+
+
 class UnmappedSymbolError(DataError):
     """Symbols have no industry in the classification on the bar's date."""
 

@@ -64,6 +64,13 @@ def test_bad_input_one_line_exit_2_no_output(tmp_path):
     assert len(err) == 1 and err[0].startswith("rotation-dl ingest: error: ValueRangeError")
     assert "close" in err[0] and "16 rows" in err[0] and "Traceback" not in proc.stderr
     assert not store.exists()
+    nested = tmp_path / "run" / "nested" / "store"  # a failed first ingest leaves no folders
+    proc = _run(
+        ["ingest", "data=parquet", f"data.bars={raw}", f"data.classification={cls}",
+         f"paths.store={nested}"],
+        REPO,
+    )  # fmt: skip
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
 
 
 def test_unknown_override_is_a_user_error(capsys):
@@ -159,6 +166,7 @@ def test_train_cli_with_offline_wandb(tmp_path):
 
 
 GROUP_TYPES = {
+    "market": "MarketConfig",
     "data": "DataConfig",
     "ingest": "IngestConfig",
     "industry": "IndustryConfig",

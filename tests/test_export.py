@@ -282,7 +282,7 @@ def test_scoring_uses_the_models_session(trained, tmp_path):
     assert _cli(["export", *run["args"], f"paths.onnx={onnx_dir}"]).returncode == 0
     common = [*run["args"], f"paths.onnx={onnx_dir}"]
     a = _cli(["score", *common, f"paths.score={tmp_path / 'a'}"])
-    other = "session=[[09:30,11:30],[13:00,15:15]]"
+    other = "market.session=[[09:30,11:30],[13:00,15:15]]"
     b = _cli(["score", *common, f"paths.score={tmp_path / 'b'}", other])
     assert a.returncode == 0 and b.returncode == 0, b.stderr[-2000:]
     ta, tb = (pl.read_parquet(next((tmp_path / n).glob("*.parquet"))) for n in ("a", "b"))

@@ -25,6 +25,7 @@ def daily_bars(
     store: str | Path,
     session: Session,
     *,
+    timezone: str = "Asia/Shanghai",
     adjustment: str | Path | None = None,
     adjustment_columns: Mapping[str, str] | None = None,
     adjusted_daily: str | Path | None = None,
@@ -43,7 +44,9 @@ def daily_bars(
         return scan_store(store).collect()
     if adjusted_daily is not None:
         mapping = ColumnMapping(columns=dict(adjusted_daily_columns or {}))
-        raw = read_bars_file(Path(adjusted_daily), mapping, with_row_index=False).collect()
+        raw = read_bars_file(
+            Path(adjusted_daily), mapping, timezone=timezone, with_row_index=False
+        ).collect()
         raw = normalize_symbols(raw)
         return raw.with_columns(
             pl.col("ts").dt.date().alias("date"), pl.col("volume").fill_null(0.0).fill_nan(0.0)

@@ -175,26 +175,55 @@ def _check_numeric(schema: Mapping[str, pl.DataType], cols: Mapping[str, str], f
             )
 
 
-def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
-    if dtype == pl.String:
-        return col.str.to_datetime(format=fmt, strict=False, time_unit="us")
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us"))
+OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
+
+
+def _to_local(aware_utc: pl.Expr, timezone: str) -> pl.Expr:
+    return aware_utc.dt.convert_time_zone(timezone).dt.replace_time_zone(None)
+
+
+def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone: str) -> pl.Expr:
+    """Timestamps as naive market-local datetimes.
+
+    Naive values are already local. Zoned ones are converted to `timezone`: datetime columns
+    with a time zone, and strings ending in an offset (`+08:00`, `-0500`, `Z`), which may be
+    mixed with naive strings in one column. A `datetime_format` with %z or %Z is used as is.
+    """
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is not None:
-            return col.dt.replace_time_zone(None).cast(pl.Datetime("us"))
+            return _to_local(col.dt.convert_time_zone("UTC"), timezone).cast(pl.Datetime("us"))
         return col.cast(pl.Datetime("us"))
-    raise TypeError(dtype)
+    if dtype != pl.String:
+        return col
+    if fmt is not None and ("%z" in fmt or "%Z" in fmt):
+        aware = col.str.to_datetime(format=fmt, strict=False, time_unit="us", time_zone="UTC")
+        return _to_local(aware, timezone)
+    text = col.str.strip_chars()
+    offset = text.str.extract(OFFSET, 1)
+    naive = text.str.replace(OFFSET, "").str.to_datetime(format=fmt, strict=False, time_unit="us")
+    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
+    digits = offset.str.replace_all(r"[^0-9]", "")
+    minutes = sign * (
+        digits.str.slice(0, 2).cast(pl.Int64, strict=False) * 60
+        + digits.str.slice(2, 2).cast(pl.Int64, strict=False)
+    )
+    utc = naive - pl.duration(minutes=pl.when(offset == "Z").then(0).otherwise(minutes))
+    return (
+        pl.when(offset.is_null())
+        .then(naive)
+        .otherwise(_to_local(utc.dt.replace_time_zone("UTC"), timezone))
+    )
 
 
 def read_bars_file(
-    path: Path, mapping: ColumnMapping, *, with_row_index: bool = True
+    path: Path, mapping: ColumnMapping, *, timezone: str, with_row_index: bool = True
 ) -> pl.LazyFrame:
     """One raw bar file -> lazy frame in BAR_SCHEMA (plus `_row` file order, `_file`).
 
-    The `ts` source column may be a datetime, a date (daily bars) or a string; string timestamps
-    that fail to parse raise SchemaError with the count and an example. Bar-start stamps are
-    shifted to bar-end later, once the bar size is known (see `ingest`).
+    The `ts` source column may be a datetime (naive = market-local, or zoned), a date (daily
+    bars) or a string (with or without an offset); zoned stamps are converted to the market's
+    `timezone`. String timestamps that fail to parse raise SchemaError with the count and an
+    example. Bar-start stamps are shifted to bar-end later, once the bar size is known.
     """
     file = str(path)
     sym_src = mapping.source("symbol")
@@ -230,7 +259,7 @@ def read_bars_file(
     )
     cols = [
         sym.alias("symbol"),
-        _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format).alias("ts"),
+        _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).alias("ts"),
         *(pl.col(mapping.source(c)).cast(pl.Float64).alias(c) for c in ("open", "high", "low")),
         close.alias("close"),
         volume.alias("volume"),
@@ -245,7 +274,7 @@ def read_bars_file(
             lf.select(pl.col(ts_src))
             .filter(
                 pl.col(ts_src).is_not_null()
-                & _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format).is_null()
+                & _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).is_null()
             )
             .collect()
         )

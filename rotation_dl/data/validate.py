@@ -43,12 +43,15 @@ class IngestPolicy:
         on_unsorted: rows of a symbol out of time order: `fail` (default) or `sort`.
         on_conflict: rows already in the store with other values: `fail` (default) or `replace`.
         ohlc_tolerance: relative slack for high >= close/open >= low checks (float32 sources).
+        on_non_trading_day: bars on weekends, exchange holidays or after today: `fail`
+            (default) or `drop` (counted).
     """
 
     on_zero_price_bars: Policy = "drop"
     on_unsorted: Literal["fail", "sort"] = "fail"
     on_conflict: Literal["fail", "replace"] = "fail"
     ohlc_tolerance: float = 1e-6
+    on_non_trading_day: Literal["fail", "drop"] = "fail"
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def daily_and_classification(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame
     daily = daily_bars(
         ensure_store(cfg),
         cfg.trading_session(),
+        timezone=cfg.market.timezone,
         adjustment=d.adjustment,
         adjustment_columns=d.adjustment_columns,
         adjusted_daily=d.adjusted_daily,

@@ -1,0 +1,123 @@
+"""A user's own files: time zones, trading calendar and units are checked over the whole input
+before anything is stored (fixtures made here, nothing from shared data)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+import pytest
+from conftest import REPO, day_bars, write
+
+from rotation_dl.data.ingest import ingest_bars
+from rotation_dl.data.readers import ColumnMapping
+from rotation_dl.data.store import scan_store
+from rotation_dl.data.validate import IngestPolicy
+from rotation_dl.errors import NonTradingDayError, UnitsError
+from rotation_dl.session import A_SHARE
+
+TZ = "Asia/Shanghai"
+
+
+def _ingest(path, store, **kw):
+    return ingest_bars(path, store, session=A_SHARE, timezone=TZ, **kw)
+
+
+def test_offset_strings_are_converted_to_market_time(tmp_path):
+    """+08:00, Z (UTC) and -05:00 stamps of the same instants land on the same local bars."""
+    local = day_bars(["600000.SH"], day="2024-01-02")
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    variants = {
+        "plus8": pl.col("ts").dt.strftime(fmt) + "+08:00",
+        "utc": (pl.col("ts") - pl.duration(hours=8)).dt.strftime(fmt) + "Z",
+        "ny": (pl.col("ts") - pl.duration(hours=13)).dt.strftime(fmt) + "-05:00",
+    }
+    for name, expr in variants.items():
+        csv = write(local.with_columns(expr.alias("ts")), tmp_path / name / "bars.csv")
+        rep = _ingest(csv, tmp_path / f"store_{name}")
+        got = scan_store(tmp_path / f"store_{name}").collect().sort("ts")
+        assert rep.rows_added == 16 and got["ts"].to_list() == local["ts"].to_list(), name
+
+
+def test_zoned_parquet_timestamps_are_converted(tmp_path):
+    local = day_bars(["600000.SH"], day="2024-01-02")
+    zoned = local.with_columns(
+        pl.col("ts").dt.replace_time_zone(TZ).dt.convert_time_zone("UTC").alias("ts")
+    )
+    assert zoned.schema["ts"].time_zone == "UTC"
+    _ingest(write(zoned, tmp_path / "bars.parquet"), tmp_path / "store")
+    got = scan_store(tmp_path / "store").collect().sort("ts")
+    assert got["ts"].to_list() == local["ts"].to_list()
+
+
+def test_weekend_and_future_dates_refused_or_dropped(tmp_path):
+    frames = [day_bars(["600000.SH"], day=d) for d in ("2024-01-05", "2024-01-06", "2024-01-08")]
+    path = write(pl.concat(frames), tmp_path / "bars.parquet")
+    with pytest.raises(NonTradingDayError) as err:
+        _ingest(path, tmp_path / "store")
+    assert "16 rows fall on 1 date(s) that cannot be trading days" in str(err.value)
+    assert "2024-01-06 is a weekend" in str(err.value)
+    assert not (tmp_path / "store").exists()
+    rep = _ingest(path, tmp_path / "store", policy=IngestPolicy(on_non_trading_day="drop"))
+    assert rep.rows_added == 32 and rep.dropped["non_trading_day_rows"] == 16
+    with pytest.raises(NonTradingDayError, match="32 rows fall on 2 date"):
+        _ingest(path, tmp_path / "s2", today=date(2024, 1, 7))
+
+
+def test_exchange_holidays_from_the_calendar(tmp_path):
+    pytest.importorskip("exchange_calendars", reason="the `calendars` extra is not installed")
+    path = write(
+        pl.concat([day_bars(["600000.SH"], day=d) for d in ("2024-02-08", "2024-02-09")]),
+        tmp_path / "bars.parquet",
+    )
+    _ingest(path, tmp_path / "loose")  # no calendar: weekdays are fine
+    with pytest.raises(NonTradingDayError, match="2024-02-09 is not a XSHG trading day"):
+        _ingest(path, tmp_path / "store", calendar="XSHG")
+
+
+@pytest.mark.parametrize(
+    "volume_scale, amount_scale, fix",
+    [
+        (0.01, 1.0, "data.mapping.volume_multiplier=100"),  # volume in lots
+        (1.0, 1e-4, "data.mapping.amount_multiplier=10000"),  # amount in 10,000s
+    ],
+)
+def test_units_are_checked_not_assumed(tmp_path, volume_scale, amount_scale, fix):
+    bars = day_bars(["600000.SH", "600001.SH"]).with_columns(
+        pl.col("volume") * volume_scale, pl.col("amount") * amount_scale
+    )
+    path = write(bars, tmp_path / "bars.parquet")
+    with pytest.raises(UnitsError) as err:
+        _ingest(path, tmp_path / "store")
+    assert fix in str(err.value) and "bars.parquet" in str(err.value)
+    assert not (tmp_path / "store").exists()
+    mapping = ColumnMapping(volume_multiplier=1 / volume_scale, amount_multiplier=1 / amount_scale)
+    assert _ingest(path, tmp_path / "store", mapping=mapping).rows_added == 32
+
+
+def test_missing_amount_is_derived_and_said_once(tmp_path):
+    path = write(day_bars(["600000.SH"]).drop("amount"), tmp_path / "bars.parquet")
+    rep = _ingest(path, tmp_path / "store")
+    assert rep.notes == [
+        "amount derived as close x volume for 1 file(s) without an 'amount' column"
+    ]
+    assert "note: amount derived" in rep.summary()
+
+
+def test_cli_user_data_errors_are_one_line_and_leave_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    bars = day_bars(["600000.SH"], day="2024-01-06")  # a Saturday
+    raw = write(bars, tmp_path / "raw" / "bars.parquet")
+    cls = write(pl.DataFrame({"symbol": ["600000"], "industry": ["Banks"]}), tmp_path / "c.csv")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotation_dl.cli", "ingest", "data=parquet",
+         f"data.bars={raw}", f"data.classification={cls}", f"paths.output_dir={out}"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "NonTradingDayError" in err[0] and "2024-01-06 is a weekend" in err[0]
+    assert not out.exists(), "a failed first ingest leaves no outputs/<run>/ folder"
