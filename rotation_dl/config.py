@@ -75,6 +75,8 @@ class DataConfig:
     adjusted_daily: str | None = None
     adjusted_daily_columns: dict[str, str] = field(default_factory=dict)
     mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    on_unadjusted: Literal["fail", "warn"] = "fail"  # prices that look unadjusted
+    max_limit_breaks_per_10k: float = 1.0  # unexplained limit moves tolerated per 10k stock-days
     sample: SampleConfig | None = None  # kind=sample: the generated market's knobs
     raw_dir: str | None = None  # kind=sample: where the generated raw files go
 
@@ -100,9 +102,14 @@ class IndustryConfig:
     on_unmapped: Literal["fail", "drop"] = "fail"
     on_missing_industry: Literal["fail", "drop"] = "fail"
     chunk_partitions: int = 10
+    factor_tolerance: float = 0.005  # adjusted-daily factors change only on moves above this
 
     def __post_init__(self) -> None:
         _positive("industry", bar_minutes=self.bar_minutes, chunk_partitions=self.chunk_partitions)
+        if not 0 <= self.factor_tolerance < 0.5:
+            raise ConfigError(
+                f"industry.factor_tolerance must be in [0, 0.5), got {self.factor_tolerance}"
+            )
 
 
 # ---- features and training -------------------------------------------------------------------

@@ -95,6 +95,10 @@ class NonTradingDayError(DataError):
     """Bars dated on weekends, exchange holidays or after today."""
 
 
+class AdjustmentError(DataError):
+    """Prices look unadjusted: too many moves beyond the daily price limit."""
+
+
 class UnmappedSymbolError(DataError):
     """Symbols have no industry in the classification on the bar's date."""
 

@@ -3,8 +3,9 @@ look-ahead."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -207,3 +208,30 @@ def test_streamed_build_equals_single_pass(tiny_market, tmp_path, chunk):
         tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
     ).collect()
     assert_frame_equal(res.frame, single, check_exact=False, rel_tol=1e-10, abs_tol=1e-12)
+
+
+def test_derived_factors_change_only_on_corporate_action_days():
+    """Vendor closes jitter around the last bar's close (+-0.2%): the factor keeps its level
+    there and moves only on the 3% ex-dividend day; a streamed build (carry) equals one pass."""
+    days = [date(2025, 3, 3) + timedelta(days=k) for k in range(10)]
+    rng = np.random.default_rng(0)
+    raw_close = 10 * np.cumprod(1 + rng.normal(0, 0.01, 10))
+    raw = _bars(
+        [("A", datetime.combine(d, datetime.min.time()) + timedelta(hours=15), c, c, c, c, 1.0, c)
+         for d, c in zip(days, raw_close, strict=True)]
+    )  # fmt: skip
+    level = np.where(np.arange(10) < 6, 0.97, 1.0)  # forward-adjusted: 3% dividend on day 6
+    jitter = 1 + np.array([0, 0.002, -0.0015, 0, 0.001, 0, 0, -0.002, 0.0018, 0])
+    qfq = pl.DataFrame({"symbol": "A", "date": days, "close": raw_close * level * jitter})
+    f = factors_from_adjusted_daily(raw, qfq).collect().sort("date")
+    assert f["factor"].n_unique() == 2
+    changes = f.filter(pl.col("factor") != pl.col("factor").shift(1))["date"].to_list()
+    assert changes == [days[6]]
+    assert f["factor"][6] / f["factor"][5] == pytest.approx(1 / 0.97, rel=3e-3)
+    first = factors_from_adjusted_daily(raw.filter(pl.col("ts").dt.date() < days[4]), qfq)
+    first = first.collect()
+    carry = first.sort("date").tail(1).select("symbol", "r", "factor")
+    second = factors_from_adjusted_daily(
+        raw.filter(pl.col("ts").dt.date() >= days[4]), qfq, carry=carry
+    ).collect()
+    assert pl.concat([first, second]).sort("date")["factor"].to_list() == f["factor"].to_list()

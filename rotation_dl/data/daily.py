@@ -33,15 +33,19 @@ def daily_bars(
 ) -> pl.DataFrame:
     """Adjusted daily bars (symbol, date, open, high, low, close, volume, amount).
 
-    A daily store is used as is (assumed adjusted). From an intraday store: adjusted daily bars
-    when given (`adjusted_daily`), else the store resampled to days on `session` and multiplied
-    by adjustment factors when given.
+    A daily store is multiplied by adjustment factors when given (else used as stored). From an
+    intraday store: adjusted daily bars when given (`adjusted_daily`), else the store resampled
+    to days on `session` and multiplied by adjustment factors when given. Whether the result
+    is really adjusted is checked by the stages (`data.limits.check_adjusted`).
     """
     man = read_manifest(Path(store))
     if man is None:
         raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
     if man.frequency == "daily":
-        return scan_store(store).collect()
+        daily = scan_store(store).sort("symbol", "date")
+        if adjustment is not None:
+            daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
+        return daily.collect()
     if adjusted_daily is not None:
         mapping = ColumnMapping(columns=dict(adjusted_daily_columns or {}))
         raw = read_bars_file(

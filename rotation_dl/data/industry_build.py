@@ -73,6 +73,7 @@ def build_industry_bars(
     chunk_partitions: int = 10,
     start: date | None = None,
     end: date | None = None,
+    factor_tolerance: float = 0.005,
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
@@ -102,6 +103,7 @@ def build_industry_bars(
     if not names:
         raise StoreError(f"{store}: no stored bars between {start} and {end}")
     carry_close: pl.DataFrame | None = None
+    carry_factor: pl.DataFrame | None = None
     carry_level: pl.DataFrame | None = None
     parts: list[pl.DataFrame] = []
     industries: set[str] = set()
@@ -110,7 +112,15 @@ def build_industry_bars(
         lo, hi = max(lo, start or lo), min(hi, end or hi)
         bars = scan_store(store, lo, hi).collect().lazy()  # one read of the chunk
         if closes is not None:
-            factors = factors_from_adjusted_daily(bars, closes).collect()
+            factors = factors_from_adjusted_daily(
+                bars, closes, factor_tolerance, carry=carry_factor
+            ).collect()
+            ends = factors.group_by("symbol").agg(pl.col("r", "factor").sort_by("date").last())
+            carry_factor = (
+                ends
+                if carry_factor is None
+                else pl.concat([carry_factor.join(ends, on="symbol", how="anti"), ends])
+            )
         if bar_minutes and bar_minutes != manifest.bar_minutes:
             bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
             size = bar_minutes

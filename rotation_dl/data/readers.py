@@ -9,6 +9,7 @@ typed errors that name the file and column when they cannot.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from typing import Literal
 
 import polars as pl
 
+from rotation_dl.data.tdx import TDX_SUFFIXES
 from rotation_dl.errors import EmptyInputError, SchemaError, UnreadableFileError
 from rotation_dl.schema import ADJUSTMENT_SCHEMA, BAR_SCHEMA, CLASSIFICATION_SCHEMA
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv")
+SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv", ".txt", ".day", ".lc1", ".lc5")
 
 
 @dataclass(frozen=True)
@@ -100,15 +102,21 @@ def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.Dat
     return df.with_columns(pl.col("symbol").replace(table))
 
 
+def _is_bar_file(f: Path) -> bool:
+    """Parquet/CSV, or a TongDaXin file named like one (`SH#600000.txt`, `sh600000.day`)."""
+    from rotation_dl.data.tdx import is_tdx
+
+    suffix = f.suffix.lower()
+    return suffix in (".parquet", ".pq", ".csv") or (suffix in TDX_SUFFIXES and is_tdx(f))
+
+
 def list_files(path: str | Path, what: str = "input") -> list[Path]:
     """Files under `path` (a file, a directory searched recursively, or a glob)."""
     p = Path(path)
     if p.is_file():
         files = [p]
     elif p.is_dir():
-        files = sorted(
-            f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
-        )
+        files = sorted(f for f in p.rglob("*") if f.is_file() and _is_bar_file(f))
     else:
         files = sorted(
             f
@@ -127,6 +135,8 @@ def list_files(path: str | Path, what: str = "input") -> list[Path]:
 
 
 def _file_schema(path: Path, string_cols: Sequence[str]) -> dict[str, pl.DataType]:
+    if path.suffix.lower() in TDX_SUFFIXES:
+        return dict(_tdx_frame(path).schema.items())
     try:
         if path.suffix.lower() == ".csv":
             return dict(
@@ -143,8 +153,23 @@ def _file_schema(path: Path, string_cols: Sequence[str]) -> dict[str, pl.DataTyp
         ) from exc
 
 
+@functools.lru_cache(maxsize=8)
+def _tdx_cached(path: Path, mtime_ns: int, size: int) -> pl.DataFrame:
+    from rotation_dl.data.tdx import read_tdx
+
+    return read_tdx(path)
+
+
+def _tdx_frame(path: Path) -> pl.DataFrame:
+    st = path.stat()
+    return _tdx_cached(path, st.st_mtime_ns, st.st_size)
+
+
 def scan_file(path: Path, string_cols: Sequence[str] = ()) -> pl.LazyFrame:
-    """Lazily scan one parquet or CSV file; raises UnreadableFileError if it is not readable."""
+    """Lazily scan one parquet, CSV or TongDaXin file (`data.tdx`); raises
+    UnreadableFileError if it is not readable."""
+    if path.suffix.lower() in TDX_SUFFIXES:
+        return _tdx_frame(path).lazy()
     schema = _file_schema(path, string_cols)
     if path.suffix.lower() == ".csv":
         overrides = {c: pl.String for c in string_cols if c in schema}
@@ -193,8 +218,8 @@ def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone: str) 
         if dtype.time_zone is not None:
             return _to_local(col.dt.convert_time_zone("UTC"), timezone).cast(pl.Datetime("us"))
         return col.cast(pl.Datetime("us"))
-    if dtype != pl.String:
-        return col
+    if dtype != pl.String:  # a date: daily bars, stamped at midnight
+        return col.cast(pl.Datetime("us"))
     if fmt is not None and ("%z" in fmt or "%Z" in fmt):
         aware = col.str.to_datetime(format=fmt, strict=False, time_unit="us", time_zone="UTC")
         return _to_local(aware, timezone)

@@ -237,6 +237,19 @@ def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int
     )
 
 
+def suspended_day_bars(df: pl.DataFrame) -> pl.Series:
+    """Bars of (symbol, day)s that are entirely flat with no volume: how clients fill a
+    suspension. They are missing bars, not prices (a partly quiet day is kept)."""
+    if df.is_empty():
+        return pl.Series("s", [], dtype=pl.Boolean)
+    day = pl.col("ts").dt.date() if df.schema["ts"] != pl.Date else pl.col("ts")
+    flat = (pl.col("volume") == 0) & (pl.col("high") == pl.col("low"))
+    whole = flat.all().over("symbol", day) & (
+        pl.col("close") == pl.col("close").first()
+    ).all().over("symbol", day)
+    return df.select((flat & whole).alias("s"))["s"]
+
+
 def validate_bars(
     df: pl.DataFrame,
     file: str,
@@ -267,6 +280,11 @@ def validate_bars(
             ],
             file,
         )
+    suspended = suspended_day_bars(df)
+    n_susp = int(suspended.sum())
+    if n_susp:
+        df = df.filter(~suspended)
+        dropped["suspended_day_bars"] = n_susp
     _first_violation(df, value_rules(policy.ohlc_tolerance), file)
     if df.is_empty():
         return df, bar_minutes or 0, dropped

@@ -52,11 +52,16 @@ def build_for(
         chunk_partitions=chunk_partitions or ind.chunk_partitions,
         start=start,
         end=end,
+        factor_tolerance=ind.factor_tolerance,
     )
 
 
 def industry_bars(cfg: RunConfig) -> IndustryStageResult:
-    """Store + classification -> industry bars parquet (written atomically)."""
+    """Store + classification -> industry bars parquet (written atomically); refused when the
+    stock prices behind its cross-day returns look unadjusted."""
+    from rotation_dl.stages.inputs import adjusted_daily_bars
+
+    adjusted_daily_bars(cfg)  # the adjustment check on the closes the returns will use
     path = layout_of(cfg).industry_bars
     res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes)
     return IndustryStageResult(res, path)

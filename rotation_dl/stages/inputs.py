@@ -55,13 +55,16 @@ def read_classification_of(cfg: RunConfig) -> pl.DataFrame:
     )
 
 
-def daily_and_classification(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Adjusted daily stock bars and the classification (the store is built when missing)."""
+def adjusted_daily_bars(cfg: RunConfig) -> pl.DataFrame:
+    """Daily stock bars adjusted as the data config says, refused (`AdjustmentError`) when
+    their moves beyond the daily price limit say they are not adjusted."""
     from rotation_dl.data.daily import daily_bars
+    from rotation_dl.data.limits import check_adjusted
 
     d = cfg.data
+    store = ensure_store(cfg)
     daily = daily_bars(
-        ensure_store(cfg),
+        store,
         cfg.trading_session(),
         timezone=cfg.market.timezone,
         adjustment=d.adjustment,
@@ -69,7 +72,19 @@ def daily_and_classification(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame
         adjusted_daily=d.adjusted_daily,
         adjusted_daily_columns=d.adjusted_daily_columns,
     )
-    return daily, read_classification_of(cfg)
+    source = str(d.adjusted_daily or store)
+    check_adjusted(
+        daily,
+        source,
+        max_per_10k=d.max_limit_breaks_per_10k,
+        on_unadjusted=d.on_unadjusted,
+    )
+    return daily
+
+
+def daily_and_classification(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Adjusted daily stock bars and the classification (the store is built when missing)."""
+    return adjusted_daily_bars(cfg), read_classification_of(cfg)
 
 
 def backtest_returns(

@@ -9,6 +9,7 @@ Hydra or OmegaConf.
 
 Groups and their types::
 
+    market      MarketConfig      (time zone, trading session, holiday calendar)
     data        DataConfig        (mapping -> readers.ColumnMapping, sample -> SampleConfig)
     ingest      IngestConfig      (policy -> validate.IngestPolicy)
     industry    IndustryConfig
@@ -74,6 +75,8 @@ class DataConfig:
     adjusted_daily: str | None = None
     adjusted_daily_columns: dict[str, str] = field(default_factory=dict)
     mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    on_unadjusted: Literal["fail", "warn"] = "fail"  # prices that look unadjusted
+    max_limit_breaks_per_10k: float = 1.0  # unexplained limit moves tolerated per 10k stock-days
     sample: SampleConfig | None = None  # kind=sample: the generated market's knobs
     raw_dir: str | None = None  # kind=sample: where the generated raw files go
 
@@ -369,11 +372,34 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class MarketConfig:
+    """The `market` group: local time zone, trading session and holiday calendar."""
+
+    name: str = "ashare"
+    timezone: str = "Asia/Shanghai"
+    session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+    calendar: str | None = "XSHG"
+
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"market.timezone={self.timezone!r} is not a time zone") from exc
+        self.trading_session()  # validates the intervals
+
+    def trading_session(self) -> Session:
+        return Session.from_strings(self.session)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole composed run: the top-level keys and one typed config per group."""
 
     run: str
     paths: PathsConfig
+    market: MarketConfig
     data: DataConfig
     ingest: IngestConfig
     industry: IndustryConfig
@@ -391,7 +417,6 @@ class RunConfig:
     score: ScoreConfig
     report: ReportConfig
     launcher: LauncherConfig
-    session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
     factors: str | None = None
     seeds: tuple[int, ...] = (0,)
     resume: bool = False
@@ -404,10 +429,9 @@ class RunConfig:
             raise ConfigError("seeds is empty: give at least one seed, e.g. seeds=[0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds has repeats: {list(self.seeds)}")
-        self.trading_session()  # validates the intervals
 
     def trading_session(self) -> Session:
-        return Session.from_strings(self.session)
+        return self.market.trading_session()
 
 
 # ---- strict conversion -----------------------------------------------------------------------
@@ -548,6 +572,18 @@ def conf_dir() -> Path:
     return here / "conf"
 
 
+def dict_overrides_merge(overrides: Sequence[str]) -> list[str]:
+    """`key={a: b}` -> `++key={a: b}`: a dict-valued override adds to (or overrides entries
+    of) the mapping the config already has, even an empty `{}` (which Hydra's struct mode
+    would refuse to extend). Prefixed overrides (+, ++, ~) are left as written."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        is_plain = sep and not key.startswith(("+", "~")) and "/" not in key
+        out.append(f"++{o}" if is_plain and value.lstrip().startswith("{") else o)
+    return out
+
+
 def compose(overrides: Sequence[str] = ()):
     """Hydra-compose conf/config.yaml with command-line style overrides (a DictConfig)."""
     from hydra import compose as hydra_compose
@@ -557,7 +593,7 @@ def compose(overrides: Sequence[str] = ()):
     if not (root / "config.yaml").exists():
         raise ConfigError(f"no config.yaml under {root} (set ROTATION_DL_CONF_DIR)")
     with initialize_config_dir(config_dir=str(root), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        return hydra_compose(config_name="config", overrides=dict_overrides_merge(overrides))
 
 
 def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
@@ -569,5 +605,10 @@ def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
     try:
         tree = OmegaConf.to_container(compose(overrides), resolve=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(" ".join(str(exc).split())) from exc
+        msg = " ".join(str(exc).split())
+        if type(exc).__name__ == "OverrideParseException":
+            msg += (
+                " (quote an override with braces or spaces whole: 'data.mapping.columns={a: b}')"
+            )
+        raise ConfigError(msg) from exc
     return to_run_config(tree)  # type: ignore[arg-type]

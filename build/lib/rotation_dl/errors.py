@@ -28,8 +28,10 @@ class DataError(RotationDLError):
         column: str | None = None,
         count: int | None = None,
         example: Any = None,
+        unit: str = "row",
     ) -> None:
         self.problem = problem
+        self.unit = unit
         self.file = file
         self.column = column
         self.count = count
@@ -41,7 +43,7 @@ class DataError(RotationDLError):
         if self.column is not None:
             parts.append(f"column '{self.column}':")
         if self.count is not None:
-            parts.append(f"{self.count} row{'s' if self.count != 1 else ''}")
+            parts.append(f"{self.count} {self.unit}{'s' if self.count != 1 else ''}")
         parts.append(self.problem)
         text = " ".join(parts)
         if self.example is not None:
@@ -79,6 +81,22 @@ class EmptyInputError(DataError):
 
 class UnreadableFileError(DataError):
     """A file is missing, truncated or not in the expected format."""
+
+
+class SymbolFormatError(DataError):
+    """Symbols that cannot be placed on an exchange under the configured symbol format."""
+
+
+class UnitsError(DataError):
+    """Volume, amount and price disagree: a unit (lots, 10,000s) is not what the mapping says."""
+
+
+class NonTradingDayError(DataError):
+    """Bars dated on weekends, exchange holidays or after today."""
+
+
+class AdjustmentError(DataError):
+    """Prices look unadjusted: too many moves beyond the daily price limit."""
 
 
 class UnmappedSymbolError(DataError):

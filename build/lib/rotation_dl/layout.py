@@ -16,6 +16,7 @@ fixed here::
     <output_dir>/factor_ic/              factor_ic_weekly, factor_ic_summary(.json)
     <paths.score>/score_<date>.parquet|csv|json
     <paths.report>/report_<date>.html|md
+    <paths.sweeps>/<study>/trials.parquet|csv, data/, panel_cache/
 """
 
 from __future__ import annotations
@@ -215,6 +216,23 @@ class RunLayout:
 
     def sweep_dir(self, study: str) -> Path:
         return self.sweeps / study
+
+    def sweep_industry_bars(self, study: str) -> str:
+        """Industry bars the trials share, one file per bar size (a Hydra interpolation)."""
+        data = self.sweep_dir(study).resolve() / "data"
+        return f"{data}/industry_bars_${{industry.bar_minutes}}.parquet"
+
+    def sweep_panel_cache(self, study: str) -> Path:
+        return self.sweep_dir(study) / "panel_cache"
+
+    def sweep_trials(self, study: str) -> Path:
+        """The trials table (parquet; a CSV beside it)."""
+        return self.sweep_dir(study) / "trials.parquet"
+
+    @staticmethod
+    def best_sweep_config(config_dir: Path, study: str) -> Path:
+        """The best trial as an experiment config: `<config_dir>/<study>_best.yaml`."""
+        return config_dir / f"{study}_best.yaml"
 
 
 def _index(name: str, prefix: str) -> int | None:

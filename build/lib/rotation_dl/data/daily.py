@@ -25,6 +25,7 @@ def daily_bars(
     store: str | Path,
     session: Session,
     *,
+    timezone: str = "Asia/Shanghai",
     adjustment: str | Path | None = None,
     adjustment_columns: Mapping[str, str] | None = None,
     adjusted_daily: str | Path | None = None,
@@ -32,18 +33,24 @@ def daily_bars(
 ) -> pl.DataFrame:
     """Adjusted daily bars (symbol, date, open, high, low, close, volume, amount).
 
-    A daily store is used as is (assumed adjusted). From an intraday store: adjusted daily bars
-    when given (`adjusted_daily`), else the store resampled to days on `session` and multiplied
-    by adjustment factors when given.
+    A daily store is multiplied by adjustment factors when given (else used as stored). From an
+    intraday store: adjusted daily bars when given (`adjusted_daily`), else the store resampled
+    to days on `session` and multiplied by adjustment factors when given. Whether the result
+    is really adjusted is checked by the stages (`data.limits.check_adjusted`).
     """
     man = read_manifest(Path(store))
     if man is None:
         raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
     if man.frequency == "daily":
-        return scan_store(store).collect()
+        daily = scan_store(store).sort("symbol", "date")
+        if adjustment is not None:
+            daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
+        return daily.collect()
     if adjusted_daily is not None:
         mapping = ColumnMapping(columns=dict(adjusted_daily_columns or {}))
-        raw = read_bars_file(Path(adjusted_daily), mapping, with_row_index=False).collect()
+        raw = read_bars_file(
+            Path(adjusted_daily), mapping, timezone=timezone, with_row_index=False
+        ).collect()
         raw = normalize_symbols(raw)
         return raw.with_columns(
             pl.col("ts").dt.date().alias("date"), pl.col("volume").fill_null(0.0).fill_nan(0.0)

@@ -61,18 +61,45 @@ def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.
 
 
 def factors_from_adjusted_daily(
-    raw_bars: pl.LazyFrame, adjusted_daily: pl.LazyFrame | pl.DataFrame
+    raw_bars: pl.LazyFrame,
+    adjusted_daily: pl.LazyFrame | pl.DataFrame,
+    tolerance: float = 0.005,
+    carry: pl.DataFrame | None = None,
 ) -> pl.LazyFrame:
-    """Adjustment factors implied by adjusted daily closes: adjusted close / raw last-bar close."""
+    """Adjustment factors implied by adjusted daily closes, changing only on corporate-action
+    days.
+
+    The ratio r = adjusted close / raw last-bar close jitters by ~0.1% on many days (a vendor's
+    official close is not the last bar's), which would add spurious returns to the next day's
+    first bar. A factor changes only where r moves by more than `tolerance` from the day
+    before (an ex-date: dividends and splits move it by 0.5% to 50%); between such days it
+    keeps the level set on the last one. Causal: day t uses days <= t only. `carry` (symbol,
+    r, factor of the previous chunk's last day) continues a streamed build.
+
+    Returns (symbol, date, factor, r).
+    """
     last = (
         raw_bars.filter(pl.col("close") > 0)
         .group_by("symbol", pl.col("ts").dt.date().alias("date"))
         .agg(pl.col("close").sort_by("ts").last().alias("raw_close"))
     )
-    return (
+    lf = (
         last.join(adjusted_daily.lazy().select("symbol", "date", "close"), on=["symbol", "date"])
         .filter(pl.col("close").is_finite() & (pl.col("close") > 0))
-        .select("symbol", "date", (pl.col("close") / pl.col("raw_close")).alias("factor"))
+        .select("symbol", "date", (pl.col("close") / pl.col("raw_close")).alias("r"))
+        .sort("symbol", "date")
+    )
+    if carry is not None:
+        prior = carry.lazy().select("symbol", pl.col("r").alias("_r0"), pl.col("factor").alias("_f0"))
+        lf = lf.join(prior, on="symbol", how="left")
+    else:
+        lf = lf.with_columns(pl.lit(None, pl.Float64).alias("_r0"), pl.lit(None, pl.Float64).alias("_f0"))
+    prev = pl.coalesce(pl.col("r").shift(1).over("symbol"), pl.col("_r0"))
+    change = prev.is_null() | ((pl.col("r") / prev - 1).abs() > tolerance)
+    seg = change.cast(pl.Int64).cum_sum().over("symbol")
+    factor = pl.when(seg == 0).then(pl.col("_f0")).otherwise(pl.col("r").first().over("symbol", seg))
+    return lf.with_columns(seg.alias("_seg")).select(
+        "symbol", "date", factor.alias("factor"), "r"
     )
 
 
@@ -125,13 +152,15 @@ def map_industries(
     if unmapped.height:
         n_sym = unmapped["symbol"].n_unique()
         if on_unmapped == "fail":
+            where = "" if static else f" on their dates ({n_sym} symbol{'s' * (n_sym != 1)})"
             raise UnmappedSymbolError(
-                f"{'symbols' if static else '(symbol, day) pairs'} of {n_sym} symbol(s) have no "
-                "industry in the classification (set on_unmapped=drop to leave them out)",
+                f"{'have' if unmapped.height != 1 else 'has'} no industry in the classification"
+                f"{where} (set industry.on_unmapped=drop to leave them out)",
                 file=source,
                 column="symbol",
                 count=unmapped.height,
                 example=unmapped.row(0, named=True),
+                unit="symbol" if static else "(symbol, day) pair",
             )
         log.warning("dropped bars of %d unmapped symbols", n_sym)
     out = bars.join(matched.lazy(), on=on, how="inner", maintain_order="left")

@@ -14,10 +14,12 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 
+from rotation_dl.data.profile import check_symbols, check_trading_days, check_units, profile_file
 from rotation_dl.data.readers import (
     ColumnMapping,
     list_files,
@@ -34,7 +36,11 @@ from rotation_dl.data.store import (
     read_manifest,
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
-from rotation_dl.errors import EmptyInputError, RotationDLError, UnreadableFileError
+from rotation_dl.errors import (
+    EmptyInputError,
+    RotationDLError,
+    UnreadableFileError,
+)
 from rotation_dl.schema import BAR_SCHEMA, DAILY_SCHEMA
 from rotation_dl.session import Session
 
@@ -55,15 +61,17 @@ class IngestReport:
     partitions_unchanged: list[str] = field(default_factory=list)
     first_date: str | None = None
     last_date: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         size = "daily" if self.frequency == "daily" else f"{self.bar_minutes}-min"
         dropped = ", ".join(f"{k}={v}" for k, v in self.dropped.items()) or "none"
+        notes = "".join(f"; note: {n}" for n in self.notes)
         return (
             f"{self.files} file(s), {self.rows_read:,} rows of {size} bars "
             f"({self.first_date} .. {self.last_date}); added {self.rows_added:,} rows in "
             f"{len(self.partitions_written)} partition(s), {len(self.partitions_unchanged)} "
-            f"unchanged; dropped: {dropped}"
+            f"unchanged; dropped: {dropped}{notes}"
         )
 
 
@@ -76,13 +84,6 @@ def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
         raise UnreadableFileError(
             f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
         ) from exc
-
-
-def _file_dates(lf: pl.LazyFrame, file: str) -> list:
-    dates = _collect(lf.select(pl.col("ts").dt.date().unique().sort().alias("d")), file)["d"]
-    if dates.len() == 0:
-        raise EmptyInputError("has no rows", file=file, count=0)
-    return dates.to_list()
 
 
 def _to_canonical(df: pl.DataFrame, daily: bool) -> pl.DataFrame:
@@ -106,9 +107,12 @@ def ingest_bars(
     mapping: ColumnMapping | None = None,
     *,
     session: Session,
+    timezone: str = "Asia/Shanghai",
+    calendar: str | None = None,
     partition: Partitioning | None = None,
     chunk_days: int = 10,
     policy: IngestPolicy | None = None,
+    today: date | None = None,
 ) -> IngestReport:
     """Validate raw bar files and add them to the store at `store` (created if missing).
 
@@ -117,10 +121,15 @@ def ingest_bars(
         store: store root.
         mapping: how the source columns map onto the canonical schema.
         session: trading session for bar-time checks.
+        timezone: the market's zone: zoned timestamps are converted to it, naive ones are
+            taken as local.
+        calendar: exchange calendar code (e.g. XSHG) for holidays; None checks weekends and
+            future dates only.
         partition: `date` or `month` (default: the store's, else `date` for intraday and `month`
             for daily bars).
         chunk_days: trading days validated per step (memory vs. passes over big files).
         policy: handling of recoverable problems.
+        today: the date after which bars are refused (default: today in `timezone`).
 
     Returns:
         An IngestReport; raises a DataError subclass (nothing written) on bad input.
@@ -133,14 +142,23 @@ def ingest_bars(
     existing = read_manifest(root)
     bar_minutes = existing.bar_minutes if existing else None
     report = IngestReport(files=len(files))
+    profiles = [profile_file(f, mapping, timezone) for f in files]
+    check_symbols(profiles, mapping)
+    report.notes += check_units(profiles, mapping)
+    skip = check_trading_days(profiles, calendar, timezone, policy.on_non_trading_day, today)
+    if skip:
+        rows = sum(n for p in profiles for d, n in p.rows_per_date.items() if d in skip)
+        report.dropped["non_trading_day_rows"] += rows
+        report.rows_read += rows
+    created = [d for d in (root, *root.parents) if not d.exists()]  # removed again if unused
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{uuid.uuid4().hex[:12]}"
     try:
         manifest: StoreManifest | None = None
         all_dates: set = set()
-        for fi, path in enumerate(files):
-            lf = read_bars_file(path, mapping)
-            dates = _file_dates(lf, str(path))
+        for fi, (path, prof) in enumerate(zip(files, profiles, strict=True)):
+            lf = read_bars_file(path, mapping, timezone=timezone)
+            dates = [d for d in prof.dates if d not in skip]
             all_dates.update(dates)
             for ci in range(0, len(dates), chunk_days):
                 chunk_dates = dates[ci : ci + chunk_days]
@@ -180,7 +198,8 @@ def ingest_bars(
         report.last_date = str(max(all_dates))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if existing is None and not any(root.iterdir()):
-            root.rmdir()
+        for d in created:  # deepest first: a failed first ingest leaves no empty folders
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
     log.info("ingest %s: %s", root, report.summary())
     return report

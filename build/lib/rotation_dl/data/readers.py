@@ -9,6 +9,7 @@ typed errors that name the file and column when they cannot.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,13 @@ from typing import Literal
 
 import polars as pl
 
+from rotation_dl.data.tdx import TDX_SUFFIXES
 from rotation_dl.errors import EmptyInputError, SchemaError, UnreadableFileError
 from rotation_dl.schema import ADJUSTMENT_SCHEMA, BAR_SCHEMA, CLASSIFICATION_SCHEMA
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv")
+SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv", ".txt", ".day", ".lc1", ".lc5")
 
 
 @dataclass(frozen=True)
@@ -50,15 +52,21 @@ class ColumnMapping:
         return self.columns.get(canonical, canonical)
 
 
-def normalize_symbol(expr: pl.Expr) -> pl.Expr:
-    """Normalise A-share codes to `NNNNNN.EX`; unrecognised symbols pass through unchanged.
+ASHARE_SYMBOL = r"^\d{6}\.(SH|SZ|BJ)$"
 
-    Accepts `600000`, `600000.SH`, `sh600000`, `SH.600000`, `600000.XSHG`. A bare code gets its
-    exchange from its prefix (6/9 -> SH, 0/2/3 -> SZ, 4/8/92 -> BJ).
+
+def normalize_symbol(expr: pl.Expr) -> pl.Expr:
+    """Normalise A-share codes to `NNNNNN.EX`; codes it cannot place pass through unchanged
+    (`unplaceable_symbols` finds them).
+
+    Accepts `600000`, `600000.SH`, `600000.sh`, `sh600000`, `SH600000`, `SH.600000`,
+    `SH#600000` (TongDaXin), `600000.XSHG`, `000001.XSHE`, `830799.BJ`, `BJ#830799`. A bare code
+    gets its exchange from its prefix: 92 -> BJ, 6/9 -> SH, 0/2/3 -> SZ, 4/8 -> BJ.
     """
     s = expr.cast(pl.String).str.strip_chars().str.to_uppercase()
     s = s.str.replace(r"^(\d{6})\.XSHG$", "$1.SH").str.replace(r"^(\d{6})\.XSHE$", "$1.SZ")
-    s = s.str.replace(r"^(SH|SZ|BJ)\.?(\d{6})$", "$2.$1")
+    s = s.str.replace(r"^(\d{6})\.BSE$", "$1.BJ")
+    s = s.str.replace(r"^(SH|SZ|BJ)[.#]?(\d{6})$", "$2.$1")
     bare = s.str.contains(r"^\d{6}$")
     suffix = (
         pl.when(s.str.starts_with("92"))
@@ -74,6 +82,13 @@ def normalize_symbol(expr: pl.Expr) -> pl.Expr:
     return pl.when(bare).then(s + suffix).otherwise(s)
 
 
+def unplaceable_symbols(symbols: pl.Series) -> list[str]:
+    """The distinct source codes that `normalize_symbol` cannot place on SH, SZ or BJ."""
+    frame = pl.DataFrame({"symbol": symbols.cast(pl.String).unique().drop_nulls()})
+    bad = frame.filter(~normalize_symbol(pl.col("symbol")).str.contains(ASHARE_SYMBOL))
+    return sorted(bad["symbol"].to_list())
+
+
 def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.DataFrame:
     """Normalise the `symbol` column, working on unique codes only (fast on big frames)."""
     if symbol_format != "ashare" or df.is_empty():
@@ -87,15 +102,21 @@ def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.Dat
     return df.with_columns(pl.col("symbol").replace(table))
 
 
+def _is_bar_file(f: Path) -> bool:
+    """Parquet/CSV, or a TongDaXin file named like one (`SH#600000.txt`, `sh600000.day`)."""
+    from rotation_dl.data.tdx import is_tdx
+
+    suffix = f.suffix.lower()
+    return suffix in (".parquet", ".pq", ".csv") or (suffix in TDX_SUFFIXES and is_tdx(f))
+
+
 def list_files(path: str | Path, what: str = "input") -> list[Path]:
     """Files under `path` (a file, a directory searched recursively, or a glob)."""
     p = Path(path)
     if p.is_file():
         files = [p]
     elif p.is_dir():
-        files = sorted(
-            f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES
-        )
+        files = sorted(f for f in p.rglob("*") if f.is_file() and _is_bar_file(f))
     else:
         files = sorted(
             f
@@ -114,6 +135,8 @@ def list_files(path: str | Path, what: str = "input") -> list[Path]:
 
 
 def _file_schema(path: Path, string_cols: Sequence[str]) -> dict[str, pl.DataType]:
+    if path.suffix.lower() in TDX_SUFFIXES:
+        return dict(_tdx_frame(path).schema.items())
     try:
         if path.suffix.lower() == ".csv":
             return dict(
@@ -130,8 +153,23 @@ def _file_schema(path: Path, string_cols: Sequence[str]) -> dict[str, pl.DataTyp
         ) from exc
 
 
+@functools.lru_cache(maxsize=8)
+def _tdx_cached(path: Path, mtime_ns: int, size: int) -> pl.DataFrame:
+    from rotation_dl.data.tdx import read_tdx
+
+    return read_tdx(path)
+
+
+def _tdx_frame(path: Path) -> pl.DataFrame:
+    st = path.stat()
+    return _tdx_cached(path, st.st_mtime_ns, st.st_size)
+
+
 def scan_file(path: Path, string_cols: Sequence[str] = ()) -> pl.LazyFrame:
-    """Lazily scan one parquet or CSV file; raises UnreadableFileError if it is not readable."""
+    """Lazily scan one parquet, CSV or TongDaXin file (`data.tdx`); raises
+    UnreadableFileError if it is not readable."""
+    if path.suffix.lower() in TDX_SUFFIXES:
+        return _tdx_frame(path).lazy()
     schema = _file_schema(path, string_cols)
     if path.suffix.lower() == ".csv":
         overrides = {c: pl.String for c in string_cols if c in schema}
@@ -162,26 +200,55 @@ def _check_numeric(schema: Mapping[str, pl.DataType], cols: Mapping[str, str], f
             )
 
 
-def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None) -> pl.Expr:
-    if dtype == pl.String:
-        return col.str.to_datetime(format=fmt, strict=False, time_unit="us")
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us"))
+OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
+
+
+def _to_local(aware_utc: pl.Expr, timezone: str) -> pl.Expr:
+    return aware_utc.dt.convert_time_zone(timezone).dt.replace_time_zone(None)
+
+
+def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone: str) -> pl.Expr:
+    """Timestamps as naive market-local datetimes.
+
+    Naive values are already local. Zoned ones are converted to `timezone`: datetime columns
+    with a time zone, and strings ending in an offset (`+08:00`, `-0500`, `Z`), which may be
+    mixed with naive strings in one column. A `datetime_format` with %z or %Z is used as is.
+    """
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone is not None:
-            return col.dt.replace_time_zone(None).cast(pl.Datetime("us"))
+            return _to_local(col.dt.convert_time_zone("UTC"), timezone).cast(pl.Datetime("us"))
         return col.cast(pl.Datetime("us"))
-    raise TypeError(dtype)
+    if dtype != pl.String:  # a date: daily bars, stamped at midnight
+        return col.cast(pl.Datetime("us"))
+    if fmt is not None and ("%z" in fmt or "%Z" in fmt):
+        aware = col.str.to_datetime(format=fmt, strict=False, time_unit="us", time_zone="UTC")
+        return _to_local(aware, timezone)
+    text = col.str.strip_chars()
+    offset = text.str.extract(OFFSET, 1)
+    naive = text.str.replace(OFFSET, "").str.to_datetime(format=fmt, strict=False, time_unit="us")
+    sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
+    digits = offset.str.replace_all(r"[^0-9]", "")
+    minutes = sign * (
+        digits.str.slice(0, 2).cast(pl.Int64, strict=False) * 60
+        + digits.str.slice(2, 2).cast(pl.Int64, strict=False)
+    )
+    utc = naive - pl.duration(minutes=pl.when(offset == "Z").then(0).otherwise(minutes))
+    return (
+        pl.when(offset.is_null())
+        .then(naive)
+        .otherwise(_to_local(utc.dt.replace_time_zone("UTC"), timezone))
+    )
 
 
 def read_bars_file(
-    path: Path, mapping: ColumnMapping, *, with_row_index: bool = True
+    path: Path, mapping: ColumnMapping, *, timezone: str, with_row_index: bool = True
 ) -> pl.LazyFrame:
     """One raw bar file -> lazy frame in BAR_SCHEMA (plus `_row` file order, `_file`).
 
-    The `ts` source column may be a datetime, a date (daily bars) or a string; string timestamps
-    that fail to parse raise SchemaError with the count and an example. Bar-start stamps are
-    shifted to bar-end later, once the bar size is known (see `ingest`).
+    The `ts` source column may be a datetime (naive = market-local, or zoned), a date (daily
+    bars) or a string (with or without an offset); zoned stamps are converted to the market's
+    `timezone`. String timestamps that fail to parse raise SchemaError with the count and an
+    example. Bar-start stamps are shifted to bar-end later, once the bar size is known.
     """
     file = str(path)
     sym_src = mapping.source("symbol")
@@ -217,7 +284,7 @@ def read_bars_file(
     )
     cols = [
         sym.alias("symbol"),
-        _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format).alias("ts"),
+        _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).alias("ts"),
         *(pl.col(mapping.source(c)).cast(pl.Float64).alias(c) for c in ("open", "high", "low")),
         close.alias("close"),
         volume.alias("volume"),
@@ -232,7 +299,7 @@ def read_bars_file(
             lf.select(pl.col(ts_src))
             .filter(
                 pl.col(ts_src).is_not_null()
-                & _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format).is_null()
+                & _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).is_null()
             )
             .collect()
         )

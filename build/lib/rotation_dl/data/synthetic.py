@@ -52,6 +52,7 @@ class SampleConfig:
     zero_price_bar_rate: float = 0.0005
     new_listing_share: float = 0.05
     dividend_rate: float = 0.002
+    calendar: str | None = None  # exchange calendar code for the trading days (None: weekdays)
 
 
 @dataclass
@@ -66,8 +67,18 @@ class SampleMarket:
     config: SampleConfig
 
 
+def sample_days(cfg: SampleConfig) -> list[date]:
+    """The sample market's trading days: the configured exchange calendar's sessions from
+    `cfg.start`, or weekdays when it has none."""
+    from rotation_dl.data.calendar import trading_days as calendar_days
+
+    if cfg.calendar:
+        return calendar_days(date.fromisoformat(cfg.start), cfg.n_days, cfg.calendar)
+    return trading_days(cfg.start, cfg.n_days)
+
+
 def trading_days(start: str, n_days: int) -> list[date]:
-    """Weekdays from `start` (the sample market has no holidays)."""
+    """Weekdays from `start`."""
     d = date.fromisoformat(start)
     out: list[date] = []
     while len(out) < n_days:
@@ -128,7 +139,7 @@ def _simulate_daily(cfg: SampleConfig) -> _Daily:
             f"3 x n_industries={cfg.n_industries}"
         )
     rng = np.random.default_rng(cfg.seed)
-    days = trading_days(cfg.start, cfg.n_days)
+    days = sample_days(cfg)
     n_d, n_s, n_i = cfg.n_days, cfg.n_stocks, cfg.n_industries
     sizes = rng.dirichlet(np.full(n_i, 3.0)) * (n_s - 3 * n_i)
     counts = 3 + np.floor(sizes).astype(int)
@@ -318,7 +329,11 @@ def _tables(cfg: SampleConfig) -> dict[str, pl.DataFrame]:
 def make_sample_market(
     cfg: SampleConfig | None = None, session: Session = A_SHARE
 ) -> SampleMarket:
-    """Generate the whole sample market in memory (fine up to a few million bars)."""
+    """Generate the whole sample market in memory (fine up to a few million bars).
+
+    The sample market is an A-share-style market: it trades the A-share session unless another
+    `session` is given (the `sample` stage always passes the run's `session`).
+    """
     cfg = cfg or SampleConfig()
     if session.length % cfg.bar_minutes:
         raise ConfigError(f"bar_minutes={cfg.bar_minutes} does not divide the session")

@@ -28,7 +28,7 @@ import lightning as L
 import optuna
 import polars as pl
 
-from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
+from rotation_dl.artifacts import atomic_write_bytes, write_table
 from rotation_dl.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -195,11 +195,11 @@ def trials_table(study: optuna.Study) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def write_outputs(study: optuna.Study, out_dir: Path, best_config_dir: Path) -> dict:
-    """trials.csv/.parquet, and the best trial as a ready conf/experiment/<study>_best.yaml."""
+def write_outputs(study: optuna.Study, trials: Path, best_config: Path) -> dict:
+    """The trials table (`trials`, parquet, with a CSV beside it) and the best trial as a
+    ready experiment config at `best_config`."""
     table = trials_table(study)
-    atomic_write_parquet(table, out_dir / "trials.parquet")
-    atomic_write_bytes(out_dir / "trials.csv", table.write_csv().encode())
+    write_table(table, trials)
     summary: dict[str, Any] = {
         "study": study.study_name,
         "trials": table.height,
@@ -222,7 +222,7 @@ def write_outputs(study: optuna.Study, out_dir: Path, best_config_dir: Path) -> 
         for group, values in nested.items():
             lines.append(f"{group}:")
             lines += [f"  {k}: {v}" for k, v in values.items()]
-        path = best_config_dir / f"{study.study_name}_best.yaml"
+        path = best_config
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
         summary.update(best_value=best.value, best_params=best.params, best_config=str(path))
     return summary

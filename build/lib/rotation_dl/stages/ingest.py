@@ -57,6 +57,8 @@ def ingest(cfg: RunConfig) -> IngestResult:
         store,
         d.mapping,
         session=cfg.trading_session(),
+        timezone=cfg.market.timezone,
+        calendar=cfg.market.calendar,
         partition=cfg.ingest.partition,
         chunk_days=cfg.ingest.chunk_days,
         policy=cfg.ingest.policy,

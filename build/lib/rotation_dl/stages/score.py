@@ -76,7 +76,8 @@ def score(cfg: RunConfig) -> ScoreResult:
     if scorer.spec.session != cfg.trading_session():  # the model's own session decides
         from dataclasses import replace
 
-        cfg_for_model = replace(cfg, session=tuple(map(tuple, scorer.spec.session.to_strings())))
+        session = tuple(map(tuple, scorer.spec.session.to_strings()))
+        cfg_for_model = replace(cfg, market=replace(cfg.market, session=session))
     ib = build_for(
         cfg_for_model,
         None,

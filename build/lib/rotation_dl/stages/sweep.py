@@ -24,7 +24,7 @@ class SweepFailedError(RotationDLError):
 @dataclass(frozen=True)
 class SweepResult:
     summary: dict
-    sweep_dir: Path
+    trials: Path
     storage: str
 
     def describe(self) -> str:
@@ -40,7 +40,7 @@ class SweepResult:
         )
         return (
             f"sweep {s['study']}: {s['trials']} trial(s) {states}{best}"
-            f"\n  trials: {self.sweep_dir / 'trials.csv'}\n  storage: {self.storage}"
+            f"\n  trials: {self.trials}\n  storage: {self.storage}"
         )
 
 
@@ -48,11 +48,10 @@ def shared_overrides(cfg: RunConfig, hs: SweepConfig) -> list[str]:
     """Every trial reuses the parent run's store, one industry-bars file per bar size and one
     panel cache, so no trial rebuilds (or regenerates) the data."""
     layout = layout_of(cfg)
-    data = (layout.sweep_dir(hs.study_name) / "data").resolve()
     out = [
         f"paths.store={layout.store.resolve()}",
-        f"paths.industry_bars={data}/industry_bars_${{industry.bar_minutes}}.parquet",
-        f"paths.panel_cache={(layout.sweep_dir(hs.study_name) / 'panel_cache').resolve()}",
+        f"paths.industry_bars={layout.sweep_industry_bars(hs.study_name)}",
+        f"paths.panel_cache={layout.sweep_panel_cache(hs.study_name).resolve()}",
         f"paths.sweeps={layout.sweeps.resolve()}",
     ]
     if cfg.data.kind == "sample" and cfg.data.raw_dir:
@@ -76,7 +75,7 @@ def hyperparameter_search(
     if hs is None:
         raise ConfigError("-m needs a search space: add hparams_search=gru_optuna")
     layout = layout_of(cfg)
-    sweep_dir = layout.sweep_dir(hs.study_name)
+    trials = layout.sweep_trials(hs.study_name)
     base = [o for o in overrides if not o.startswith(("run=", "seeds="))]
     base += shared_overrides(cfg, hs)
     ensure_store(cfg)
@@ -101,7 +100,7 @@ def hyperparameter_search(
     if not cfg.sweep_worker:
         search.fail_stale_trials(study)  # before any worker starts: only dead runs' trials
         if cfg.launcher.kind == "submitit_slurm":
-            return SweepResult(submit_slurm(cfg, worker_argv), sweep_dir, hs.storage)
+            return SweepResult(submit_slurm(cfg, worker_argv), trials, hs.storage)
     workers = []
     if hs.workers > 1 and not cfg.sweep_worker:
         workers = [subprocess.Popen(worker_argv) for _ in range(hs.workers - 1)]
@@ -110,13 +109,17 @@ def hyperparameter_search(
     finally:
         for w in workers:
             w.wait()
-    summary = search.write_outputs(study, sweep_dir, Path(hs.best_config_dir))
+    summary = search.write_outputs(
+        study,
+        layout.sweep_trials(hs.study_name),
+        layout.best_sweep_config(Path(hs.best_config_dir), hs.study_name),
+    )
     failure = search.all_failed(study)
     if failure is not None:
         raise SweepFailedError(
             f"all {summary['trials']} trial(s) of {hs.study_name} failed; the first: {failure}"
         )
-    return SweepResult(summary, sweep_dir, hs.storage)
+    return SweepResult(summary, trials, hs.storage)
 
 
 def submit_slurm(cfg: RunConfig, argv: list[str]) -> dict:

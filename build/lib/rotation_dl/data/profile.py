@@ -1,0 +1,172 @@
+"""Whole-input checks before anything is validated in chunks or stored: one cheap pass per file
+collects its dates (with row counts), its distinct symbols and its units ratio, so counts and
+refusals cover every file, not the first chunk.
+
+* symbols the symbol format cannot place (`SymbolFormatError`);
+* units: the median of amount / (volume x close) per file is ~1 when volume is in shares and
+  amount in currency; ~100 means volume in lots of 100, ~1e-4 amount in 10,000s
+  (`UnitsError`, naming the setting that fixes it); a file without an amount column gets
+  close x volume, said once;
+* dates that cannot be trading days: weekends, after today, exchange holidays
+  (`NonTradingDayError`, or dropped and counted under `on_non_trading_day=drop`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from rotation_dl.data.calendar import non_trading_days
+from rotation_dl.data.readers import (
+    ColumnMapping,
+    read_bars_file,
+    scan_file,
+    unplaceable_symbols,
+)
+from rotation_dl.errors import (
+    EmptyInputError,
+    NonTradingDayError,
+    RotationDLError,
+    SymbolFormatError,
+    UnitsError,
+    UnreadableFileError,
+)
+
+UNITS_OK = (0.5, 2.0)  # amount / (volume x close): VWAP / close stays well inside this
+
+
+@dataclass(frozen=True)
+class FileProfile:
+    path: Path
+    rows_per_date: dict[date, int]
+    symbols: pl.Series
+    amount_ratio: float | None  # median amount / (volume x close); None without amounts
+    has_amount: bool
+
+    @property
+    def dates(self) -> list[date]:
+        return sorted(self.rows_per_date)
+
+
+def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfile:
+    """One pass over a file's ts, symbol and price/volume/amount columns."""
+    file = str(path)
+    lf = read_bars_file(path, mapping, timezone=timezone, with_row_index=False)
+    has_amount = (
+        mapping.source("amount") in scan_file(path, [mapping.source("symbol")]).collect_schema()
+    )
+    cols = ("volume", "close", "amount")  # NaN > 0 is true in polars: finite first
+    traded = pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in cols])
+    queries = [
+        lf.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n")),
+        lf.select(pl.col("symbol").unique()),
+        lf.filter(traded).select(
+            (pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r")
+        ),
+    ]
+    try:
+        days, symbols, ratio = pl.collect_all(queries)
+    except RotationDLError:
+        raise
+    except Exception as exc:  # a file that scans but cannot be read through
+        raise UnreadableFileError(
+            f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
+        ) from exc
+    if days.height == 0:
+        raise EmptyInputError("has no rows", file=file, count=0)
+    r = ratio.item() if has_amount else None  # None too when no row has all three
+    return FileProfile(
+        path,
+        dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
+        symbols["symbol"],
+        float(r) if r is not None else None,
+        has_amount,
+    )
+
+
+def check_symbols(profiles: Sequence[FileProfile], mapping: ColumnMapping) -> None:
+    """Refuse codes the A-share symbol format cannot place, counted over every file."""
+    if mapping.symbol_format != "ashare":
+        return
+    bad: dict[str, str] = {}
+    for p in profiles:
+        for code in unplaceable_symbols(p.symbols):
+            bad.setdefault(code, str(p.path))
+    if bad:
+        files = sorted(set(bad.values()))
+        raise SymbolFormatError(
+            "cannot be placed on an A-share exchange (SH/SZ/BJ); set "
+            "data.mapping.symbol_format=keep for other markets",
+            file=files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more files)",
+            column=mapping.source("symbol"),
+            count=len(bad),
+            example=sorted(bad)[:5],
+            unit="symbol",
+        )
+
+
+def units_fix(ratio: float, mapping: ColumnMapping) -> str:
+    """What a units ratio far from 1 most likely means, and the setting that fixes it."""
+    k = round(math.log10(ratio)) if ratio > 0 else 0
+    if k >= 1:
+        return (
+            f"volume looks {10**k:g}x too small (lots of {10**k:g} shares?): set "
+            f"data.mapping.volume_multiplier={mapping.volume_multiplier * 10**k:g}"
+        )
+    if k <= -1:
+        return (
+            f"amount looks {10**-k:g}x too small (in units of {10**-k:g}?): set "
+            f"data.mapping.amount_multiplier={mapping.amount_multiplier * 10**-k:g}"
+        )
+    return "volume or amount units look inconsistent: check volume_multiplier, amount_multiplier"
+
+
+def check_units(profiles: Sequence[FileProfile], mapping: ColumnMapping) -> list[str]:
+    """Refuse a file whose amount and volume x price disagree; returns notes for the report."""
+    for p in profiles:
+        r = p.amount_ratio
+        if r is not None and not UNITS_OK[0] <= r <= UNITS_OK[1]:
+            raise UnitsError(
+                f"median amount / (volume x close) is {r:.4g}, expected about 1 (volume in "
+                f"shares, amount in currency): {units_fix(r, mapping)}",
+                file=str(p.path),
+                column=mapping.source("amount"),
+            )
+    derived = [p for p in profiles if not p.has_amount]
+    if derived:
+        return [
+            f"amount derived as close x volume for {len(derived)} file(s) without an "
+            f"'{mapping.source('amount')}' column"
+        ]
+    return []
+
+
+def check_trading_days(
+    profiles: Sequence[FileProfile],
+    calendar: str | None,
+    timezone: str,
+    on_non_trading_day: str,
+    today: date | None = None,
+) -> dict[date, str]:
+    """Dates that cannot be trading days (with the reason), refused unless the policy drops
+    them; returns the dates to drop."""
+    all_dates = {d for p in profiles for d in p.rows_per_date}
+    bad = non_trading_days(all_dates, calendar, timezone, today)
+    if bad and on_non_trading_day == "fail":
+        rows = sum(n for p in profiles for d, n in p.rows_per_date.items() if d in bad)
+        files = [p.path for p in profiles if any(d in bad for d in p.rows_per_date)]
+        first = min(bad)
+        raise NonTradingDayError(
+            f"fall on {len(bad)} date(s) that cannot be trading days (set "
+            "ingest.policy.on_non_trading_day=drop to leave them out)",
+            file=str(files[0]) if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)",
+            column=None,
+            count=rows,
+            example=f"{first} is {bad[first]}",
+        )
+    return bad

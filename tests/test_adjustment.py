@@ -1,0 +1,132 @@
+"""Prices are adjusted, or the user is stopped: board limits, listing and resumption days, and
+a daily store that honours `data.adjustment` (fixtures made here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import REPO
+
+from rotation_dl.data.calendar import trading_days
+from rotation_dl.data.limits import check_adjusted, limit_breaks
+from rotation_dl.errors import AdjustmentError
+
+
+def _series(symbol: str, closes: list[float], days: list[date]) -> pl.DataFrame:
+    return pl.DataFrame({"symbol": symbol, "date": days[: len(closes)], "close": closes})
+
+
+def test_limit_rules_hand_case():
+    days = trading_days(date(2024, 3, 4), 12)
+    flat = [10.0] * 12
+    main = flat[:8] + [7.0, 7.0, 7.0, 7.0]  # -30% on day 8: a main-board break
+    chinext = flat[:8] + [11.5] * 4  # +15% on ChiNext: inside its 20% limit
+    listing = [10.0, 14.4, 17.0, *[17.0] * 9]  # big moves in the first listing days only
+    frames = [
+        _series("600000.SH", main, days),
+        _series("300750.SZ", chinext, days),
+        _series("603999.SH", listing, days),
+        _series("830799.BJ", flat[:8] + [12.5] * 4, days),  # +25% under Beijing's 30%
+        # a resumption: bars stop after day 3 and come back on day 8, +40%
+        pl.DataFrame(
+            {"symbol": "600001.SH", "date": days[:4] + days[8:], "close": [10.0] * 4 + [14.0] * 4}
+        ),
+    ]
+    res = limit_breaks(pl.concat(frames))
+    assert res.breaks.select("symbol", "date").rows() == [("600000.SH", days[8])]
+    assert res.breaks["move"][0] == pytest.approx(-0.3)
+    assert res.examples() == [f"600000.SH {days[8]} -30.0%"]
+
+
+def _market(n_stocks: int = 30, n_days: int = 120, seed: int = 3):
+    """Daily bars with a 2-for-1 split in a third of the stocks, unadjusted, plus the factors
+    that adjust them (adjusted = raw x factor)."""
+    rng = np.random.default_rng(seed)
+    days = trading_days(date(2024, 3, 1), n_days, "XSHG")
+    rows, factors = [], []
+    for s in range(n_stocks):
+        sym = f"{600100 + s}"
+        px = 10 * np.exp(np.cumsum(rng.normal(0, 0.015, n_days)))
+        split = 60 + s % 30 if s % 3 == 0 else None
+        raw = px.copy()
+        if split is not None:
+            raw[split:] /= 2
+            factors += [{"symbol": sym, "date": days[split], "factor": 2.0}]
+        factors += [{"symbol": sym, "date": days[0], "factor": 1.0}]
+        for d, p in zip(days, raw, strict=True):
+            rows.append(
+                {
+                    "code": sym,
+                    "date": d,
+                    "open": p,
+                    "high": p * 1.01,
+                    "low": p * 0.99,
+                    "close": p,
+                    "volume": 1e6,
+                    "amount": 1e6 * p,
+                }  # fmt: skip
+            )
+    return pl.DataFrame(rows), pl.DataFrame(factors)
+
+
+def test_check_adjusted_refuses_unadjusted_and_passes_adjusted():
+    bars, factors = _market()
+    daily = bars.select(pl.col("code").alias("symbol") + ".SH", "date", "close")
+    with pytest.raises(AdjustmentError) as err:
+        check_adjusted(daily, "daily.parquet")
+    msg = str(err.value)
+    assert "10 stock-days" in msg and "data.adjustment" in msg and "on_unadjusted=warn" in msg
+    warned = check_adjusted(daily, "daily.parquet", on_unadjusted="warn")
+    assert warned.breaks.height == 10
+    adj = daily.join(
+        factors.with_columns(pl.col("symbol") + ".SH"), on=["symbol", "date"], how="left"
+    )
+    adj = adj.sort("symbol", "date").with_columns(
+        (pl.col("close") * pl.col("factor").forward_fill().over("symbol")).alias("close")
+    )
+    assert check_adjusted(adj, "adjusted").breaks.height == 0
+
+
+def test_baseline_on_an_unadjusted_daily_store_stops_and_honours_factors(tmp_path):
+    bars, factors = _market()
+    bars.write_parquet(tmp_path / "daily.parquet")
+    factors.write_parquet(tmp_path / "adj.parquet")
+    cls = pl.DataFrame(
+        {"symbol": bars["code"].unique().sort(), "industry": [f"I{k % 5}" for k in range(30)]}
+    )
+    cls.write_csv(tmp_path / "cls.csv")
+    common = [
+        "data=parquet", f"data.bars={tmp_path / 'daily.parquet'}",
+        f"data.classification={tmp_path / 'cls.csv'}",
+        "data.mapping.columns={symbol: code, ts: date}", "baseline.k=10",
+    ]  # fmt: skip
+
+    def run(*extra, out):
+        return subprocess.run(
+            [sys.executable, "-m", "rotation_dl.cli", "baseline", *common, *extra,
+             f"paths.output_dir={tmp_path / out}"],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+
+    refused = run(out="raw")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    err = refused.stderr.strip().splitlines()[-1]  # earlier lines: the ingest's INFO logs
+    assert (
+        err.startswith("rotation-dl baseline: error: AdjustmentError") and "10 stock-days" in err
+    )
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "raw" / "baseline").exists()
+    ok = run(f"data.adjustment={tmp_path / 'adj.parquet'}", out="adj")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    knowingly = run("data.on_unadjusted=warn", out="warn")
+    assert knowingly.returncode == 0, knowingly.stderr[-2000:]
+    a, w = (
+        pl.read_parquet(tmp_path / o / "baseline" / "di_multi_horizon.parquet")
+        for o in ("adj", "warn")
+    )
+    assert not a.equals(w), "the adjustment factors must change the DI of a daily store"
