@@ -43,7 +43,7 @@ def test_limit_rules_hand_case():
     assert res.examples() == [f"600000.SH {days[8]} -30.0%"]
 
 
-def _market(n_stocks: int = 30, n_days: int = 120, seed: int = 3):
+def _market(n_stocks: int = 30, n_days: int = 120, seed: int = 3, pre_close: bool = False):
     """Daily bars with a 2-for-1 split in a third of the stocks, unadjusted, plus the factors
     that adjust them (adjusted = raw x factor)."""
     rng = np.random.default_rng(seed)
@@ -58,19 +58,21 @@ def _market(n_stocks: int = 30, n_days: int = 120, seed: int = 3):
             raw[split:] /= 2
             factors += [{"symbol": sym, "date": days[split], "factor": 2.0}]
         factors += [{"symbol": sym, "date": days[0], "factor": 1.0}]
-        for d, p in zip(days, raw, strict=True):
-            rows.append(
-                {
-                    "code": sym,
-                    "date": d,
-                    "open": p,
-                    "high": p * 1.01,
-                    "low": p * 0.99,
-                    "close": p,
-                    "volume": 1e6,
-                    "amount": 1e6 * p,
-                }  # fmt: skip
-            )
+        prev = np.concatenate([[raw[0]], raw[:-1]])
+        if split is not None:
+            prev[split] /= 2  # the exchange's previous close on the ex-date is split-adjusted
+        for d, p, pc in zip(days, raw, prev, strict=True):
+            row = {
+                "code": sym,
+                "date": d,
+                "open": p,
+                "high": p * 1.01,
+                "low": p * 0.99,
+                "close": p,
+                "volume": 1e6,
+                "amount": 1e6 * p,
+            }
+            rows.append({**row, "pre_close": pc} if pre_close else row)
     return pl.DataFrame(rows), pl.DataFrame(factors)
 
 
@@ -130,3 +132,34 @@ def test_baseline_on_an_unadjusted_daily_store_stops_and_honours_factors(tmp_pat
         for o in ("adj", "warn")
     )
     assert not a.equals(w), "the adjustment factors must change the DI of a daily store"
+
+
+def test_a_pre_close_column_adjusts_a_daily_store(tmp_path):
+    """Vendor daily files with the exchange's previous close need no factor file: factors come
+    from it, and the DI equals the one computed with explicit factors."""
+    bars, factors = _market(pre_close=True)
+    bars.write_parquet(tmp_path / "daily.parquet")
+    factors.write_parquet(tmp_path / "adj.parquet")
+    cls = pl.DataFrame(
+        {"symbol": bars["code"].unique().sort(), "industry": [f"I{k % 5}" for k in range(30)]}
+    )
+    cls.write_csv(tmp_path / "cls.csv")
+    common = [
+        "data=parquet", f"data.bars={tmp_path / 'daily.parquet'}",
+        f"data.classification={tmp_path / 'cls.csv'}",
+        "data.mapping.columns={symbol: code, ts: date}", "baseline.k=10",
+    ]  # fmt: skip
+    for out, extra in (("pc", []), ("adj", [f"data.adjustment={tmp_path / 'adj.parquet'}"])):
+        proc = subprocess.run(
+            [sys.executable, "-m", "rotation_dl.cli", "baseline", *common, *extra,
+             f"paths.output_dir={tmp_path / out}"],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    pc, adj = (
+        pl.read_parquet(tmp_path / o / "baseline" / "di_multi_horizon.parquet")
+        for o in ("pc", "adj")
+    )
+    assert pc.equals(adj)
+    stored = pl.read_parquet(next((tmp_path / "pc" / "store").rglob("*.parquet")))
+    assert stored["pre_close"].is_not_null().all()
