@@ -384,6 +384,8 @@ class MarketConfig:
     timezone: str = "Asia/Shanghai"
     session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
     calendar: str | None = "XSHG"
+    symbol_format: Literal["ashare", "keep"] = "ashare"  # the default of data.mapping
+    price_limits: Literal["ashare", "none"] = "ashare"  # the unadjusted-price check's limits
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -613,7 +615,8 @@ def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
         msg = " ".join(str(exc).split())
         if type(exc).__name__ == "OverrideParseException":
             msg += (
-                " (quote an override with braces or spaces whole: 'data.mapping.columns={a: b}')"
+                " (quote an override with braces or spaces whole, and non-ASCII names inside "
+                "it: \"data.mapping.columns={symbol: '代码'}\")"
             )
         raise ConfigError(msg) from exc
     return to_run_config(tree)  # type: ignore[arg-type]
