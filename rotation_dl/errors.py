@@ -29,9 +29,11 @@ class DataError(RotationDLError):
         count: int | None = None,
         example: Any = None,
         unit: str = "row",
+        at_least: bool = False,
     ) -> None:
         self.problem = problem
         self.unit = unit
+        self.at_least = at_least
         self.file = file
         self.column = column
         self.count = count
@@ -43,7 +45,8 @@ class DataError(RotationDLError):
         if self.column is not None:
             parts.append(f"column '{self.column}':")
         if self.count is not None:
-            parts.append(f"{self.count} {self.unit}{'s' if self.count != 1 else ''}")
+            plural = "s" if self.count != 1 or self.at_least else ""
+            parts.append(f"{'at least ' if self.at_least else ''}{self.count} {self.unit}{plural}")
         parts.append(self.problem)
         text = " ".join(parts)
         if self.example is not None:

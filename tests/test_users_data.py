@@ -121,3 +121,50 @@ def test_cli_user_data_errors_are_one_line_and_leave_nothing(tmp_path):
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and "NonTradingDayError" in err[0] and "2024-01-06 is a weekend" in err[0]
     assert not out.exists(), "a failed first ingest leaves no outputs/<run>/ folder"
+
+
+def test_a_stray_bar_is_outside_the_session_not_a_bar_size(tmp_path):
+    from datetime import datetime
+
+    from rotation_dl.errors import SessionError
+
+    bars = day_bars(["600000.SH"], day="2024-01-02")
+    stray = bars.head(1).with_columns(pl.lit(datetime(2024, 1, 2, 11, 31)).alias("ts"))
+    path = write(pl.concat([bars, stray]).sort("ts"), tmp_path / "bars.parquet")
+    with pytest.raises(SessionError, match="outside the trading session 09:30-11:30"):
+        _ingest(path, tmp_path / "store")
+
+
+def test_chunk_counts_say_at_least_and_which_days(tmp_path):
+    from rotation_dl.errors import ValueRangeError
+
+    days = ["2024-01-02", "2024-01-03", "2024-01-04"]
+    frames = [day_bars(["600000.SH"], day=d) for d in days]
+    frames[2] = frames[2].with_columns(pl.lit(-1.0).alias("volume"))  # bad in the 2nd chunk
+    path = write(pl.concat(frames), tmp_path / "bars.parquet")
+    with pytest.raises(ValueRangeError) as err:
+        _ingest(path, tmp_path / "store", chunk_days=2)
+    msg = str(err.value)
+    assert "at least 16 rows" in msg and "counted in days 2024-01-04..2024-01-04" in msg
+    with pytest.raises(ValueRangeError) as whole:
+        _ingest(path, tmp_path / "store", chunk_days=10)  # one chunk: an exact count
+    assert "at least" not in str(whole.value) and "16 rows" in str(whole.value)
+
+
+def test_classification_errors_name_the_file(tmp_path):
+    import subprocess
+    import sys
+
+    raw = write(day_bars(["600000.SH"], day="2024-01-02"), tmp_path / "raw" / "bars.parquet")
+    cls = write(
+        pl.DataFrame({"symbol": ["600000", "600000"], "industry": ["Banks", "Energy"]}),
+        tmp_path / "my_industries.csv",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "rotation_dl.cli", "industry-bars", "data=parquet",
+         f"data.bars={raw}", f"data.classification={cls}", f"paths.output_dir={tmp_path / 'o'}"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()[-1]
+    assert "my_industries.csv" in err and "two industries on one date" in err

@@ -127,7 +127,7 @@ def build_industry_bars(
         bars = add_vwap_gap(bars)
         if factors is not None:
             bars = adjust_bars(bars, factors.filter(pl.col("date").is_between(lo, hi)).lazy())
-        mapped = map_industries(bars, cls, on_unmapped)
+        mapped = map_industries(bars, cls, on_unmapped, source=str(classification))
         stock = stock_bar_returns(mapped, presorted=True, prev_close=carry_close).collect()
         if stock.is_empty():
             continue

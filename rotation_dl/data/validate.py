@@ -201,6 +201,21 @@ def detect_bar_minutes(s: pl.DataFrame, file: str) -> int:
     return bar
 
 
+def outside_session_rule(session: Session) -> Rule:
+    """Bar-end times the session clock does not know (before the open, in the break, after
+    the close)."""
+    text = ", ".join(
+        f"{o // 60:02d}:{o % 60:02d}-{c // 60:02d}:{c % 60:02d}" for o, c in session.intervals
+    )
+    return Rule(
+        "outside",
+        session.clock(pl.col("ts")).is_null(),
+        SessionError,
+        f"have bar-end times outside the trading session {text}",
+        "ts",
+    )
+
+
 def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int) -> None:
     """Bar-end times inside the session and on the `bar_minutes` grid.
 
@@ -211,20 +226,10 @@ def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int
     stray = ~pl.col("ts").dt.time().is_in(grid.implode())
     if not s.select(stray.any()).item():
         return
-    clock = session.clock(pl.col("ts"))
-    text = ", ".join(
-        f"{o // 60:02d}:{o % 60:02d}-{c // 60:02d}:{c % 60:02d}" for o, c in session.intervals
-    )
     _first_violation(
         s,
         [
-            Rule(
-                "outside",
-                clock.is_null(),
-                SessionError,
-                f"have bar-end times outside the trading session {text}",
-                "ts",
-            ),
+            outside_session_rule(session),
             Rule(
                 "off_grid",
                 stray,
@@ -291,6 +296,8 @@ def validate_bars(
     daily = bar_minutes == 0 or (bar_minutes is None and is_daily(df))
     size = 0
     if not daily:
+        if ts_label == "end":  # a stray stamp is outside the session, not a bar size of its own
+            _first_violation(df, [outside_session_rule(session)], file)
         s = _with_neighbours(df)
         size = detect_bar_minutes(s, file)
         if bar_minutes is not None and size != bar_minutes:

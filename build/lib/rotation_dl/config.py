@@ -102,9 +102,14 @@ class IndustryConfig:
     on_unmapped: Literal["fail", "drop"] = "fail"
     on_missing_industry: Literal["fail", "drop"] = "fail"
     chunk_partitions: int = 10
+    factor_tolerance: float = 0.005  # adjusted-daily factors change only on moves above this
 
     def __post_init__(self) -> None:
         _positive("industry", bar_minutes=self.bar_minutes, chunk_partitions=self.chunk_partitions)
+        if not 0 <= self.factor_tolerance < 0.5:
+            raise ConfigError(
+                f"industry.factor_tolerance must be in [0, 0.5), got {self.factor_tolerance}"
+            )
 
 
 # ---- features and training -------------------------------------------------------------------
@@ -379,6 +384,8 @@ class MarketConfig:
     timezone: str = "Asia/Shanghai"
     session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
     calendar: str | None = "XSHG"
+    symbol_format: Literal["ashare", "keep"] = "ashare"  # the default of data.mapping
+    price_limits: Literal["ashare", "none"] = "ashare"  # the unadjusted-price check's limits
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -608,7 +615,8 @@ def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
         msg = " ".join(str(exc).split())
         if type(exc).__name__ == "OverrideParseException":
             msg += (
-                " (quote an override with braces or spaces whole: 'data.mapping.columns={a: b}')"
+                " (quote an override with braces or spaces whole, and non-ASCII names inside "
+                "it: \"data.mapping.columns={symbol: '代码'}\")"
             )
         raise ConfigError(msg) from exc
     return to_run_config(tree)  # type: ignore[arg-type]

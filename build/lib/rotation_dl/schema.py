@@ -3,7 +3,8 @@
 Bars (any intraday size):  symbol, ts (exchange-local bar END time), open, high, low, close,
                            volume (shares), amount (currency).
 Daily bars:                symbol, date, open, high, low, close, volume (shares),
-                           amount (optional).
+                           amount (optional), pre_close (optional: the exchange's previous close,
+                           from which adjustment factors are derived).
 Classification:            symbol, industry, start and end (optional, inclusive dates).
 Adjustment factors:        symbol, date, factor (adjusted price = raw price x factor).
 Industry bars:             industry, ts, date, open, high, low, close (return index), ret, ret_ew,
@@ -40,6 +41,7 @@ DAILY_SCHEMA: dict[str, pl.DataType] = {
     "close": pl.Float64(),
     "volume": pl.Float64(),
     "amount": pl.Float64(),
+    "pre_close": pl.Float64(),  # null where the source has none
 }
 
 CLASSIFICATION_SCHEMA: dict[str, pl.DataType] = {

@@ -21,6 +21,19 @@ from rotation_dl.errors import DataError
 from rotation_dl.session import Session
 
 
+def factors_from_pre_close(daily: pl.DataFrame) -> pl.DataFrame:
+    """Backward-adjustment factors from the exchange's previous close: F_t = prod over s <= t
+    of close_{s-1} / pre_close_s, so adjusted close_t / adjusted close_{t-1} = close_t /
+    pre_close_t (the day's true return). A day without pre_close counts as no action."""
+    step = (pl.col("close").shift(1).over("symbol") / pl.col("pre_close")).fill_null(1.0)
+    step = pl.when(step.is_finite() & (step > 0)).then(step).otherwise(1.0)
+    return (
+        daily.sort("symbol", "date")
+        .with_columns(step.alias("_step"))
+        .select("symbol", "date", pl.col("_step").cum_prod().over("symbol").alias("factor"))
+    )
+
+
 def daily_bars(
     store: str | Path,
     session: Session,
@@ -33,7 +46,8 @@ def daily_bars(
 ) -> pl.DataFrame:
     """Adjusted daily bars (symbol, date, open, high, low, close, volume, amount).
 
-    A daily store is multiplied by adjustment factors when given (else used as stored). From an
+    A daily store is multiplied by adjustment factors when given, else by factors derived from
+    its `pre_close` column when it has one (else used as stored). From an
     intraday store: adjusted daily bars when given (`adjusted_daily`), else the store resampled
     to days on `session` and multiplied by adjustment factors when given. Whether the result
     is really adjusted is checked by the stages (`data.limits.check_adjusted`).
@@ -42,10 +56,15 @@ def daily_bars(
     if man is None:
         raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
     if man.frequency == "daily":
-        daily = scan_store(store).sort("symbol", "date")
+        daily = scan_store(store).sort("symbol", "date").collect()
         if adjustment is not None:
-            daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
-        return daily.collect()
+            factors = read_adjustment(adjustment, columns=adjustment_columns)
+        elif "pre_close" in daily.columns and daily["pre_close"].is_not_null().any():
+            factors = factors_from_pre_close(daily)
+        else:
+            return daily
+        adjusted = adjust_bars(daily.lazy(), factors).collect()
+        return adjusted.drop("pre_close")  # a raw price beside adjusted ones would mislead
     if adjusted_daily is not None:
         mapping = ColumnMapping(columns=dict(adjusted_daily_columns or {}))
         raw = read_bars_file(

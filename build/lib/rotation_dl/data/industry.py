@@ -90,24 +90,28 @@ def factors_from_adjusted_daily(
         .sort("symbol", "date")
     )
     if carry is not None:
-        prior = carry.lazy().select("symbol", pl.col("r").alias("_r0"), pl.col("factor").alias("_f0"))
-        lf = lf.join(prior, on="symbol", how="left")
+        prior = carry.lazy().select(
+            "symbol", pl.col("r").alias("_r0"), pl.col("factor").alias("_f0")
+        )
+        lf = lf.join(prior, on="symbol", how="left").sort("symbol", "date")  # joins reorder
     else:
-        lf = lf.with_columns(pl.lit(None, pl.Float64).alias("_r0"), pl.lit(None, pl.Float64).alias("_f0"))
+        lf = lf.with_columns(
+            pl.lit(None, pl.Float64).alias("_r0"), pl.lit(None, pl.Float64).alias("_f0")
+        )
     prev = pl.coalesce(pl.col("r").shift(1).over("symbol"), pl.col("_r0"))
     change = prev.is_null() | ((pl.col("r") / prev - 1).abs() > tolerance)
     seg = change.cast(pl.Int64).cum_sum().over("symbol")
-    factor = pl.when(seg == 0).then(pl.col("_f0")).otherwise(pl.col("r").first().over("symbol", seg))
-    return lf.with_columns(seg.alias("_seg")).select(
-        "symbol", "date", factor.alias("factor"), "r"
+    factor = (
+        pl.when(seg == 0).then(pl.col("_f0")).otherwise(pl.col("r").first().over("symbol", seg))
     )
+    return lf.with_columns(seg.alias("_seg")).select("symbol", "date", factor.alias("factor"), "r")
 
 
-def _refuse_overlaps(rows: pl.DataFrame) -> None:
+def _refuse_overlaps(rows: pl.DataFrame, source: str) -> None:
     if rows.height:
         raise DataError(
-            "classification gives a stock two industries on one date (overlapping start/end)",
-            file="classification",
+            "give a stock two industries on one date (overlapping start/end)",
+            file=source,
             column="industry",
             count=rows.height,
             example=rows.row(0, named=True),
@@ -118,11 +122,12 @@ def map_industries(
     bars: pl.LazyFrame,
     classification: pl.DataFrame,
     on_unmapped: Literal["fail", "drop"] = "fail",
-    source: str = "bars",
+    source: str = "classification",
 ) -> pl.LazyFrame:
     """Attach each bar's industry on the bar's date (classification may be point-in-time).
 
-    Row order of `bars` is kept, so time order within a symbol survives the join.
+    Row order of `bars` is kept, so time order within a symbol survives the join. `source`
+    (the classification file's path) is what errors name.
     """
     schema = bars.collect_schema()
     day = pl.col("ts").dt.date() if "ts" in schema else pl.col("date")
@@ -130,7 +135,7 @@ def map_industries(
         pl.col("start").is_null().all() & pl.col("end").is_null().all()
     ).item()
     if static:
-        _refuse_overlaps(classification.filter(pl.col("symbol").is_duplicated()))
+        _refuse_overlaps(classification.filter(pl.col("symbol").is_duplicated()), source)
         keys = bars.select(pl.col("symbol").unique()).collect()
         matched = classification.select("symbol", "industry")
         unmapped = keys.join(matched, on="symbol", how="anti")
@@ -145,7 +150,7 @@ def map_industries(
             )
             .select("symbol", "_d", "industry")
         )
-        _refuse_overlaps(matched.filter(pl.struct("symbol", "_d").is_duplicated()))
+        _refuse_overlaps(matched.filter(pl.struct("symbol", "_d").is_duplicated()), source)
         unmapped = keys.join(matched, on=["symbol", "_d"], how="anti")
         on = ["symbol", "_d"]
         bars = bars.with_columns(day.alias("_d"))

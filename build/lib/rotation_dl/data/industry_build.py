@@ -115,19 +115,19 @@ def build_industry_bars(
             factors = factors_from_adjusted_daily(
                 bars, closes, factor_tolerance, carry=carry_factor
             ).collect()
-            ends = factors.group_by("symbol").agg(pl.all().sort_by("date").last())
+            ends = factors.group_by("symbol").agg(pl.col("r", "factor").sort_by("date").last())
             carry_factor = (
                 ends
                 if carry_factor is None
                 else pl.concat([carry_factor.join(ends, on="symbol", how="anti"), ends])
-            ).select("symbol", "r", "factor")
+            )
         if bar_minutes and bar_minutes != manifest.bar_minutes:
             bars = resample_bars(bars, bar_minutes, session, source_minutes=manifest.bar_minutes)
             size = bar_minutes
         bars = add_vwap_gap(bars)
         if factors is not None:
             bars = adjust_bars(bars, factors.filter(pl.col("date").is_between(lo, hi)).lazy())
-        mapped = map_industries(bars, cls, on_unmapped)
+        mapped = map_industries(bars, cls, on_unmapped, source=str(classification))
         stock = stock_bar_returns(mapped, presorted=True, prev_close=carry_close).collect()
         if stock.is_empty():
             continue

@@ -37,6 +37,7 @@ from rotation_dl.data.store import (
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
 from rotation_dl.errors import (
+    DataError,
     EmptyInputError,
     RotationDLError,
     UnreadableFileError,
@@ -84,6 +85,21 @@ def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
         raise UnreadableFileError(
             f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
         ) from exc
+
+
+def partial_count(exc: DataError, chunk_dates: list) -> DataError:
+    """The same error, saying its count covers one chunk of days (validation stops at the first
+    failing chunk of a big file, so the whole-file count is at least this)."""
+    return type(exc)(
+        f"{exc.problem} (counted in days {chunk_dates[0]}..{chunk_dates[-1]}, the first "
+        "failing chunk; later days may add more)",
+        file=exc.file,
+        column=exc.column,
+        count=exc.count,
+        example=exc.example,
+        unit=exc.unit,
+        at_least=True,
+    )
 
 
 def _to_canonical(df: pl.DataFrame, daily: bool) -> pl.DataFrame:
@@ -165,9 +181,14 @@ def ingest_bars(
                 raw = _collect(lf.filter(pl.col("ts").dt.date().is_in(chunk_dates)), str(path))
                 raw = normalize_symbols(raw, mapping.symbol_format)
                 report.rows_read += raw.height
-                clean, bar_minutes, dropped = validate_bars(
-                    raw, str(path), session, policy, mapping.ts_label, bar_minutes
-                )
+                try:
+                    clean, bar_minutes, dropped = validate_bars(
+                        raw, str(path), session, policy, mapping.ts_label, bar_minutes
+                    )
+                except DataError as exc:
+                    if len(dates) <= len(chunk_dates) or exc.count is None:
+                        raise
+                    raise partial_count(exc, chunk_dates) from exc
                 report.dropped.update(dropped)
                 if manifest is None:
                     frequency = "daily" if bar_minutes == 0 else "intraday"

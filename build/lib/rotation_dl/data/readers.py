@@ -282,6 +282,8 @@ def read_bars_file(
         if has_amount
         else close * volume  # no amount column: approximate traded value by close x volume
     )
+    pre_src = mapping.source("pre_close")  # the exchange's previous close (vendor daily files)
+    pre_close = pl.col(pre_src).cast(pl.Float64) if pre_src in schema else pl.lit(None, pl.Float64)
     cols = [
         sym.alias("symbol"),
         _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).alias("ts"),
@@ -289,6 +291,7 @@ def read_bars_file(
         close.alias("close"),
         volume.alias("volume"),
         amount.alias("amount"),
+        pre_close.alias("pre_close"),
         pl.lit(file).alias("_file"),
     ]
     if with_row_index:

@@ -109,9 +109,13 @@ def _merge_partition(
     """
     keys = ["symbol", key]
     values = [c for c in new.columns if c not in keys and not c.startswith("_")]
+    if existing is not None:  # a partition written before a column existed: it is null there
+        existing = existing.with_columns(
+            pl.lit(None, new.schema[c]).alias(c) for c in values if c not in existing.columns
+        ).select(keys + values)
     new = new.sort(keys)
     same_key = pl.all_horizontal([pl.col(k) == pl.col(k).shift(1) for k in keys])
-    same_vals = pl.all_horizontal([pl.col(v) == pl.col(v).shift(1) for v in values])
+    same_vals = pl.all_horizontal([pl.col(v).eq_missing(pl.col(v).shift(1)) for v in values])
     flags = new.select(same_key.fill_null(False).alias("k"), same_vals.fill_null(False).alias("v"))
     clash = new.filter(flags["k"] & ~flags["v"])
     if clash.height:
@@ -138,7 +142,7 @@ def _merge_partition(
         return new
     joined = new.join(existing, on=keys, how="left", suffix="__old")
     is_new = pl.col(f"{values[0]}__old").is_null()
-    differs = pl.any_horizontal([pl.col(v) != pl.col(f"{v}__old") for v in values])
+    differs = pl.any_horizontal([pl.col(v).ne_missing(pl.col(f"{v}__old")) for v in values])
     changed = joined.filter(~is_new & differs)
     added = joined.filter(is_new).select(new.columns)
     if changed.height and not replace:

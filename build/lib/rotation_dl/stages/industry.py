@@ -52,6 +52,7 @@ def build_for(
         chunk_partitions=chunk_partitions or ind.chunk_partitions,
         start=start,
         end=end,
+        factor_tolerance=ind.factor_tolerance,
     )
 
 

@@ -72,6 +72,8 @@ def adjusted_daily_bars(cfg: RunConfig) -> pl.DataFrame:
         adjusted_daily=d.adjusted_daily,
         adjusted_daily_columns=d.adjusted_daily_columns,
     )
+    if cfg.market.price_limits == "none":  # no daily limits: nothing to check against
+        return daily
     source = str(d.adjusted_daily or store)
     check_adjusted(
         daily,
