@@ -189,13 +189,73 @@ def bench_sweep(days, inds, long, growth) -> dict:
     }
 
 
+BASELINE_CHILD = """
+import json, resource, sys, time
+from rotation_dl.config import compose_run
+from rotation_dl.stages.evaluate import baseline
+cfg = compose_run(json.loads(sys.argv[1]))
+t0 = time.perf_counter()
+res = baseline(cfg)
+print(json.dumps({"seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_baseline(stocks: int, days: int) -> dict:
+    """Peak RSS of the DI baseline stage (multi_horizon, monthly top 6 through the engine) on a
+    synthetic daily market of `stocks` x `days`, in its own process after a separate ingest."""
+    import subprocess
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_ingest import make_daily_market
+
+    raw = REPO / "outputs" / "bench" / "ingest_work" / f"daily_{stocks}x{days}"
+    make_daily_market(raw, stocks, days)
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [
+            "data=parquet",
+            f"data.bars={raw / 'daily.parquet'}",
+            f"data.classification={raw / 'classification.csv'}",
+            "data.mapping.columns={symbol: code, ts: date}",
+            f"paths.output_dir={tmp}",
+        ]
+        subprocess.run(  # the store, in its own process (its memory is not the baseline's)
+            [sys.executable, "-m", "rotation_dl.cli", "ingest", *overrides],
+            check=True, capture_output=True, cwd=REPO,
+        )  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-c", BASELINE_CHILD, json.dumps(overrides)],
+            check=True, capture_output=True, text=True, cwd=REPO,
+        )  # fmt: skip
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "baseline_peak_rss_mb": res["peak_rss_mb"],
+        "baseline_seconds": res["seconds"],
+        "baseline_shape": {"stocks": stocks, "days": days},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--industries", type=int, default=31)
     ap.add_argument("--days", type=int, default=2500)
     ap.add_argument("--factors", type=int, default=6)
     ap.add_argument("--out", default=str(REPO / "outputs" / "bench" / "eval.json"))
+    ap.add_argument("--baseline-stocks", type=int, default=5000)
+    ap.add_argument("--baseline-days", type=int, default=1800)
+    ap.add_argument("--only-baseline", action="store_true")
     args = ap.parse_args()
+    base = bench_baseline(args.baseline_stocks, args.baseline_days)
+    print(json.dumps(base, indent=2), flush=True)
+    if args.only_baseline:
+        out = Path(args.out)
+        merged = json.loads(out.read_text()) if out.exists() else {}
+        merged.update(base)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(merged, indent=2))
+        return
     days, inds, long, growth = make_inputs(args.industries, args.days, args.factors)
     names = [f"f{j}" for j in range(args.factors)]
     ic = bench_ic(long, names)
@@ -204,6 +264,7 @@ def main() -> None:
     summary = {
         **{k: v for k, v in ic.items()},
         **sweep,
+        **base,
         "shape": {"industries": args.industries, "days": args.days, "factors": args.factors},
         "tolerance": 1e-9,
         "agree": ic["max_abs_diff_ic"] < 1e-9 and sweep["max_abs_diff_nav"] < 1e-9,

@@ -2,7 +2,9 @@
 
 Writes outputs/bench/ingest.json. Each measurement runs in its own subprocess so peak RSS
 (ru_maxrss of that child) belongs to that measurement alone. Run: `make bench` or
-`python scripts/bench_ingest.py --stocks 1000 --days 60`.
+`python scripts/bench_ingest.py --stocks 1000 --days 60`. Daily keys (`daily_rows_per_s`,
+`reingest_seconds`): a synthetic daily market of 5,000 stocks x 1,800 days, first ingest and a
+re-ingest of the unchanged file (`--only-daily` measures just those).
 """
 
 from __future__ import annotations
@@ -47,6 +49,31 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
             work / "store", raw / "classification.csv", work / "industry.parquet", session=A_SHARE
         )
         rows, out_rows = 0, res.frame.height
+    elif mode == "daily":  # daily bars: first ingest, then a re-ingest of the unchanged file
+        from rotation_dl.data.ingest import ingest_bars
+        from rotation_dl.data.readers import ColumnMapping
+        from rotation_dl.session import A_SHARE
+
+        store = work / "daily_store"
+        shutil.rmtree(store, ignore_errors=True)
+        mapping = ColumnMapping(columns={"symbol": "code", "ts": "date"})
+        kw = {"session": A_SHARE, "timezone": "Asia/Shanghai", "calendar": "XSHG"}
+        report = ingest_bars(raw / "daily.parquet", store, mapping, **kw)
+        rows, out_rows = report.rows_read, report.rows_added
+        first = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        again = ingest_bars(raw / "daily.parquet", store, mapping, **kw)
+        reingest = time.perf_counter() - t1
+        assert again.rows_added == 0
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {
+            "mode": mode,
+            "seconds": first,
+            "reingest_seconds": reingest,
+            "rows": rows,
+            "out_rows": out_rows,
+            "peak_rss_mb": rss_mb,
+        }
     elif mode == "scan":
         df = pl.scan_parquet(sorted((raw / "bars").glob("*.parquet"))).collect()
         rows, out_rows = df.height, 0
@@ -110,12 +137,49 @@ def _make_market(raw: Path, stocks: int, days: int, bar_minutes: int) -> None:
     write_sample_market(raw, cfg)
 
 
+def make_daily_market(raw: Path, stocks: int, days: int) -> Path:
+    """A synthetic daily market on the XSHG calendar (random walks; main-board and SZ codes):
+    `daily.parquet` with code, date, OHLC, volume (shares), amount."""
+    import numpy as np
+
+    from rotation_dl.data.calendar import trading_days
+
+    path = raw / "daily.parquet"
+    if path.exists() and pl.scan_parquet(path).select(pl.len()).collect().item() == stocks * days:
+        return path
+    raw.mkdir(parents=True, exist_ok=True)
+    cal = trading_days(__import__("datetime").date(2018, 1, 2), days, "XSHG")
+    rng = np.random.default_rng(0)
+    px = 10 * np.exp(np.cumsum(rng.normal(0, 0.01, (days, stocks)), axis=0))
+    codes = [f"{600000 + i:06d}" if i < stocks // 2 else f"{i:06d}" for i in range(stocks)]
+    vol = rng.integers(100_000, 10_000_000, (days, stocks)).astype(float)
+    pl.DataFrame(
+        {
+            "code": np.tile(np.asarray(codes), days),
+            "date": np.repeat(np.asarray(cal, dtype="datetime64[D]"), stocks),
+            "open": px.ravel(),
+            "high": (px * 1.01).ravel(),
+            "low": (px * 0.99).ravel(),
+            "close": px.ravel(),
+            "volume": vol.ravel(),
+            "amount": (vol * px).ravel(),
+        }
+    ).with_columns(pl.col("date").cast(pl.Date)).write_parquet(path)
+    pl.DataFrame(
+        {"symbol": codes, "industry": [f"IND{k % 31:02d}" for k in range(stocks)]}
+    ).write_csv(raw / "classification.csv")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--stocks", type=int, default=1000)
     ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--bar-minutes", type=int, default=1)
     ap.add_argument("--skip-pandas", action="store_true")
+    ap.add_argument("--daily-stocks", type=int, default=5000)
+    ap.add_argument("--daily-days", type=int, default=1800)
+    ap.add_argument("--only-daily", action="store_true")
     ap.add_argument("--out", default=str(REPO / "outputs" / "bench" / "ingest.json"))
     ap.add_argument("--child")
     ap.add_argument("--raw")
@@ -126,6 +190,28 @@ def main() -> None:
         return
     base = REPO / "outputs" / "bench" / "ingest_work"
     results: dict[str, dict] = {}
+    daily_raw = base / f"daily_{args.daily_stocks}x{args.daily_days}"
+    make_daily_market(daily_raw, args.daily_stocks, args.daily_days)
+    (base / "work_daily").mkdir(parents=True, exist_ok=True)
+    results["daily"] = _measure("daily", daily_raw, base / "work_daily")
+    print(f"daily    {results['daily']}", file=sys.stderr)
+    daily = results["daily"]
+    daily_keys = {
+        "daily_rows": daily["rows"],
+        "daily_rows_per_s": daily["rows"] / daily["seconds"],
+        "daily_seconds": daily["seconds"],
+        "daily_peak_rss_mb": daily["peak_rss_mb"],
+        "reingest_seconds": daily["reingest_seconds"],
+        "reingest_share_of_first": daily["reingest_seconds"] / daily["seconds"],
+    }
+    if args.only_daily:
+        out = Path(args.out)
+        merged = json.loads(out.read_text()) if out.exists() else {}
+        merged.update(daily_keys)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(merged, indent=2))
+        print(json.dumps(daily_keys, indent=2))
+        return
     for label, days in (("base", args.days), ("2x_days", 2 * args.days)):
         raw = base / f"raw_{args.stocks}x{days}x{args.bar_minutes}"
         _make_market(raw, args.stocks, days, args.bar_minutes)
@@ -164,6 +250,7 @@ def main() -> None:
         "peak_rss_mb_2x_days": results["2x_days/rotation_dl"]["peak_rss_mb"],
         "pandas_peak_rss_mb": results.get("base/pandas", {}).get("peak_rss_mb"),
         "scan_peak_rss_mb": scan["peak_rss_mb"],
+        **daily_keys,
         "machine": {
             "python": platform.python_version(),
             "cpus": __import__("os").cpu_count(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import polars as pl
@@ -27,7 +28,12 @@ def test_idempotent_and_incremental(tmp_path):
     first = ingest_bars(raw, store, session=A_SHARE)
     assert first.rows_added == 4 * 2 * 16
     again = ingest_bars(raw, store, session=A_SHARE)
-    assert again.rows_added == 0 and len(again.partitions_unchanged) == 4
+    assert again.rows_added == 0 and again.skipped_files == 4  # unchanged: not even read
+    touched = sorted(raw.rglob("*.parquet"))[0]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    reread = ingest_bars(raw, store, session=A_SHARE)
+    assert reread.skipped_files == 3 and reread.rows_read == 2 * 16
+    assert reread.rows_added == 0 and len(reread.partitions_unchanged) == 1  # identical rows
     files_before = {p: p.stat().st_mtime_ns for p in store.rglob("*.parquet")}
     _days(tmp_path, days[4:])
     more = ingest_bars(raw, store, session=A_SHARE)

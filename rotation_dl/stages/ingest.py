@@ -60,6 +60,7 @@ def ingest(cfg: RunConfig) -> IngestResult:
         timezone=cfg.market.timezone,
         calendar=cfg.market.calendar,
         partition=cfg.ingest.partition,
+        chunk_rows=cfg.ingest.chunk_rows,
         chunk_days=cfg.ingest.chunk_days,
         policy=cfg.ingest.policy,
     )
