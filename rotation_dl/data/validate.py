@@ -258,9 +258,11 @@ def suspended_day_bars(df: pl.DataFrame) -> pl.Series:
         .group_by("symbol", day)
         .agg(pl.len().alias("_flat"), pl.col("close").n_unique().alias("_levels"))
     )
+    keys = cand.select("symbol", "_d")
     totals = (
-        df.filter(pl.col("symbol").is_in(cand["symbol"].unique().implode()))
-        .group_by("symbol", day)
+        df.select("symbol", day)
+        .join(keys, on=["symbol", "_d"], how="semi")
+        .group_by("symbol", "_d")
         .agg(pl.len().alias("_all"))
     )
     whole = cand.join(totals, on=["symbol", "_d"]).filter(
@@ -318,10 +320,13 @@ def validate_bars(
     daily = bar_minutes == 0 or (bar_minutes is None and is_daily(df))
     size = 0
     if not daily:
-        if ts_label == "end":  # a stray stamp is outside the session, not a bar size of its own
-            _first_violation(df, [outside_session_rule(session)], file)
         s = _with_neighbours(df)
-        size = detect_bar_minutes(s, file)
+        try:
+            size = detect_bar_minutes(s, file)
+        except BarSizeError:  # a stray stamp is outside the session, not a bar size of its own
+            if ts_label == "end":
+                _first_violation(df, [outside_session_rule(session)], file)
+            raise
         if bar_minutes is not None and size != bar_minutes:
             raise BarSizeError(
                 f"has {size}-minute bars but earlier input/store has {bar_minutes}-minute bars",
