@@ -163,3 +163,49 @@ def test_a_pre_close_column_adjusts_a_daily_store(tmp_path):
     assert pc.equals(adj)
     stored = pl.read_parquet(next((tmp_path / "pc" / "store").rglob("*.parquet")))
     assert stored["pre_close"].is_not_null().all()
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 500])
+def test_ingest_tally_in_chunks_equals_the_whole_series(chunk):
+    """The count ingest records chunk by chunk (carrying each stock's last close and listing
+    age) equals the count over the whole series, with a split, a listing and a resumption."""
+    from rotation_dl.data.limits import LimitTally
+
+    bars, _ = _market(n_stocks=12, n_days=90)
+    daily = (
+        bars.select(pl.col("code").alias("symbol") + ".SH", "date", "close", "volume")
+        .filter(~((pl.col("symbol") == "600101.SH") & pl.col("date").is_between(
+            date(2024, 4, 1), date(2024, 4, 12))))  # a suspension: resumption not counted
+        .filter(~((pl.col("symbol") == "600102.SH") & (pl.col("date") < date(2024, 5, 6))))
+        .sort("symbol", "date")
+    )  # fmt: skip
+    whole = limit_breaks(daily)
+    days = sorted(daily["date"].unique().to_list())
+    tally = LimitTally(days)
+    for i in range(0, len(days), chunk):
+        tally.add(daily.filter(pl.col("date").is_in(days[i : i + chunk])))
+    got = tally.result()
+    assert got.stock_days == whole.stock_days and got.breaks.height == whole.breaks.height == 4
+    assert sorted(got.examples(10)) == sorted(whole.examples(10))
+
+
+def test_ingest_records_raw_limit_breaks_in_the_store(tmp_path):
+    import json
+
+    from rotation_dl.data.ingest import ingest_bars
+    from rotation_dl.data.readers import ColumnMapping
+    from rotation_dl.session import A_SHARE
+
+    bars, _ = _market()
+    bars.write_parquet(tmp_path / "daily.parquet")
+    rep = ingest_bars(
+        tmp_path / "daily.parquet",
+        tmp_path / "store",
+        ColumnMapping(columns={"symbol": "code", "ts": "date"}),
+        session=A_SHARE,
+        calendar="XSHG",
+    )
+    assert rep.limit_breaks["breaks"] == 10
+    assert "10 raw move(s) beyond the daily price limit" in rep.summary()
+    record = json.loads((tmp_path / "store" / "_limits.json").read_text())
+    assert record["ingests"][-1]["breaks"] == 10 and len(record["ingests"][-1]["examples"]) == 5

@@ -30,13 +30,21 @@ def close_matrix(daily: pl.DataFrame | pl.LazyFrame, price_col: str = "close") -
     schema = lf.collect_schema()
     if "volume" in schema:
         lf = lf.filter(pl.col("volume").is_null() | (pl.col("volume") > 0))
-    df = lf.filter(pl.col(price_col) > 0).select("symbol", "date", price_col).collect()
+    df = (
+        lf.filter(pl.col(price_col) > 0)
+        .select(  # dense ranks are the positions in the sorted unique dates and symbols
+            (pl.col("date").rank("dense") - 1).cast(pl.Int64).alias("_di"),
+            (pl.col("symbol").rank("dense") - 1).cast(pl.Int64).alias("_si"),
+            pl.col(price_col).cast(pl.Float64),
+            "date",
+            "symbol",
+        )
+        .collect()
+    )
     dates = df["date"].unique().sort().to_list()
     symbols = df["symbol"].unique().sort().to_list()
-    di = df["date"].replace_strict({d: i for i, d in enumerate(dates)}, return_dtype=pl.Int64)
-    si = df["symbol"].replace_strict({s: i for i, s in enumerate(symbols)}, return_dtype=pl.Int64)
     close = np.full((len(dates), len(symbols)), np.nan)
-    close[di.to_numpy(), si.to_numpy()] = df[price_col].to_numpy()
+    close[df["_di"].to_numpy(), df["_si"].to_numpy()] = df[price_col].to_numpy()
     return CloseMatrix(dates, symbols, close)
 
 

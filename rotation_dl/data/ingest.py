@@ -24,6 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_bytes
+from rotation_dl.data.limits import LimitTally
 from rotation_dl.data.profile import check_symbols, check_trading_days, check_units, profile_file
 from rotation_dl.data.readers import (
     ColumnMapping,
@@ -69,6 +70,7 @@ class IngestReport:
     last_date: str | None = None
     notes: list[str] = field(default_factory=list)
     skipped_files: int = 0
+    limit_breaks: dict | None = None  # the store's raw moves beyond the daily price limit
 
     def summary(self) -> str:
         size = "daily" if self.frequency == "daily" else f"{self.bar_minutes}-min"
@@ -76,6 +78,13 @@ class IngestReport:
         notes = "".join(f"; note: {n}" for n in self.notes)
         if self.skipped_files:
             notes += f"; {self.skipped_files} unchanged file(s) skipped"
+        lb = self.limit_breaks
+        if lb and lb["breaks"]:
+            notes += (
+                f"; {lb['breaks']} raw move(s) beyond the daily price limit "
+                f"({lb['per_10k']:.2f} per 10,000 stock-days; returns across days need "
+                "adjusted prices)"
+            )
         return (
             f"{self.files} file(s), {self.rows_read:,} rows of {size} bars "
             f"({self.first_date} .. {self.last_date}); added {self.rows_added:,} rows in "
@@ -118,6 +127,43 @@ def read_sources(root: Path) -> dict:
 
 def write_sources(root: Path, sources: dict) -> None:
     atomic_write_bytes(Path(root) / SOURCES, json.dumps(sources, indent=1).encode())
+
+
+LIMITS = "_limits.json"
+
+
+def record_limit_breaks(root: Path, tally: LimitTally) -> dict:
+    """Record this ingest's count of raw close-to-close moves beyond the daily price limit in
+    `<store>/_limits.json` (appended per ingest); stages check the adjusted prices they use."""
+    res = tally.result()
+    run = {
+        "stock_days": res.stock_days,
+        "breaks": res.breaks.height,
+        "per_10k": res.per_10k,
+        "examples": res.examples(5),
+    }
+    path = Path(root) / LIMITS
+    try:
+        runs = json.loads(path.read_text())["ingests"] if path.is_file() else []
+    except (OSError, ValueError, KeyError):
+        runs = []
+    record = {"note": "raw closes as stored; stages check the adjusted prices they use",
+              "ingests": [*runs, run]}  # fmt: skip
+    atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+    return run
+
+
+def daily_closes_of(clean: pl.DataFrame, daily: bool) -> pl.DataFrame:
+    """(symbol, date, close, volume) per stock and day, sorted by symbol and date, from a
+    validated chunk (sorted by symbol and ts): the last bar's close for intraday bars."""
+    day = pl.col("ts").dt.date().alias("date")
+    if daily:
+        return clean.select("symbol", day, "close", "volume")
+    return (
+        clean.group_by("symbol", day)
+        .agg(pl.col("close").last(), pl.col("volume").sum())
+        .sort("symbol", "date")
+    )
 
 
 def day_chunks(
@@ -183,6 +229,7 @@ def ingest_bars(
     chunk_days: int | None = None,
     policy: IngestPolicy | None = None,
     today: date | None = None,
+    check_limits: bool = True,
 ) -> IngestReport:
     """Validate raw bar files and add them to the store at `store` (created if missing).
 
@@ -202,6 +249,9 @@ def ingest_bars(
         chunk_days: optional cap on the days in one step.
         policy: handling of recoverable problems.
         today: the date after which bars are refused (default: today in `timezone`).
+        check_limits: count the store's close-to-close moves beyond the A-share daily price
+            limits after the commit and record them in `<store>/_limits.json` (off for
+            markets without limits).
 
     Returns:
         An IngestReport; raises a DataError subclass (nothing written) on bad input.
@@ -238,6 +288,8 @@ def ingest_bars(
     try:
         manifest: StoreManifest | None = None
         all_dates: set = set()
+        calendar = [d for p in profiles for d in p.rows_per_date if d not in skip]
+        tally = LimitTally(calendar) if check_limits else None
         for fi, (path, prof) in enumerate(zip(files, profiles, strict=True)):
             lf = read_bars_file(path, mapping, timezone=timezone)
             dates = [d for d in prof.dates if d not in skip]
@@ -257,6 +309,8 @@ def ingest_bars(
                         raise
                     raise partial_count(exc, chunk_dates) from exc
                 report.dropped.update(dropped)
+                if tally is not None and clean.height:
+                    tally.add(daily_closes_of(clean, bar_minutes == 0))
                 if manifest is None:
                     frequency = "daily" if bar_minutes == 0 else "intraday"
                     part = partition or (existing.partition if existing else None)
@@ -279,6 +333,8 @@ def ingest_bars(
         )
         seen = {str(f.resolve()): fingerprint(f, settings) for f in files}
         write_sources(root, {**known, **seen})
+        if tally is not None:
+            report.limit_breaks = record_limit_breaks(root, tally)
         report.frequency = manifest.frequency
         report.bar_minutes = manifest.bar_minutes
         report.rows_added = result.rows_added

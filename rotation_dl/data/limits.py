@@ -140,3 +140,79 @@ def check_adjusted(
             ", ".join(res.examples()),
         )
     return res
+
+
+class LimitTally:
+    """The same count, chunk by chunk during ingest: daily closes arrive in date order per
+    symbol; each stock's last close, calendar position and age are carried between chunks.
+    Positions come from the whole input's calendar, so a stock's own missing days are gaps."""
+
+    def __init__(self, calendar: list, listing_days: int = 5, tolerance: float = 0.005) -> None:
+        self.pos = pl.DataFrame({"date": sorted(set(calendar))}).with_row_index("_k")
+        self.listing_days, self.tolerance = listing_days, tolerance
+        self.carry = pl.DataFrame(
+            schema={"symbol": pl.String, "_k": pl.UInt32, "close": pl.Float64, "_age": pl.Int64}
+        )
+        self.stock_days = 0
+        self.breaks: list[pl.DataFrame] = []
+
+    def add(self, closes: pl.DataFrame) -> None:
+        """(symbol, date, close, volume) daily closes of one chunk, sorted by symbol and date
+        (validated chunks are); shifts within a symbol, the carry joined on first rows only."""
+        new = (
+            closes.filter(
+                (pl.col("volume").is_null() | (pl.col("volume") > 0)) & (pl.col("close") > 0)
+            )  # as close_matrix: a day without volume is a gap, unknown volume is not
+            .join(self.pos, on="date", maintain_order="left")
+            .select("symbol", "_k", pl.col("close").cast(pl.Float64))
+            .with_row_index("_i")
+        )
+        if new.is_empty():
+            return
+        same = pl.col("symbol") == pl.col("symbol").shift(1)
+        new = new.with_columns(same.fill_null(False).alias("_same"))
+        firsts = (
+            new.filter(~pl.col("_same"))
+            .select("_i", "symbol")
+            .join(self.carry, on="symbol", how="left")
+            .select(
+                "_i",
+                pl.col("close").alias("_c_close"),
+                pl.col("_k").cast(pl.Int64).alias("_c_k"),
+                pl.col("_age").alias("_c_age"),
+            )
+        )
+        new = new.join(firsts, on="_i", how="left", maintain_order="left")
+        k = pl.col("_k").cast(pl.Int64)
+        start = pl.when(~pl.col("_same")).then(pl.col("_i")).forward_fill()
+        base = pl.when(~pl.col("_same")).then(pl.col("_c_age").fill_null(-1)).forward_fill()
+        frame = new.with_columns(
+            pl.when(pl.col("_same"))
+            .then(pl.col("close").shift(1))
+            .otherwise(pl.col("_c_close"))
+            .alias("prev_close"),
+            pl.when(pl.col("_same"))
+            .then(k - k.shift(1))
+            .otherwise(k - pl.col("_c_k"))
+            .alias("_step"),
+            (base + (pl.col("_i") - start).cast(pl.Int64) + 1).alias("_age"),
+        )
+        checked = frame.filter((pl.col("_step") == 1) & (pl.col("_age") >= self.listing_days))
+        checked = checked.with_columns(
+            board_limit(pl.col("symbol")).alias("limit"),
+            (pl.col("close") / pl.col("prev_close") - 1).alias("move"),
+        )
+        self.stock_days += checked.height
+        hit = checked.filter(pl.col("move").abs() > pl.col("limit") + self.tolerance)
+        if hit.height:
+            cols = ["symbol", "date", "prev_close", "close", "move", "limit"]
+            self.breaks.append(hit.join(self.pos, on="_k").select(cols))
+        last = frame.filter(pl.col("symbol").ne_missing(pl.col("symbol").shift(-1)))
+        last = last.select("symbol", "_k", "close", "_age")
+        self.carry = pl.concat([self.carry.join(last, on="symbol", how="anti"), last])
+
+    def result(self) -> LimitCheck:
+        floats = {c: pl.Float64 for c in ("prev_close", "close", "move", "limit")}
+        schema = {"symbol": pl.String, "date": pl.Date, **floats}
+        breaks = pl.concat(self.breaks) if self.breaks else pl.DataFrame(schema=schema)
+        return LimitCheck(self.stock_days, breaks)

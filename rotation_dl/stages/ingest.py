@@ -59,6 +59,7 @@ def ingest(cfg: RunConfig) -> IngestResult:
         session=cfg.trading_session(),
         timezone=cfg.market.timezone,
         calendar=cfg.market.calendar,
+        check_limits=cfg.market.price_limits == "ashare",
         partition=cfg.ingest.partition,
         chunk_rows=cfg.ingest.chunk_rows,
         chunk_days=cfg.ingest.chunk_days,

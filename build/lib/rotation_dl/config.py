@@ -88,11 +88,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     partition: Literal["date", "month"] | None = None
-    chunk_days: int = 10
+    chunk_rows: int = 2_000_000
+    chunk_days: int | None = None
     policy: IngestPolicy = field(default_factory=IngestPolicy)
 
     def __post_init__(self) -> None:
-        _positive("ingest", chunk_days=self.chunk_days)
+        _positive("ingest", chunk_rows=self.chunk_rows, chunk_days=self.chunk_days)
 
 
 @dataclass(frozen=True)

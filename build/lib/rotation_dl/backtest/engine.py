@@ -356,29 +356,46 @@ def constituent_daily_returns(
     """(date, industry, ret): mean of constituents' adjusted close-to-close returns.
 
     A stock's return on day t uses its previous close on the market calendar (t-1); stocks
-    without a close on either day, or with zero volume, are left out of that day's mean.
+    without a close on either day, or with zero volume on t, are left out of that day's mean.
+    Computed on dense [day, stock] matrices, so memory is a few such arrays, not a sort of
+    every row.
     """
-    from rotation_dl.data.industry import map_industries
+    from rotation_dl.baselines.matrix import (
+        aligned_matrix,
+        close_matrix,
+        industry_mean,
+        membership,
+    )
 
     lf = daily_bars.lazy()
-    cal = lf.select(pl.col("date").unique().sort()).collect()["date"]
-    idx = pl.DataFrame({"date": cal, "_i": np.arange(len(cal))})
-    bars = lf.join(idx.lazy(), on="date").select(
-        "symbol", "date", "_i", "close", "volume", *(["amount"] if weighting == "amount" else [])
+    m = close_matrix(lf.select("symbol", "date", "close"))  # zero-volume closes count as prev
+    c = m.close
+    prev = np.vstack([np.full((1, c.shape[1]), np.nan), c[:-1]])
+    traded = aligned_matrix(lf, m, "volume") > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ret = np.where(traded & (prev > 0), c / prev - 1, np.nan)
+    industries, member = membership(m, classification)
+    n = len(industries)
+    if weighting == "amount":
+        amount = aligned_matrix(lf, m, "amount")
+        amount = np.where(np.isfinite(ret), amount, np.nan)
+        num, counts = industry_mean(ret * amount, member, n)
+        den, _ = industry_mean(amount, member, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = num / den
+    else:
+        mean, counts = industry_mean(ret, member, n)
+    D = len(m.dates)
+    return (
+        pl.DataFrame(
+            {
+                "date": np.repeat(np.asarray(m.dates, dtype="datetime64[D]"), n),
+                "industry": np.tile(np.asarray(industries, dtype=object), D),
+                "ret": mean.reshape(-1),
+                "_n": counts.reshape(-1),
+            }
+        )
+        .filter(pl.col("_n") > 0)
+        .select(pl.col("date").cast(pl.Date), pl.col("industry").cast(pl.String), "ret")
+        .sort("date", "industry")
     )
-    # previous close on the market calendar: the stock's prior row, if it is exactly day t-1
-    prior = pl.col("_i").shift(1).over("symbol") == pl.col("_i") - 1
-    r = (
-        bars.sort("symbol", "_i")
-        .with_columns(pl.when(prior).then(pl.col("close").shift(1).over("symbol")).alias("_pc"))
-        .filter((pl.col("volume") > 0) & (pl.col("_pc") > 0))
-        .with_columns((pl.col("close") / pl.col("_pc") - 1).alias("ret"))
-        .collect()
-    )
-    r = map_industries(r.lazy(), classification, on_unmapped="drop")
-    mean = (
-        (pl.col("ret") * pl.col("amount")).sum() / pl.col("amount").sum()
-        if weighting == "amount"
-        else pl.col("ret").mean()
-    )
-    return r.group_by("date", "industry").agg(mean.alias("ret")).sort("date", "industry").collect()

@@ -20,20 +20,27 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
+def _calendar(code: str):
+    import exchange_calendars as xcals
+
+    try:
+        return xcals.get_calendar(code)
+    except Exception as exc:  # InvalidCalendarName and friends
+        raise ConfigError(f"market.calendar={code!r} is not a known exchange calendar") from exc
+
+
+@functools.cache
 def _sessions(code: str, first: date, last: date) -> frozenset[date] | None:
     """Trading sessions of exchange `code` between two dates (None without the package)."""
     try:
-        import exchange_calendars as xcals
+        import exchange_calendars  # noqa: F401
     except ImportError:
         log.warning(
             "exchange_calendars is not installed: only weekends and future dates are checked "
             "(pip install 'rotation_dl[calendars]' for exchange holidays)"
         )
         return None
-    try:
-        cal = xcals.get_calendar(code)
-    except Exception as exc:  # InvalidCalendarName and friends
-        raise ConfigError(f"market.calendar={code!r} is not a known exchange calendar") from exc
+    cal = _calendar(code)
     lo = max(first, cal.first_session.date())
     hi = min(last, cal.last_session.date())
     if lo > hi:
@@ -44,10 +51,10 @@ def _sessions(code: str, first: date, last: date) -> frozenset[date] | None:
 def calendar_span(code: str) -> tuple[date, date] | None:
     """First and last session the calendar knows (None without the package)."""
     try:
-        import exchange_calendars as xcals
+        import exchange_calendars  # noqa: F401
     except ImportError:
         return None
-    cal = xcals.get_calendar(code)
+    cal = _calendar(code)
     return cal.first_session.date(), cal.last_session.date()
 
 

@@ -3,7 +3,7 @@ micro-cap timing model, the factor IC monitor and constituent-based industry ret
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -19,6 +19,8 @@ from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import read_manifest, scan_store
 from rotation_dl.errors import DataError
 from rotation_dl.session import Session
+
+DAILY_COLUMNS = ("open", "high", "low", "close", "volume", "amount")
 
 
 def factors_from_pre_close(daily: pl.DataFrame) -> pl.DataFrame:
@@ -43,6 +45,7 @@ def daily_bars(
     adjustment_columns: Mapping[str, str] | None = None,
     adjusted_daily: str | Path | None = None,
     adjusted_daily_columns: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame:
     """Adjusted daily bars (symbol, date, open, high, low, close, volume, amount).
 
@@ -50,21 +53,29 @@ def daily_bars(
     its `pre_close` column when it has one (else used as stored). From an
     intraday store: adjusted daily bars when given (`adjusted_daily`), else the store resampled
     to days on `session` and multiplied by adjustment factors when given. Whether the result
-    is really adjusted is checked by the stages (`data.limits.check_adjusted`).
+    is really adjusted is checked by the stages (`data.limits.check_adjusted`). `columns`
+    (besides symbol and date) keeps only what the caller needs: memory on long histories.
     """
+    keep = ["symbol", "date", *(columns or DAILY_COLUMNS)]
     man = read_manifest(Path(store))
     if man is None:
         raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
     if man.frequency == "daily":
-        daily = scan_store(store).sort("symbol", "date").collect()
+        lf = scan_store(store)
+        has_pre = "pre_close" in lf.collect_schema() and bool(
+            lf.select(pl.col("pre_close").is_not_null().any()).collect().item()
+        )
+        if adjustment is None and not has_pre:
+            return lf.select(keep).collect()
+        extra = ["pre_close"] if has_pre and adjustment is None else []
+        daily = lf.select(list(dict.fromkeys([*keep, "close", *extra])))
+        daily = daily.sort("symbol", "date").collect()
         if adjustment is not None:
             factors = read_adjustment(adjustment, columns=adjustment_columns)
-        elif "pre_close" in daily.columns and daily["pre_close"].is_not_null().any():
-            factors = factors_from_pre_close(daily)
         else:
-            return daily
+            factors = factors_from_pre_close(daily)
         adjusted = adjust_bars(daily.lazy(), factors).collect()
-        return adjusted.drop("pre_close")  # a raw price beside adjusted ones would mislead
+        return adjusted.select(keep)  # no raw pre_close beside adjusted prices
     if adjusted_daily is not None:
         mapping = ColumnMapping(columns=dict(adjusted_daily_columns or {}))
         raw = read_bars_file(
@@ -73,8 +84,8 @@ def daily_bars(
         raw = normalize_symbols(raw)
         return raw.with_columns(
             pl.col("ts").dt.date().alias("date"), pl.col("volume").fill_null(0.0).fill_nan(0.0)
-        ).select("symbol", "date", "open", "high", "low", "close", "volume", "amount")
+        ).select(keep)
     daily = resample_bars(scan_store(store), "1d", session)
     if adjustment is not None:
         daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
-    return daily.collect()
+    return daily.select(keep).collect()

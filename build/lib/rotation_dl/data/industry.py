@@ -54,7 +54,11 @@ def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.
         )
         .with_columns(pl.col("factor").forward_fill().over("symbol").fill_null(1.0))
         .with_columns(
-            [(pl.col(c) * pl.col("factor")).alias(c) for c in ("open", "high", "low", "close")]
+            [
+                (pl.col(c) * pl.col("factor")).alias(c)
+                for c in ("open", "high", "low", "close")
+                if c in bars.collect_schema()
+            ]
         )
         .drop("_d", "factor")
     )

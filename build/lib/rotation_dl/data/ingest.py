@@ -1,13 +1,17 @@
 """Ingest raw bar files into the canonical store: validate, normalise, partition, commit.
 
 Streams: each file is first scanned for its trading dates, then read and validated a few days at
-a time (`chunk_days`), so peak memory depends on the chunk, not on the length of history. Every
+a time (`chunk_rows` rows of whole days), so peak memory depends on the chunk, not on the length
+of history. A file already ingested with the same settings, unchanged since (size and
+modification time, recorded in `<store>/_sources.json`), is skipped without being read. Every
 chunk is staged under `<store>/.staging-<id>/`; only when all inputs have passed is anything
 moved into the store, and any error removes the staging area, leaving the store as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import uuid
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from rotation_dl.artifacts import atomic_write_bytes
 from rotation_dl.data.profile import check_symbols, check_trading_days, check_units, profile_file
 from rotation_dl.data.readers import (
     ColumnMapping,
@@ -63,11 +68,22 @@ class IngestReport:
     first_date: str | None = None
     last_date: str | None = None
     notes: list[str] = field(default_factory=list)
+    skipped_files: int = 0
+    limit_breaks: dict | None = None  # the store's raw moves beyond the daily price limit
 
     def summary(self) -> str:
         size = "daily" if self.frequency == "daily" else f"{self.bar_minutes}-min"
         dropped = ", ".join(f"{k}={v}" for k, v in self.dropped.items()) or "none"
         notes = "".join(f"; note: {n}" for n in self.notes)
+        if self.skipped_files:
+            notes += f"; {self.skipped_files} unchanged file(s) skipped"
+        lb = self.limit_breaks
+        if lb and lb["breaks"]:
+            notes += (
+                f"; {lb['breaks']} raw move(s) beyond the daily price limit "
+                f"({lb['per_10k']:.2f} per 10,000 stock-days; returns across days need "
+                "adjusted prices)"
+            )
         return (
             f"{self.files} file(s), {self.rows_read:,} rows of {size} bars "
             f"({self.first_date} .. {self.last_date}); added {self.rows_added:,} rows in "
@@ -85,6 +101,80 @@ def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
         raise UnreadableFileError(
             f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
         ) from exc
+
+
+SOURCES = "_sources.json"
+
+
+def settings_key(*settings: object) -> str:
+    """Hash of everything besides the file that shapes what ingest stores from it."""
+    return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+
+
+def fingerprint(path: Path, settings: str) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "settings": settings}
+
+
+def read_sources(root: Path) -> dict:
+    p = Path(root) / SOURCES
+    try:
+        return json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, ValueError):  # unreadable record: re-read every file
+        return {}
+
+
+def write_sources(root: Path, sources: dict) -> None:
+    atomic_write_bytes(Path(root) / SOURCES, json.dumps(sources, indent=1).encode())
+
+
+LIMITS = "_limits.json"
+
+
+def record_limit_breaks(root: Path, manifest: StoreManifest) -> dict:
+    """Count the whole store's raw close-to-close moves beyond the daily price limit (last bar
+    of each day for intraday stores) and record them in `<store>/_limits.json`; the stages
+    check the prices they actually use (after adjustment) again."""
+    from rotation_dl.data.limits import limit_breaks
+    from rotation_dl.data.store import scan_store
+
+    lf = scan_store(root)
+    if manifest.frequency == "intraday":
+        lf = (
+            lf.filter(pl.col("close") > 0)
+            .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+            .agg(pl.col("close").sort_by("ts").last(), pl.col("volume").sum())
+        )
+    res = limit_breaks(lf.select("symbol", "date", "close", "volume"))
+    record = {
+        "stock_days": res.stock_days,
+        "breaks": res.breaks.height,
+        "per_10k": res.per_10k,
+        "examples": res.examples(5),
+        "note": "raw closes as stored; stages check the adjusted prices they use",
+    }
+    atomic_write_bytes(Path(root) / LIMITS, json.dumps(record, indent=1).encode())
+    return record
+
+
+def day_chunks(
+    dates: list[date], rows_per_date: dict[date, int], max_rows: int, max_days: int | None
+) -> list[list[date]]:
+    """Consecutive whole days, at most `max_rows` rows (or one day) and `max_days` days each."""
+    chunks: list[list[date]] = []
+    cur: list[date] = []
+    rows = 0
+    for d in dates:
+        n = rows_per_date.get(d, 0)
+        full = cur and (rows + n > max_rows or (max_days is not None and len(cur) >= max_days))
+        if full:
+            chunks.append(cur)
+            cur, rows = [], 0
+        cur.append(d)
+        rows += n
+    if cur:
+        chunks.append(cur)
+    return chunks
 
 
 def partial_count(exc: DataError, chunk_dates: list) -> DataError:
@@ -126,9 +216,11 @@ def ingest_bars(
     timezone: str = "Asia/Shanghai",
     calendar: str | None = None,
     partition: Partitioning | None = None,
-    chunk_days: int = 10,
+    chunk_rows: int = 2_000_000,
+    chunk_days: int | None = None,
     policy: IngestPolicy | None = None,
     today: date | None = None,
+    check_limits: bool = True,
 ) -> IngestReport:
     """Validate raw bar files and add them to the store at `store` (created if missing).
 
@@ -143,9 +235,14 @@ def ingest_bars(
             future dates only.
         partition: `date` or `month` (default: the store's, else `date` for intraday and `month`
             for daily bars).
-        chunk_days: trading days validated per step (memory vs. passes over big files).
+        chunk_rows: rows validated per step (whole days, at least one day): bounds peak memory
+            whatever the bar size, with few passes over big files.
+        chunk_days: optional cap on the days in one step.
         policy: handling of recoverable problems.
         today: the date after which bars are refused (default: today in `timezone`).
+        check_limits: count the store's close-to-close moves beyond the A-share daily price
+            limits after the commit and record them in `<store>/_limits.json` (off for
+            markets without limits).
 
     Returns:
         An IngestReport; raises a DataError subclass (nothing written) on bad input.
@@ -158,6 +255,16 @@ def ingest_bars(
     existing = read_manifest(root)
     bar_minutes = existing.bar_minutes if existing else None
     report = IngestReport(files=len(files))
+    settings = settings_key(mapping, session, timezone, calendar, policy, partition)
+    known = read_sources(root)
+    fresh = [f for f in files if known.get(str(f.resolve())) != fingerprint(f, settings)]
+    report.skipped_files = len(files) - len(fresh)
+    if not fresh:
+        log.info("ingest %s: every input unchanged since the last ingest; nothing to do", root)
+        if existing is not None:
+            report.frequency, report.bar_minutes = existing.frequency, existing.bar_minutes
+        return report
+    files = fresh
     profiles = [profile_file(f, mapping, timezone) for f in files]
     check_symbols(profiles, mapping)
     report.notes += check_units(profiles, mapping)
@@ -176,8 +283,9 @@ def ingest_bars(
             lf = read_bars_file(path, mapping, timezone=timezone)
             dates = [d for d in prof.dates if d not in skip]
             all_dates.update(dates)
-            for ci in range(0, len(dates), chunk_days):
-                chunk_dates = dates[ci : ci + chunk_days]
+            for ci, chunk_dates in enumerate(
+                day_chunks(dates, prof.rows_per_date, chunk_rows, chunk_days)
+            ):
                 raw = _collect(lf.filter(pl.col("ts").dt.date().is_in(chunk_dates)), str(path))
                 raw = normalize_symbols(raw, mapping.symbol_format)
                 report.rows_read += raw.height
@@ -210,6 +318,10 @@ def ingest_bars(
             policy.on_conflict == "replace",
             sources=[str(f) for f in files],
         )
+        seen = {str(f.resolve()): fingerprint(f, settings) for f in files}
+        write_sources(root, {**known, **seen})
+        if check_limits:
+            report.limit_breaks = record_limit_breaks(root, manifest)
         report.frequency = manifest.frequency
         report.bar_minutes = manifest.bar_minutes
         report.rows_added = result.rows_added

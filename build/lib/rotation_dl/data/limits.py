@@ -62,38 +62,51 @@ def limit_breaks(
     tolerance: float = 0.005,
     listing_days: int = 5,
 ) -> LimitCheck:
-    """(symbol, date, close) daily closes -> the moves beyond each board's limit that fall
-    neither in a stock's first `listing_days` days nor on its first day back after a gap."""
-    cal = daily.lazy().select(pl.col("date").unique().sort()).collect()["date"]
-    pos = pl.DataFrame({"date": cal, "_k": pl.int_range(cal.len(), eager=True)})
-    lf = (
-        daily.lazy()
-        .filter(pl.col("close").is_finite() & (pl.col("close") > 0))
-        .select("symbol", "date", "close")
-        .join(pos.lazy(), on="date")
-        .sort("symbol", "date")
-        .with_columns(
-            pl.col("close").shift(1).over("symbol").alias("prev_close"),
-            (pl.col("_k") - pl.col("_k").shift(1).over("symbol")).alias("_step"),
-            pl.int_range(pl.len()).over("symbol").alias("_age"),
-            board_limit(pl.col("symbol")).alias("limit"),
-        )
+    """(symbol, date, close[, volume]) daily closes -> the moves beyond each board's limit that
+    fall neither in a stock's first `listing_days` trading days nor on its first day back after
+    a gap (a day without a close, or with no volume, is a gap).
+
+    Works on the dense [day, stock] close matrix: memory is a few day x stock arrays, whatever
+    the number of rows.
+    """
+    import numpy as np
+
+    from rotation_dl.baselines.matrix import close_matrix
+
+    m = close_matrix(daily)
+    c = m.close  # [D, S], NaN where no close
+    have = np.isfinite(c)
+    prev = np.vstack([np.full((1, c.shape[1]), np.nan), c[:-1]])
+    age = np.cumsum(have, axis=0) - 1  # trading days since the stock's first close
+    checked = have & np.isfinite(prev) & (age >= listing_days)
+    limits = (
+        pl.DataFrame({"symbol": m.symbols})
+        .select(board_limit(pl.col("symbol")).alias("l"))["l"]
+        .to_numpy()
     )
-    checked = lf.filter(
-        pl.col("prev_close").is_not_null()
-        & (pl.col("_step") == 1)
-        & (pl.col("_age") >= listing_days)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        move = c / prev - 1
+    hit = checked & (np.abs(move) > limits[None, :] + tolerance)
+    t, s = np.nonzero(hit)
+    breaks = pl.DataFrame(
+        {
+            "symbol": [m.symbols[k] for k in s],
+            "date": [m.dates[k] for k in t],
+            "prev_close": prev[t, s],
+            "close": c[t, s],
+            "move": move[t, s],
+            "limit": limits[s],
+        },
+        schema={
+            "symbol": pl.String,
+            "date": pl.Date,
+            "prev_close": pl.Float64,
+            "close": pl.Float64,
+            "move": pl.Float64,
+            "limit": pl.Float64,
+        },
     )
-    move = (pl.col("close") / pl.col("prev_close") - 1).alias("move")
-    stock_days, breaks = pl.collect_all(
-        [
-            checked.select(pl.len()),
-            checked.with_columns(move)
-            .filter(pl.col("move").abs() > pl.col("limit") + tolerance)
-            .select("symbol", "date", "prev_close", "close", "move", "limit"),
-        ]
-    )
-    return LimitCheck(int(stock_days.item()), breaks)
+    return LimitCheck(int(checked.sum()), breaks)
 
 
 def check_adjusted(

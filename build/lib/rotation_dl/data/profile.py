@@ -38,6 +38,7 @@ from rotation_dl.errors import (
 )
 
 UNITS_OK = (0.5, 2.0)  # amount / (volume x close): VWAP / close stays well inside this
+UNITS_SAMPLE = 200_000  # traded rows per file the units median is taken over
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,23 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
     )
     cols = ("volume", "close", "amount")  # NaN > 0 is true in polars: finite first
     traded = pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in cols])
-    queries = [
-        lf.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n")),
-        lf.select(pl.col("symbol").unique()),
-        lf.filter(traded).select(
-            (pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r")
-        ),
-    ]
+    units = (
+        lf.filter(traded)  # a units mistake shows in any rows: a sample keeps the pass cheap
+        .head(UNITS_SAMPLE)
+        .select((pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r"))
+    )
     try:
-        days, symbols, ratio = pl.collect_all(queries)
+        keys, ratio = pl.collect_all(
+            [lf.select("symbol", pl.col("ts").dt.date().alias("d")), units]
+        )
     except RotationDLError:
         raise
     except Exception as exc:  # a file that scans but cannot be read through
         raise UnreadableFileError(
             f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
         ) from exc
+    days = keys.group_by("d").agg(pl.len().alias("n"))
+    symbols = keys.select(pl.col("symbol").unique())
     if days.height == 0:
         raise EmptyInputError("has no rows", file=file, count=0)
     r = ratio.item() if has_amount else None  # None too when no row has all three

@@ -244,15 +244,39 @@ def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int
 
 def suspended_day_bars(df: pl.DataFrame) -> pl.Series:
     """Bars of (symbol, day)s that are entirely flat with no volume: how clients fill a
-    suspension. They are missing bars, not prices (a partly quiet day is kept)."""
-    if df.is_empty():
-        return pl.Series("s", [], dtype=pl.Boolean)
-    day = pl.col("ts").dt.date() if df.schema["ts"] != pl.Date else pl.col("ts")
+    suspension. They are missing bars, not prices (a partly quiet day is kept).
+
+    Only flat zero-volume rows can belong to such a day, so the day-level counts are taken
+    over those candidates alone (most chunks have none and cost one pass).
+    """
     flat = (pl.col("volume") == 0) & (pl.col("high") == pl.col("low"))
-    whole = flat.all().over("symbol", day) & (
-        pl.col("close") == pl.col("close").first()
-    ).all().over("symbol", day)
-    return df.select((flat & whole).alias("s"))["s"]
+    if df.is_empty() or not df.select(flat.any()).item():
+        return pl.Series("s", [False] * df.height, dtype=pl.Boolean)
+    day = (pl.col("ts").dt.date() if df.schema["ts"] != pl.Date else pl.col("ts")).alias("_d")
+    cand = (
+        df.filter(flat)
+        .group_by("symbol", day)
+        .agg(pl.len().alias("_flat"), pl.col("close").n_unique().alias("_levels"))
+    )
+    keys = cand.select("symbol", "_d")
+    totals = (
+        df.select("symbol", day)
+        .join(keys, on=["symbol", "_d"], how="semi")
+        .group_by("symbol", "_d")
+        .agg(pl.len().alias("_all"))
+    )
+    whole = cand.join(totals, on=["symbol", "_d"]).filter(
+        (pl.col("_flat") == pl.col("_all")) & (pl.col("_levels") == 1)
+    )
+    if whole.is_empty():
+        return pl.Series("s", [False] * df.height, dtype=pl.Boolean)
+    marked = df.select("symbol", day).join(
+        whole.select("symbol", "_d", pl.lit(True).alias("s")),
+        on=["symbol", "_d"],
+        how="left",
+        maintain_order="left",
+    )
+    return marked["s"].fill_null(False)
 
 
 def validate_bars(
@@ -296,10 +320,13 @@ def validate_bars(
     daily = bar_minutes == 0 or (bar_minutes is None and is_daily(df))
     size = 0
     if not daily:
-        if ts_label == "end":  # a stray stamp is outside the session, not a bar size of its own
-            _first_violation(df, [outside_session_rule(session)], file)
         s = _with_neighbours(df)
-        size = detect_bar_minutes(s, file)
+        try:
+            size = detect_bar_minutes(s, file)
+        except BarSizeError:  # a stray stamp is outside the session, not a bar size of its own
+            if ts_label == "end":
+                _first_violation(df, [outside_session_rule(session)], file)
+            raise
         if bar_minutes is not None and size != bar_minutes:
             raise BarSizeError(
                 f"has {size}-minute bars but earlier input/store has {bar_minutes}-minute bars",

@@ -135,7 +135,8 @@ def baseline(cfg: RunConfig) -> BaselineResult:
 
     b = cfg.baseline
     layout = layout_of(cfg)
-    daily, cls = daily_and_classification(cfg)
+    wanted = ["close", "volume", *(["amount"] if cfg.backtest.weighting == "amount" else [])]
+    daily, cls = daily_and_classification(cfg, columns=wanted)  # memory on long histories
     returns = backtest_returns(cfg, daily, cls)
     variants = list(VARIANTS) if b.all_variants else [b.variant]
     results: dict[str, dict] = {}

@@ -61,7 +61,7 @@ def industry_bars(cfg: RunConfig) -> IndustryStageResult:
     stock prices behind its cross-day returns look unadjusted."""
     from rotation_dl.stages.inputs import adjusted_daily_bars
 
-    adjusted_daily_bars(cfg)  # the adjustment check on the closes the returns will use
+    adjusted_daily_bars(cfg, columns=["close", "volume"])  # check the closes returns will use
     path = layout_of(cfg).industry_bars
     res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes)
     return IndustryStageResult(res, path)

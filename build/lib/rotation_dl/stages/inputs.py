@@ -4,6 +4,7 @@ bars with the classification, and industry returns for the backtest."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -55,7 +56,7 @@ def read_classification_of(cfg: RunConfig) -> pl.DataFrame:
     )
 
 
-def adjusted_daily_bars(cfg: RunConfig) -> pl.DataFrame:
+def adjusted_daily_bars(cfg: RunConfig, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """Daily stock bars adjusted as the data config says, refused (`AdjustmentError`) when
     their moves beyond the daily price limit say they are not adjusted."""
     from rotation_dl.data.daily import daily_bars
@@ -71,6 +72,7 @@ def adjusted_daily_bars(cfg: RunConfig) -> pl.DataFrame:
         adjustment_columns=d.adjustment_columns,
         adjusted_daily=d.adjusted_daily,
         adjusted_daily_columns=d.adjusted_daily_columns,
+        columns=columns,
     )
     if cfg.market.price_limits == "none":  # no daily limits: nothing to check against
         return daily
@@ -84,9 +86,12 @@ def adjusted_daily_bars(cfg: RunConfig) -> pl.DataFrame:
     return daily
 
 
-def daily_and_classification(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Adjusted daily stock bars and the classification (the store is built when missing)."""
-    return adjusted_daily_bars(cfg), read_classification_of(cfg)
+def daily_and_classification(
+    cfg: RunConfig, columns: Sequence[str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Adjusted daily stock bars (only `columns` besides symbol and date, when given) and the
+    classification (the store is built when missing)."""
+    return adjusted_daily_bars(cfg, columns), read_classification_of(cfg)
 
 
 def backtest_returns(
