@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -48,8 +49,14 @@ def _run(args, **kw):
 @pytest.mark.slow
 def test_installed_wheel_scores_with_the_inference_extra_only(tmp_path):
     wheels = tmp_path / "dist"
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ beside the sources
+    shutil.copytree(REPO / "rotation_dl", src / "rotation_dl",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    shutil.copytree(REPO / "conf", src / "conf")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-          "-w", str(wheels), str(REPO)], cwd=tmp_path)  # fmt: skip
+          "-w", str(wheels), str(src)], cwd=tmp_path)  # fmt: skip
     wheel = next(wheels.glob("rotation_dl-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {n.removeprefix("rotation_dl/conf/") for n in names if n.endswith(".yaml")}

@@ -1,1 +1,0 @@
-"""Selection, the backtest engine and metrics (one implementation used by every model)."""

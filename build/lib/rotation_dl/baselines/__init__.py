@@ -1,1 +1,0 @@
-"""Rule-based models: diffusion-index rotation, micro-cap timing, the factor IC monitor."""

@@ -1,1 +1,0 @@
-"""ONNX export of trained models and torch-free production scoring with onnxruntime."""

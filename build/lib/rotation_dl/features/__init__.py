@@ -1,1 +1,0 @@
-"""Features, labels, normalisation statistics and the panel tensors the GRU trains on."""

@@ -1,1 +1,0 @@
-"""GRU networks, losses, the Lightning module and walk-forward training."""

@@ -1,1 +1,0 @@
-"""The weekly rotation report: one self-contained HTML file plus a Markdown summary."""
