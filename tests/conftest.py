@@ -38,6 +38,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+SMALL_TRAIN = [  # a tiny market and a 1-epoch GRU: the train/export path in seconds
+    "data.sample.n_industries=5",
+    "data.sample.n_stocks=40",
+    "data.sample.n_days=80",
+    "features.window=4",
+    "model.hidden=8",
+    "model.layers=1",
+    "trainer.max_epochs=1",
+    "walkforward.min_train_days=30",
+    "walkforward.val_days=8",
+    "walkforward.retrain_every=20",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+]
+
+
 TINY = SampleConfig(n_industries=3, n_stocks=36, n_days=30, bar_minutes=15, seed=11)
 
 

@@ -94,19 +94,24 @@ def test_check_adjusted_refuses_unadjusted_and_passes_adjusted():
     assert check_adjusted(adj, "adjusted").breaks.height == 0
 
 
-def test_baseline_on_an_unadjusted_daily_store_stops_and_honours_factors(tmp_path):
-    bars, factors = _market()
+def _write_case(tmp_path, bars: pl.DataFrame, factors: pl.DataFrame) -> list[str]:
+    """The market's files and classification under tmp_path; the CLI overrides that read them."""
     bars.write_parquet(tmp_path / "daily.parquet")
     factors.write_parquet(tmp_path / "adj.parquet")
     cls = pl.DataFrame(
         {"symbol": bars["code"].unique().sort(), "industry": [f"I{k % 5}" for k in range(30)]}
     )
     cls.write_csv(tmp_path / "cls.csv")
-    common = [
+    return [
         "data=parquet", f"data.bars={tmp_path / 'daily.parquet'}",
         f"data.classification={tmp_path / 'cls.csv'}",
         "data.mapping.columns={symbol: code, ts: date}", "baseline.k=10",
     ]  # fmt: skip
+
+
+def test_baseline_on_an_unadjusted_daily_store_stops_and_honours_factors(tmp_path):
+    bars, factors = _market()
+    common = _write_case(tmp_path, bars, factors)
 
     def run(*extra, out):
         return subprocess.run(
@@ -138,17 +143,7 @@ def test_a_pre_close_column_adjusts_a_daily_store(tmp_path):
     """Vendor daily files with the exchange's previous close need no factor file: factors come
     from it, and the DI equals the one computed with explicit factors."""
     bars, factors = _market(pre_close=True)
-    bars.write_parquet(tmp_path / "daily.parquet")
-    factors.write_parquet(tmp_path / "adj.parquet")
-    cls = pl.DataFrame(
-        {"symbol": bars["code"].unique().sort(), "industry": [f"I{k % 5}" for k in range(30)]}
-    )
-    cls.write_csv(tmp_path / "cls.csv")
-    common = [
-        "data=parquet", f"data.bars={tmp_path / 'daily.parquet'}",
-        f"data.classification={tmp_path / 'cls.csv'}",
-        "data.mapping.columns={symbol: code, ts: date}", "baseline.k=10",
-    ]  # fmt: skip
+    common = _write_case(tmp_path, bars, factors)
     for out, extra in (("pc", []), ("adj", [f"data.adjustment={tmp_path / 'adj.parquet'}"])):
         proc = subprocess.run(
             [sys.executable, "-m", "rotation_dl.cli", "baseline", *common, *extra,

@@ -13,7 +13,7 @@ import onnx
 import polars as pl
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, SMALL_TRAIN
 
 from rotation_dl.errors import ModelFileError, ScoringError
 from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, read_model
@@ -24,21 +24,6 @@ from rotation_dl.export.onnx_export import (
     variant_report,
 )
 from rotation_dl.export.scoring import OnnxScorer, score_from_industry_bars
-
-SMALL = [
-    "data.sample.n_industries=5",
-    "data.sample.n_stocks=40",
-    "data.sample.n_days=80",
-    "features.window=4",
-    "model.hidden=8",
-    "model.layers=1",
-    "trainer.max_epochs=1",
-    "walkforward.min_train_days=30",
-    "walkforward.val_days=8",
-    "walkforward.retrain_every=20",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-]
 
 
 def _cli(args, cwd=REPO, env=None):
@@ -62,7 +47,7 @@ def trained(tmp_path_factory):
             f"paths.checkpoints={root / 'ck'}",
             f"model={arch}",
             "model.day_hidden=8",
-            *SMALL,
+            *SMALL_TRAIN,
         ]
         proc = _cli(["train", *args])
         assert proc.returncode == 0, proc.stderr[-3000:]

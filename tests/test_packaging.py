@@ -11,22 +11,7 @@ import tomllib
 import zipfile
 
 import pytest
-from conftest import REPO
-
-SMALL = [
-    "data.sample.n_industries=5",
-    "data.sample.n_stocks=40",
-    "data.sample.n_days=80",
-    "features.window=4",
-    "model.hidden=8",
-    "model.layers=1",
-    "trainer.max_epochs=1",
-    "walkforward.min_train_days=30",
-    "walkforward.val_days=8",
-    "walkforward.retrain_every=20",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
-]
+from conftest import REPO, SMALL_TRAIN
 
 
 def test_every_package_directory_is_listed():
@@ -64,7 +49,11 @@ def test_installed_wheel_scores_with_the_inference_extra_only(tmp_path):
     assert shipped == expected
 
     # a trained and exported sample model, made with the development install
-    run = [f"paths.output_dir={tmp_path / 'out'}", f"paths.checkpoints={tmp_path / 'ck'}", *SMALL]
+    run = [
+        f"paths.output_dir={tmp_path / 'out'}",
+        f"paths.checkpoints={tmp_path / 'ck'}",
+        *SMALL_TRAIN,
+    ]
     for cmd in ("train", "export"):
         _run([sys.executable, "-m", "rotation_dl.cli", cmd, *run], cwd=REPO)
 
