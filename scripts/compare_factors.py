@@ -40,8 +40,8 @@ def main() -> None:
     def summaries(ic: pl.DataFrame) -> dict:
         every_h = ic.sort("date").gather_every(args.horizon)  # labels do not overlap
         return {
-            "rank_ic": summarize_ic(ic["rank_ic"]).to_dict(),
-            "ic": summarize_ic(ic["ic"]).to_dict(),
+            "rank_ic": summarize_ic(ic["rank_ic"], args.horizon).to_dict(),
+            "ic": summarize_ic(ic["ic"], args.horizon).to_dict(),
             "rank_ic_non_overlapping": summarize_ic(every_h["rank_ic"]).to_dict(),
         }
 

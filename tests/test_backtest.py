@@ -303,3 +303,30 @@ def test_fast_selection_equals_reference(raw, k, extra, swaps, held_idx, excl_id
         frozenset(names.index(e) for e in exclude),
     )
     assert [names[i] for i in fast] == ref
+
+
+def test_newey_west_t_against_a_direct_computation():
+    """The HAC t of an autocorrelated IC series (overlapping 5-day labels) equals the
+    Bartlett-kernel formula written out term by term, and is smaller than the naive t."""
+    rng = np.random.default_rng(4)
+    e = rng.standard_normal(205)
+    x = 0.05 + np.convolve(e, np.ones(5) / 5, mode="valid")[:200] * 0.2  # MA(4): overlap
+    s = summarize_ic(pl.Series(x), horizon=5)
+    n, m = len(x), x.mean()
+    g = [sum((x[t] - m) * (x[t - k] - m) for t in range(k, n)) / n for k in range(5)]
+    lrv = g[0] + 2 * sum((1 - k / 5) * g[k] for k in range(1, 5))
+    assert s.newey_west_lag == 4
+    assert s.t_newey_west == pytest.approx(m / np.sqrt(lrv / n), rel=1e-12)
+    assert s.t_newey_west < s.t_stat
+    every5 = x[::5]
+    assert s.t_non_overlapping == pytest.approx(
+        every5.mean() / every5.std(ddof=1) * np.sqrt(len(every5)), rel=1e-12
+    )
+    assert s.warning is None
+
+
+def test_too_few_dates_flagged_with_undefined_t():
+    s = summarize_ic(pl.Series([0.1, 0.2, -0.05] * 6), horizon=5)  # 18 dates
+    assert s.n_dates == 18 and np.isnan(s.t_stat) and np.isnan(s.t_newey_west)
+    assert s.warning == "only 18 labelled date(s): too few for a t-stat (needs 20)"
+    assert s.mean == pytest.approx(np.mean([0.1, 0.2, -0.05]))

@@ -161,6 +161,9 @@ def test_train_cli_with_offline_wandb(tmp_path):
     assert fp["industry"].n_unique() == 4
     metrics = __import__("json").loads((out / "train_metrics.json").read_text())
     assert metrics["folds"] >= 1 and "oos_rank_ic" in metrics
+    r = metrics["oos_rank_ic"]  # honest statistics: HAC t beside the naive one, or a warning
+    assert r["newey_west_lag"] == 4 and "t_non_overlapping" in r
+    assert ("Newey-West" in env_run.stdout) == (r["warning"] is None)
     assert list((out / "logs" / "wandb").glob("offline-run-*")), "wandb must run offline"
     assert list((tmp_path / "ck").glob("fold_00/seed_0/best.ckpt"))
 

@@ -78,6 +78,8 @@ def test_report_is_self_contained(demo_run):
         "Factor rank IC",
     ):
         assert section in page, section
+    ic_table = page.split('class="ic-table"', 1)[1].split("</table>", 1)[0]
+    assert "Newey-West, lag 4" in ic_table and "GRU" in ic_table  # HAC t beside the naive
     md = report.with_suffix(".md").read_text()
     assert md.startswith("# Industry rotation, week ending") and "YTD" in md
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import polars as pl
 
 
@@ -48,9 +49,18 @@ def ic_series(
     )
 
 
+MIN_DATES = 20  # fewer labelled dates than this: the summary is flagged, t-stats undefined
+
+
 @dataclass(frozen=True)
 class ICSummary:
-    """Mean, dispersion and significance of an IC series."""
+    """Mean, dispersion and significance of a per-date IC series.
+
+    A daily IC of h-day labels overlaps h - 1 days with its neighbours, so the naive t
+    (mean / (std / sqrt(n))) overstates significance; `t_newey_west` uses a Newey-West (Bartlett)
+    long-run variance with lag h - 1, and `t_non_overlapping` the naive t of every h-th date.
+    With fewer than MIN_DATES dates every t is NaN and `warning` says why.
+    """
 
     n_dates: int
     mean: float
@@ -58,20 +68,70 @@ class ICSummary:
     icir: float
     t_stat: float
     positive_share: float
+    t_newey_west: float = float("nan")
+    newey_west_lag: int = 0
+    t_non_overlapping: float = float("nan")
+    warning: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def summarize_ic(values: pl.Series) -> ICSummary:
-    """ICIR = mean / std; t-stat = mean / (std / sqrt(n)) on non-null values."""
-    v = values.drop_nulls()
-    n = v.len()
+def newey_west_t(x: np.ndarray, lag: int) -> float:
+    """t of the mean of `x` with a Newey-West (Bartlett-kernel) long-run variance:
+    S = g0 + 2 sum_{l=1..L} (1 - l/(L+1)) g_l, g_l = sum_t (x_t - m)(x_{t-l} - m) / n."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    d = x - x.mean()
+    s = d @ d / n
+    for k in range(1, min(lag, n - 1) + 1):
+        s += 2 * (1 - k / (lag + 1)) * (d[k:] @ d[:-k]) / n
+    return float(x.mean() / math.sqrt(s / n)) if s > 0 else float("nan")
+
+
+def _naive_t(v: np.ndarray) -> float:
+    if len(v) < 2:
+        return float("nan")
+    sd = float(np.std(v, ddof=1))
+    return float(v.mean() / sd * math.sqrt(len(v))) if sd > 0 else float("nan")
+
+
+def summarize_ic(values: pl.Series, horizon: int = 1) -> ICSummary:
+    """ICIR = mean / std; naive t = mean / (std / sqrt(n)); Newey-West t with lag horizon - 1;
+    non-overlapping t over every `horizon`-th value. Null values are left out."""
+    v = values.drop_nulls().to_numpy().astype(np.float64)
+    n = len(v)
     if n == 0:
         nan = float("nan")
-        return ICSummary(0, nan, nan, nan, nan, nan)
+        return ICSummary(0, nan, nan, nan, nan, nan, warning="no dates with an IC")
     mean = float(v.mean())
-    std = float(v.std()) if n > 1 else float("nan")
+    std = float(np.std(v, ddof=1)) if n > 1 else float("nan")
     icir = mean / std if std and std > 0 else float("nan")
-    t = icir * math.sqrt(n) if math.isfinite(icir) else float("nan")
-    return ICSummary(n, mean, std, icir, t, float((v > 0).mean()))
+    lag = max(0, horizon - 1)
+    if n < MIN_DATES:
+        nan = float("nan")
+        warning = f"only {n} labelled date(s): too few for a t-stat (needs {MIN_DATES})"
+        return ICSummary(n, mean, std, icir, nan, float((v > 0).mean()), nan, lag, nan, warning)
+    return ICSummary(
+        n,
+        mean,
+        std,
+        icir,
+        _naive_t(v),
+        float((v > 0).mean()),
+        newey_west_t(v, lag),
+        lag,
+        _naive_t(v[:: max(1, horizon)]),
+    )
+
+
+def describe_t(summary: dict) -> str:
+    """`t 3.06 (Newey-West 1.95, lag 4; non-overlapping 1.77)`, or the too-few-dates warning."""
+    if summary.get("warning"):
+        return f"t undefined: {summary['warning']}"
+    return (
+        f"t {summary['t_stat']:.2f} (Newey-West {summary['t_newey_west']:.2f}, lag "
+        f"{summary['newey_west_lag']}; non-overlapping {summary['t_non_overlapping']:.2f})"
+    )

@@ -201,12 +201,14 @@ def factor_ic_report(
     fwd: pl.DataFrame,
     factor_col: str = "score",
     return_col: str = "fwd_excess",
+    horizon: int = 1,
 ) -> dict:
-    """IC and rank IC series summaries (mean, std, ICIR, t-stat, share positive)."""
+    """IC and rank IC series summaries (mean, std, ICIR, naive / Newey-West (lag h - 1) /
+    non-overlapping t-stats, share positive, a warning below 20 dates) for h-day returns."""
     ic = ic_series(factors, fwd, factor_col=factor_col, return_col=return_col)
     return {
-        "ic": summarize_ic(ic["ic"]).to_dict(),
-        "rank_ic": summarize_ic(ic["rank_ic"]).to_dict(),
+        "ic": summarize_ic(ic["ic"], horizon).to_dict(),
+        "rank_ic": summarize_ic(ic["rank_ic"], horizon).to_dict(),
     }
 
 
@@ -233,7 +235,7 @@ def backtest_summary(
         "performance": perf.to_dict(),
         "calendar_years": calendar_year_table(result.daily).to_dicts(),
         "to_date": to_date_excess(result.daily),
-        "ic": factor_ic_report(factors, fwd, factor_col=factor_col),
+        "ic": factor_ic_report(factors, fwd, factor_col=factor_col, horizon=horizon),
         "groups": group_returns(factors, fwd, factor_col=factor_col).to_dicts(),
         "latest_holdings": latest["industry"].to_list(),
         "config": result.config,

@@ -41,6 +41,30 @@ class ReportInputs:
     timing: dict | None = None  # series, grid, stats (run_timing)
     factor_ic: pl.DataFrame | None = None  # factor IC summary
     notes: list[str] = field(default_factory=list)
+    horizon: int = 5  # days of the forward return the IC is measured against
+
+
+def ic_table(inputs: ReportInputs) -> str:
+    """Each model's mean rank IC up to the report date with its naive, Newey-West (lag h - 1)
+    and non-overlapping t-stats, or the too-few-dates warning."""
+    from rotation_dl.backtest.ic import summarize_ic
+
+    rows = []
+    for m in inputs.models:
+        ic = ic_series(m.factors.filter(pl.col("date") <= inputs.asof), inputs.forward)
+        s = summarize_ic(ic["rank_ic"], inputs.horizon)
+        rows.append(
+            {
+                "model": m.name,
+                "dates": s.n_dates,
+                "mean rank IC": s.mean,
+                "t (naive)": s.t_stat,
+                f"t (Newey-West, lag {s.newey_west_lag})": s.t_newey_west,
+                "t (non-overlapping)": s.t_non_overlapping,
+                "note": s.warning or "",
+            }
+        )
+    return _table(pl.DataFrame(rows), cls="ic-table")
 
 
 def performance_numbers(inputs: ReportInputs) -> dict:
@@ -293,7 +317,7 @@ def build_weekly_report(inputs: ReportInputs, html_path: Path, md_path: Path) ->
                 )
             )
     parts.append("<div class='grid2'>" + charts["nav"] + charts["excess"] + "</div>")
-    parts.append("<h2>Rank IC</h2>" + charts["ic"])
+    parts.append("<h2>Rank IC</h2>" + charts["ic"] + ic_table(inputs))
     if inputs.timing is not None:
         st = inputs.timing["series"].tail(1).to_dicts()[0]
         parts.append(

@@ -11,6 +11,7 @@ import polars as pl
 
 from rotation_dl.artifacts import write_json, write_table
 from rotation_dl.backtest.engine import run_backtest
+from rotation_dl.backtest.ic import describe_t
 from rotation_dl.backtest.metrics import backtest_summary, calendar_year_table
 from rotation_dl.backtest.schedule import rebalance_dates
 from rotation_dl.backtest.selection import SelectionRule
@@ -29,7 +30,7 @@ def describe_performance(name: str, summary: dict, out: Path) -> str:
         f"{name}: {p['start']}..{p['end']}: excess compounded {p['excess_compounded']:+.2%}, "
         f"summed {p['excess_summed']:+.2%}, IR {p['information_ratio']:.2f}, max DD of excess "
         f"{p['max_drawdown_excess']:.2%}, turnover {p['mean_turnover']:.2f}; rank IC "
-        f"{ic['mean']:.4f} (t {ic['t_stat']:.2f})\n  outputs: {out}"
+        f"{ic['mean']:.4f} ({describe_t(ic)})\n  outputs: {out}"
     )
 
 
@@ -164,6 +165,7 @@ def baseline(cfg: RunConfig) -> BaselineResult:
             **{k: s["performance"][k] for k in COMPARED},
             "rank_ic_mean": s["ic"]["rank_ic"]["mean"],
             "rank_ic_t": s["ic"]["rank_ic"]["t_stat"],
+            "rank_ic_t_newey_west": s["ic"]["rank_ic"]["t_newey_west"],
         }
         for v, s in results.items()
     ]

@@ -80,6 +80,7 @@ def report(cfg: RunConfig) -> ReportResult:
         timing=timing,
         factor_ic=pl.read_parquet(fic) if fic.exists() else None,
         notes=[f"run {cfg.run}; GRU model {version}" if version else f"run {cfg.run}"],
+        horizon=cfg.backtest.horizon,
     )
     html = build_weekly_report(inputs, layout.report_file(asof), layout.report_file(asof, ".md"))
     return ReportResult(html, layout.report_file(asof, ".md"))

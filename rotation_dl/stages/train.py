@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_parquet, write_json
+from rotation_dl.backtest.ic import describe_t
 from rotation_dl.config import FeatureConfig, LoggerConfig, RunConfig, WalkForwardConfig
 from rotation_dl.layout import RunLayout
 from rotation_dl.models.config import GRUConfig, TrainConfig
@@ -43,7 +44,7 @@ class TrainResult:
         r = m["oos_rank_ic"]
         return (
             f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "
-            f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} t {r['t_stat']:.2f}; mean val rank IC "
+            f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} {describe_t(r)}; mean val rank IC "
             f"{m['mean_val_rank_ic']:.4f}\n  factor panel: {self.factor_panel}\n"
             f"  metrics: {self.metrics_path}\n  checkpoints: {self.checkpoints}"
         )
@@ -124,8 +125,8 @@ def train_walk_forward(
         "run": run,
         "folds": len(folds),
         "test_dates": int(result.factor_panel["date"].n_unique()),
-        "oos_rank_ic": summarize_ic(ic["rank_ic"]).to_dict(),
-        "oos_ic": summarize_ic(ic["ic"]).to_dict(),
+        "oos_rank_ic": summarize_ic(ic["rank_ic"], spec.horizon).to_dict(),
+        "oos_ic": summarize_ic(ic["ic"], spec.horizon).to_dict(),
         "mean_val_rank_ic": result.mean_val_rank_ic,
         "fold_results": result.folds,
         "model_version": result.factor_panel["model_version"][0],
