@@ -204,3 +204,38 @@ def test_ingest_records_raw_limit_breaks_in_the_store(tmp_path):
     assert "10 raw move(s) beyond the daily price limit" in rep.summary()
     record = json.loads((tmp_path / "store" / "_limits.json").read_text())
     assert record["ingests"][-1]["breaks"] == 10 and len(record["ingests"][-1]["examples"]) == 5
+
+
+def test_industry_build_refuses_unadjusted_splits_before_writing(tiny_market, tmp_path):
+    """The industry-bars build checks the adjusted closes it streams: unadjusted 2-for-1 splits
+    stop it before anything is written; the same bars with factors pass."""
+    from rotation_dl.data.industry_build import build_industry_bars
+    from rotation_dl.data.ingest import ingest_bars
+    from rotation_dl.session import A_SHARE
+
+    bars = tiny_market.bars.filter(pl.col("close") > 0)
+    days = bars["ts"].dt.date().unique().sort()
+    split_day = days[15]
+    split = sorted(bars["symbol"].unique().to_list())[::3]
+    later = pl.col("symbol").is_in(split) & (pl.col("ts").dt.date() >= split_day)
+    raw = bars.with_columns(
+        [pl.when(later).then(pl.col(c) / 2).otherwise(pl.col(c)).alias(c)
+         for c in ("open", "high", "low", "close")]
+    )  # fmt: skip
+    raw.write_parquet(tmp_path / "bars.parquet")
+    ingest_bars(tmp_path / "bars.parquet", tmp_path / "store", session=A_SHARE)
+    tiny_market.classification.write_parquet(tmp_path / "cls.parquet")
+    factors = pl.DataFrame(
+        {"symbol": split, "date": [split_day] * len(split), "factor": [2.0] * len(split)}
+    )
+    factors.write_parquet(tmp_path / "adj.parquet")
+    common = dict(session=A_SHARE, max_limit_breaks_per_10k=1.0)
+    out = tmp_path / "ib.parquet"
+    with pytest.raises(AdjustmentError, match=f"{len(split)} stock-days"):
+        build_industry_bars(tmp_path / "store", tmp_path / "cls.parquet", out, **common)
+    assert not out.exists()
+    res = build_industry_bars(
+        tmp_path / "store", tmp_path / "cls.parquet", out, adjustment=tmp_path / "adj.parquet",
+        chunk_partitions=4, **common,
+    )  # fmt: skip
+    assert out.exists() and res.frame.height > 0

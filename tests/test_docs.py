@@ -1,6 +1,7 @@
 """The README is executable truth: every ```bash block runs as written, in a fresh folder, on
-the sample market or on files generated here (`# docs-test: fixture NAME`); a block that needs
-real data, a GPU or a cluster says `# docs-test: skip REASON` and is skipped with that reason."""
+the sample market or on files generated here (`# docs-test: fixture NAME`); a block on the real
+data runs when it is present (`# docs-test: real_data`); one that needs a GPU, a cluster or
+minutes of compute says `# docs-test: skip REASON` and is skipped with that reason."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import REPO
+from conftest import REPO, data_root
 
 from rotation_dl.data.calendar import trading_days
 from rotation_dl.data.resample import resample_bars
@@ -23,7 +24,7 @@ from rotation_dl.data.synthetic import SampleConfig, make_sample_market
 from rotation_dl.session import A_SHARE
 
 BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
-DIRECTIVE = re.compile(r"^# docs-test: (skip|fixture) (\S+)(.*)$", re.M)
+DIRECTIVE = re.compile(r"^# docs-test: (skip|fixture|real_data)(?: (\S+))?(.*)$", re.M)
 
 
 def readme_blocks() -> list[tuple[str, str]]:
@@ -152,7 +153,7 @@ def test_every_block_is_run_or_says_why_not():
         if d and d.group(1) == "fixture":
             assert d.group(2) in FIXTURES, (name, d.group(2))
         if d and d.group(1) == "skip":
-            assert (d.group(2) + d.group(3)).strip(), f"{name}: a skip needs a reason"
+            assert (d.group(2) or "").strip(), f"{name}: a skip needs a reason"
         if not d:
             assert "rotation-dl" in text, name
 
@@ -163,6 +164,8 @@ def test_readme_block_runs_as_written(name, text, tmp_path):
     d = DIRECTIVE.search(text)
     if d and d.group(1) == "skip":
         pytest.skip(f"README {name}: {(d.group(2) + d.group(3)).strip()}")
+    if d and d.group(1) == "real_data" and not (data_root() / "README.md").exists():
+        pytest.skip(f"README {name}: real data not found at {data_root()}")
     if d and d.group(1) == "fixture":
         FIXTURES[d.group(2)](tmp_path)
     script = tmp_path / "block.sh"
@@ -170,6 +173,7 @@ def test_readme_block_runs_as_written(name, text, tmp_path):
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k != "ROTATION_DL_CONF_DIR"}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["ROTATION_DL_DATA_ROOT"] = str(data_root().resolve())
     proc = subprocess.run(
         ["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900
     )

@@ -38,21 +38,24 @@ def add_vwap_gap(bars: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """Multiply prices by each stock's adjustment factor of the day (forward-filled, else 1).
-
-    Rows must be in time order within each symbol; that order is kept.
+    """Multiply prices by each stock's adjustment factor as of the day (its latest factor dated
+    on or before it, else 1), so a sparse factor table (rows on ex-dates only) adjusts any
+    slice of history. Row order is kept.
     """
     key = "ts" if "ts" in bars.collect_schema() else "date"
     day = pl.col("ts").dt.date() if key == "ts" else pl.col("date")
+    bars = bars.with_columns(day.alias("_d"))
+    days = bars.select("symbol", "_d").unique().sort("_d")  # one row per stock-day: small
+    asof = days.join_asof(
+        factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor").sort("_d"),
+        on="_d",
+        by="symbol",
+        strategy="backward",
+        check_sortedness=False,  # both sides are sorted by day just above
+    )
     return (
-        bars.with_columns(day.alias("_d"))
-        .join(
-            factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor"),
-            on=["symbol", "_d"],
-            how="left",
-            maintain_order="left",
-        )
-        .with_columns(pl.col("factor").forward_fill().over("symbol").fill_null(1.0))
+        bars.join(asof, on=["symbol", "_d"], how="left", maintain_order="left")
+        .with_columns(pl.col("factor").fill_null(1.0))
         .with_columns(
             [
                 (pl.col(c) * pl.col("factor")).alias(c)

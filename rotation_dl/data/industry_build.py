@@ -23,6 +23,7 @@ from rotation_dl.data.industry import (
     map_industries,
     stock_bar_returns,
 )
+from rotation_dl.data.limits import LimitTally, enforce_adjusted
 from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
 from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import partition_span, partitions_between, read_manifest, scan_store
@@ -74,6 +75,8 @@ def build_industry_bars(
     start: date | None = None,
     end: date | None = None,
     factor_tolerance: float = 0.005,
+    max_limit_breaks_per_10k: float | None = None,
+    on_unadjusted: Literal["fail", "warn"] = "fail",
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
@@ -105,6 +108,7 @@ def build_industry_bars(
     carry_close: pl.DataFrame | None = None
     carry_factor: pl.DataFrame | None = None
     carry_level: pl.DataFrame | None = None
+    tally = LimitTally() if max_limit_breaks_per_10k is not None else None
     parts: list[pl.DataFrame] = []
     industries: set[str] = set()
     for chunk in _chunks(names, chunk_partitions):
@@ -126,7 +130,14 @@ def build_industry_bars(
             size = bar_minutes
         bars = add_vwap_gap(bars)
         if factors is not None:
-            bars = adjust_bars(bars, factors.filter(pl.col("date").is_between(lo, hi)).lazy())
+            bars = adjust_bars(bars, factors.filter(pl.col("date") <= hi).lazy())
+        if tally is not None:  # are the closes behind cross-day returns adjusted?
+            tally.add(
+                bars.group_by("symbol", pl.col("ts").dt.date().alias("date"))
+                .agg(pl.col("close").sort_by("ts").last(), pl.col("volume").sum())
+                .sort("symbol", "date")
+                .collect()
+            )
         mapped = map_industries(bars, cls, on_unmapped, source=str(classification))
         stock = stock_bar_returns(mapped, presorted=True, prev_close=carry_close).collect()
         if stock.is_empty():
@@ -149,6 +160,9 @@ def build_industry_bars(
         )
     if not parts:
         raise StoreError(f"{store}: no bars to aggregate")
+    if tally is not None:  # before anything is written
+        source = str(adjusted_daily or adjustment or store)
+        enforce_adjusted(tally.result(), source, max_limit_breaks_per_10k, on_unadjusted)
     frame = _complete_grid(pl.concat(parts), sorted(industries))
     if start is not None or end is not None:
         frame = frame.filter(pl.col("date").is_between(start or date.min, end or date.max))

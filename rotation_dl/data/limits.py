@@ -118,7 +118,14 @@ def check_adjusted(
 ) -> LimitCheck:
     """Refuse daily closes whose rate of unexplained limit breaks says they are unadjusted;
     below the threshold (or with `on_unadjusted=warn`) the breaks are logged."""
-    res = limit_breaks(daily)
+    return enforce_adjusted(limit_breaks(daily), source, max_per_10k, on_unadjusted)
+
+
+def enforce_adjusted(
+    res: LimitCheck, source: str, max_per_10k: float = 1.0, on_unadjusted: str = "fail"
+) -> LimitCheck:
+    """`AdjustmentError` when the rate of unexplained breaks exceeds `max_per_10k` (unless
+    `on_unadjusted=warn`); otherwise any breaks are logged."""
     n = res.breaks.height
     if n and res.per_10k > max_per_10k and on_unadjusted == "fail":
         raise AdjustmentError(
@@ -145,10 +152,17 @@ def check_adjusted(
 class LimitTally:
     """The same count, chunk by chunk during ingest: daily closes arrive in date order per
     symbol; each stock's last close, calendar position and age are carried between chunks.
-    Positions come from the whole input's calendar, so a stock's own missing days are gaps."""
+    Positions come from the whole input's calendar, so a stock's own missing days are gaps;
+    without one (`calendar=None`) the chunks' own dates make it, chunks then arriving in date
+    order (a streamed build)."""
 
-    def __init__(self, calendar: list, listing_days: int = 5, tolerance: float = 0.005) -> None:
-        self.pos = pl.DataFrame({"date": sorted(set(calendar))}).with_row_index("_k")
+    def __init__(
+        self, calendar: list | None = None, listing_days: int = 5, tolerance: float = 0.005
+    ) -> None:
+        self.grow = calendar is None
+        self.pos = pl.DataFrame(
+            {"date": sorted(set(calendar or []))}, schema={"date": pl.Date}
+        ).with_row_index("_k")
         self.listing_days, self.tolerance = listing_days, tolerance
         self.carry = pl.DataFrame(
             schema={"symbol": pl.String, "_k": pl.UInt32, "close": pl.Float64, "_age": pl.Int64}
@@ -159,6 +173,8 @@ class LimitTally:
     def add(self, closes: pl.DataFrame) -> None:
         """(symbol, date, close, volume) daily closes of one chunk, sorted by symbol and date
         (validated chunks are); shifts within a symbol, the carry joined on first rows only."""
+        if self.grow:
+            self._extend(closes["date"])
         new = (
             closes.filter(
                 (pl.col("volume").is_null() | (pl.col("volume") > 0)) & (pl.col("close") > 0)
@@ -210,6 +226,16 @@ class LimitTally:
         last = frame.filter(pl.col("symbol").ne_missing(pl.col("symbol").shift(-1)))
         last = last.select("symbol", "_k", "close", "_age")
         self.carry = pl.concat([self.carry.join(last, on="symbol", how="anti"), last])
+
+    def _extend(self, dates: pl.Series) -> None:
+        known = self.pos["date"]
+        new = dates.unique().sort()
+        if known.len():
+            new = new.filter(new > known.max())
+        if new.len():
+            start = known.len()
+            more = pl.DataFrame({"date": new}).with_row_index("_k", offset=start)
+            self.pos = pl.concat([self.pos, more])
 
     def result(self) -> LimitCheck:
         floats = {c: pl.Float64 for c in ("prev_close", "close", "move", "limit")}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rotation_dl.config import RunConfig
 from rotation_dl.data.industry_build import IndustryBarsResult, build_industry_bars
-from rotation_dl.stages.inputs import ensure_store, layout_of
+from rotation_dl.stages.inputs import ensure_store, layout_of, require_classification
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,13 @@ def build_for(
     start: date | None = None,
     end: date | None = None,
     chunk_partitions: int | None = None,
+    check_adjusted: bool = False,
 ) -> IndustryBarsResult:
     """Industry bars from the run's store with the run's data and industry settings."""
     d, ind = cfg.data, cfg.industry
-    from rotation_dl.errors import ConfigError
-
-    if not d.classification:
-        raise ConfigError("data.classification is not set: give the stock -> industry file")
     return build_industry_bars(
         ensure_store(cfg),
-        d.classification,
+        require_classification(cfg),
         output,
         classification_columns=d.classification_columns,
         adjustment=d.adjustment,
@@ -53,15 +50,18 @@ def build_for(
         start=start,
         end=end,
         factor_tolerance=ind.factor_tolerance,
+        max_limit_breaks_per_10k=(
+            d.max_limit_breaks_per_10k
+            if check_adjusted and cfg.market.price_limits == "ashare"
+            else None
+        ),
+        on_unadjusted=d.on_unadjusted,
     )
 
 
 def industry_bars(cfg: RunConfig) -> IndustryStageResult:
-    """Store + classification -> industry bars parquet (written atomically); refused when the
-    stock prices behind its cross-day returns look unadjusted."""
-    from rotation_dl.stages.inputs import adjusted_daily_bars
-
-    adjusted_daily_bars(cfg, columns=["close", "volume"])  # check the closes returns will use
+    """Store + classification -> industry bars parquet (written atomically); refused, before
+    anything is written, when the stock prices behind its cross-day returns look unadjusted."""
     path = layout_of(cfg).industry_bars
-    res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes)
+    res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes, check_adjusted=True)
     return IndustryStageResult(res, path)

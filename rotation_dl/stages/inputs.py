@@ -43,14 +43,20 @@ def ensure_industry_bars(cfg: RunConfig) -> Path:
     return path
 
 
-def read_classification_of(cfg: RunConfig) -> pl.DataFrame:
-    from rotation_dl.data.readers import read_classification
+def require_classification(cfg: RunConfig) -> str:
+    """The classification file's path, or a ConfigError saying it is missing."""
     from rotation_dl.errors import ConfigError
 
     if not cfg.data.classification:
         raise ConfigError("data.classification is not set: give the stock -> industry file")
+    return cfg.data.classification
+
+
+def read_classification_of(cfg: RunConfig) -> pl.DataFrame:
+    from rotation_dl.data.readers import read_classification
+
     return read_classification(
-        cfg.data.classification,
+        require_classification(cfg),
         columns=cfg.data.classification_columns,
         on_missing_industry=cfg.industry.on_missing_industry,
     )
