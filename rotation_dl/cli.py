@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "train",
         "walk-forward GRU training -> factor panel + checkpoints (-m: Optuna sweep)",
     ),
+    "plan": ("train", "plan", "the walk-forward plan (folds and dates) without training"),
     "backtest": ("evaluate", "backtest", "backtest a factor panel (factors=PATH)"),
     "baseline": ("evaluate", "baseline", "diffusion-index baseline and its backtest"),
     "timing": ("evaluate", "timing", "micro-cap diffusion timing: DI, grid, signal machines"),
@@ -79,7 +80,7 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
         return hyperparameter_search(cfg, list(overrides))
     module, func, _ = COMMANDS[name]
     stage = getattr(importlib.import_module(f"rotation_dl.stages.{module}"), func)
-    if name == "demo":
+    if name in ("demo", "train"):  # progress (the demo's steps, the training plan) as it comes
         return stage(cfg, progress=lambda text: print(text, flush=True))
     return stage(cfg)
 

@@ -79,10 +79,24 @@ class DataConfig:
     max_limit_breaks_per_10k: float = 1.0  # unexplained limit moves tolerated per 10k stock-days
     sample: SampleConfig | None = None  # kind=sample: the generated market's knobs
     raw_dir: str | None = None  # kind=sample: where the generated raw files go
+    level: Literal["stocks", "industries"] = "stocks"  # industries: bars are industry series
+    bar_size: int | Literal["daily"] | None = None  # None: detected (one bar a day = daily)
 
     def __post_init__(self) -> None:
         if self.kind == "sample" and (self.sample is None or self.raw_dir is None):
             raise ConfigError("data.kind=sample needs data.sample and data.raw_dir")
+        if isinstance(self.bar_size, int) and self.bar_size < 1:
+            raise ConfigError(f"data.bar_size={self.bar_size}: give minutes (>= 1) or 'daily'")
+
+    @property
+    def bar_minutes(self) -> int | None:
+        """The configured bar size in minutes (0 for daily), None when it is detected."""
+        return 0 if self.bar_size == "daily" else self.bar_size
+
+    @property
+    def series(self) -> bool:
+        """The bars are industry-level series (no constituents, no classification)."""
+        return self.level == "industries"
 
 
 @dataclass(frozen=True)
@@ -138,8 +152,9 @@ class FeatureConfig:
         if self.names is not None and not self.names:
             raise ConfigError("features.names is empty; leave it null for every feature")
 
-    def spec(self, bar_minutes: int, session: Session):  # -> FeatureSpec (lazy import: numpy)
-        """The full feature spec once the data's bar size is known."""
+    def spec(self, bar_minutes: int, session: Session, series: bool = False):  # -> FeatureSpec
+        """The full feature spec once the data's bar size is known; `series` (industry series,
+        no constituents) defaults to the features a single series defines."""
         from rotation_dl.features.spec import FeatureSpec
 
         return FeatureSpec.build(
@@ -149,6 +164,7 @@ class FeatureConfig:
             self.volume_window,
             self.min_constituents,
             session,
+            series=series,
         )
 
 
@@ -211,7 +227,8 @@ class PortfolioConfig:
 
     def rule(self, n_industries: int | None = None) -> SelectionRule:
         """The selection rule; `k` (and the buffer) clamped, with a warning, to the number of
-        industries when more are asked for than exist."""
+        industries when more are asked for than exist, and a buffer that covers every industry
+        (holdings would never leave) cut to halfway between k and their number."""
         k, buffer = self.k, self.buffer
         if n_industries is not None and k > n_industries:
             log.warning(
@@ -222,6 +239,17 @@ class PortfolioConfig:
             )
             k = n_industries
             buffer = None if buffer is None else max(k, min(buffer, n_industries))
+        elif n_industries is not None and buffer is not None and buffer >= n_industries > k:
+            clamped = k + (n_industries - k) // 2
+            log.warning(
+                "portfolio.buffer=%d covers all %d industries, so holdings would never leave: "
+                "using buffer=%d (set portfolio.buffer below %d)",
+                buffer,
+                n_industries,
+                clamped,
+                n_industries,
+            )
+            buffer = clamped
         return SelectionRule(k=k, buffer=buffer, max_swaps=self.max_swaps, exclude=self.exclude)
 
     def rebalance_dates(self) -> list[date] | None:
@@ -246,7 +274,7 @@ class BaselineConfig:
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    returns: Literal["constituents", "industry_bars", "file"] = "constituents"
+    returns: Literal["auto", "constituents", "industry_bars", "file"] = "auto"
     returns_file: str | None = None
     weighting: Literal["equal", "amount"] = "equal"
     horizon: int = 5

@@ -189,7 +189,10 @@ GROUP_TYPES = {
     "launcher": "LauncherConfig",
     "hparams_search": "SweepConfig",
 }
-NEEDS = {("data", "parquet"): ["data.bars=x", "data.classification=y"]}
+NEEDS = {
+    ("data", "parquet"): ["data.bars=x", "data.classification=y"],
+    ("data", "industry_series"): ["data.bars=x"],
+}
 
 
 def test_every_option_of_every_group_builds_its_typed_config():

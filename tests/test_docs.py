@@ -137,7 +137,29 @@ def fixture_us_daily(root: Path) -> None:
     pl.DataFrame({"symbol": tickers, "industry": sectors}).write_csv(root / "sectors.csv")
 
 
+def fixture_sector_etfs(root: Path) -> None:
+    """sector_etfs.csv as a price site gives it: ticker, Date, raw OHLC, Adj Close (quarterly
+    payouts), Volume; 11 sector series over 300 NYSE days."""
+    from rotation_dl.data.synthetic import SampleConfig
+    from rotation_dl.data.synthetic_series import make_series_market
+
+    cfg = SampleConfig(n_industries=11, n_days=300, bar_minutes=0, start="2023-01-03",
+                       calendar="XNYS")  # fmt: skip
+    bars = make_series_market(cfg).bars.sort("symbol", "ts")
+    quarter = pl.col("ts").dt.quarter() + 4 * pl.col("ts").dt.year()
+    raw_over_adj = 1.004 ** (quarter.max() - quarter)  # 0.4% a quarter paid out: adj <= raw
+    bars.select(
+        pl.col("symbol").alias("ticker"),
+        pl.col("ts").dt.date().alias("Date"),
+        *[(pl.col(c) * raw_over_adj).round(2).alias(c.title()) for c in ("open", "high", "low")],
+        (pl.col("close") * raw_over_adj).round(2).alias("Close"),
+        pl.col("close").alias("Adj Close"),
+        pl.col("volume").alias("Volume"),
+    ).write_csv(root / "sector_etfs.csv")
+
+
 FIXTURES = {
+    "sector_etfs": fixture_sector_etfs,
     "minute_csv": fixture_minute_csv,
     "tdx": fixture_tdx,
     "vendor_csv": fixture_vendor_csv,

@@ -315,3 +315,34 @@ def test_ddp_two_process_gloo_matches_single_process(tmp_path):
     )
     assert abs(ma["mean_val_rank_ic"] - mb["mean_val_rank_ic"]) <= 1e-3
     assert not list((tmp_path / "ddp").rglob("*.tmp"))
+
+
+def test_seed_rank_ics_reports_each_seed_and_their_spread():
+    """Per-seed OOS rank IC: seed 0 ranks perfectly (+1), seed 1 inversely (-1) on both dates;
+    mean 0, std sqrt(2); a seed without any labelled date is NaN and left out of the spread."""
+    from datetime import date
+
+    from rotation_dl.stages.train import seed_rank_ics
+
+    days = [date(2025, 1, 2), date(2025, 1, 3)]
+    inds = ["A", "B", "C", "D"]
+    labels = pl.DataFrame(
+        {
+            "date": [d for d in days for _ in inds],
+            "industry": inds * 2,
+            "fwd_excess": [0.01, 0.02, 0.03, 0.04] * 2,
+        }
+    )
+    rows = []
+    for seed, sign in ((0, 1.0), (1, -1.0)):
+        for d in days:
+            rows += [(d, i, seed, sign * k) for k, i in enumerate(inds)]
+    rows += [(date(2030, 1, 2), i, 2, 1.0) for i in inds]  # seed 2: no labelled date
+    scores = pl.DataFrame(rows, schema=["date", "industry", "seed", "score"], orient="row")
+    out = seed_rank_ics(scores, labels)
+    assert out["per_seed"]["0"] == pytest.approx(1.0) and out["per_seed"]["1"] == pytest.approx(
+        -1.0
+    )
+    assert np.isnan(out["per_seed"]["2"])
+    assert out["n_seeds"] == 2 and out["mean"] == pytest.approx(0.0)
+    assert out["std"] == pytest.approx(np.sqrt(2.0))

@@ -31,5 +31,5 @@ def test_fold_invariants(scheme):
 def test_max_folds_and_too_short():
     folds = walk_forward_folds(300, warmup=25, max_folds=2, retrain_every=30)
     assert [f.index for f in folds] == [0, 1] and folds[-1].test[1] == 300
-    with pytest.raises(ConfigError, match="walk-forward needs more than"):
+    with pytest.raises(ConfigError, match="walk-forward needs at least"):
         walk_forward_folds(100, warmup=25)

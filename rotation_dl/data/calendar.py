@@ -24,9 +24,15 @@ def _calendar(code: str):
     import exchange_calendars as xcals
 
     try:
-        return xcals.get_calendar(code)
+        xcals.get_calendar(code)  # by default only the last 20 years: long histories need more
     except Exception as exc:  # InvalidCalendarName and friends
         raise ConfigError(f"market.calendar={code!r} is not a known exchange calendar") from exc
+    for start in ("1990-01-02", "2000-01-03"):
+        try:
+            return xcals.get_calendar(code, start=start)
+        except Exception:  # noqa: S112 - some calendars begin later: try a later start
+            continue
+    return xcals.get_calendar(code)
 
 
 @functools.cache
@@ -88,15 +94,17 @@ def non_trading_days(
 
 
 def trading_days(start: date, n_days: int, calendar: str | None = None) -> list[date]:
-    """`n_days` trading days from `start`: the calendar's sessions when given and available,
-    else weekdays."""
+    """`n_days` trading days from `start`: the calendar's sessions when given and available
+    (weekdays outside the span it knows), else weekdays."""
     days: list[date] = []
     d = start
+    span = calendar_span(calendar) if calendar else None
     while len(days) < n_days:
         hi = d + timedelta(days=2 * (n_days - len(days)) + 14)
-        sessions = _sessions(calendar, d, hi) if calendar else None
+        sessions = _sessions(calendar, d, hi) if span else None
         while d <= hi and len(days) < n_days:
-            ok = d.weekday() < 5 and (sessions is None or d in sessions)
+            known = sessions is not None and span is not None and span[0] <= d <= span[1]
+            ok = d.weekday() < 5 and (not known or d in sessions)
             if ok:
                 days.append(d)
             d += timedelta(days=1)

@@ -16,7 +16,7 @@ from rotation_dl.data.readers import (
     read_bars_file,
 )
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.store import read_manifest, scan_store
+from rotation_dl.data.store import read_manifest, scan_store, store_has_pre_close
 from rotation_dl.errors import DataError
 from rotation_dl.session import Session
 
@@ -62,9 +62,7 @@ def daily_bars(
         raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
     if man.frequency == "daily":
         lf = scan_store(store)
-        has_pre = "pre_close" in lf.collect_schema() and bool(
-            lf.select(pl.col("pre_close").is_not_null().any()).collect().item()
-        )
+        has_pre = store_has_pre_close(store)
         if adjustment is None and not has_pre:
             return lf.select(keep).collect()
         extra = ["pre_close"] if has_pre and adjustment is None else []

@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_parquet
+from rotation_dl.data.daily import factors_from_pre_close
 from rotation_dl.data.industry import (
     Weighting,
     add_return_index,
@@ -26,8 +27,15 @@ from rotation_dl.data.industry import (
 from rotation_dl.data.limits import LimitTally, enforce_adjusted
 from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.store import partition_span, partitions_between, read_manifest, scan_store
+from rotation_dl.data.store import (
+    partition_span,
+    partitions_between,
+    read_manifest,
+    scan_store,
+    store_has_pre_close,
+)
 from rotation_dl.errors import ConfigError, StoreError
+from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import Session
 
 log = logging.getLogger(__name__)
@@ -80,7 +88,9 @@ def build_industry_bars(
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
-    Streams the store `chunk_partitions` partitions at a time, carrying each stock's last
+    Intraday stores give industry bars of their bar size (or `bar_minutes`); daily stores give
+    one industry bar a day, stamped at midnight. Streams the store `chunk_partitions`
+    partitions at a time, carrying each stock's last
     (adjusted) close and each industry's index level into the next chunk, so memory stays flat
     as history grows and the result equals a single pass over all of it. `start`/`end` limit the
     dates read; `output=None` skips writing.
@@ -88,8 +98,12 @@ def build_industry_bars(
     manifest = read_manifest(Path(store))
     if manifest is None:
         raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
-    if manifest.frequency != "intraday":
-        raise ConfigError("industry bars need an intraday store; this store holds daily bars")
+    daily = manifest.frequency == "daily"
+    if daily and bar_minutes:
+        raise ConfigError(
+            f"industry.bar_minutes={bar_minutes}: this store holds daily bars, which cannot be "
+            "cut into minute bars; leave it null"
+        )
     size = manifest.bar_minutes
     cls = read_classification(
         classification, columns=classification_columns, on_missing_industry=on_missing_industry
@@ -101,6 +115,10 @@ def build_industry_bars(
     elif adjusted_daily is not None:  # factors come from each chunk's own raw closes below
         closes = read_daily_closes(
             adjusted_daily, columns=adjusted_daily_columns, start=start, end=end
+        )
+    elif daily and store_has_pre_close(store):  # vendor daily files: the exchange's pre_close
+        factors = factors_from_pre_close(
+            scan_store(store, None, end).select("symbol", "date", "close", "pre_close").collect()
         )
     names = partitions_between(Path(store), start, end)
     if not names:
@@ -114,7 +132,12 @@ def build_industry_bars(
     for chunk in _chunks(names, chunk_partitions):
         lo, hi = partition_span(chunk[0])[0], partition_span(chunk[-1])[1]
         lo, hi = max(lo, start or lo), min(hi, end or hi)
-        bars = scan_store(store, lo, hi).collect().lazy()  # one read of the chunk
+        bars = scan_store(store, lo, hi)
+        if daily:  # one bar a day, stamped at midnight (the daily convention of industry bars)
+            bars = bars.with_columns(pl.col("date").cast(pl.Datetime("us")).alias("ts")).select(
+                list(BAR_SCHEMA)
+            )
+        bars = bars.collect().lazy()  # one read of the chunk
         if closes is not None:
             factors = factors_from_adjusted_daily(
                 bars, closes, factor_tolerance, carry=carry_factor

@@ -43,6 +43,7 @@ from rotation_dl.data.store import (
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
 from rotation_dl.errors import (
+    BarSizeError,
     DataError,
     EmptyInputError,
     RotationDLError,
@@ -230,6 +231,7 @@ def ingest_bars(
     policy: IngestPolicy | None = None,
     today: date | None = None,
     check_limits: bool = True,
+    bar_size: int | None = None,
 ) -> IngestReport:
     """Validate raw bar files and add them to the store at `store` (created if missing).
 
@@ -252,6 +254,8 @@ def ingest_bars(
         check_limits: count the store's close-to-close moves beyond the A-share daily price
             limits after the commit and record them in `<store>/_limits.json` (off for
             markets without limits).
+        bar_size: the input's bar size in minutes, 0 for daily bars (None: detected; one
+            bar per symbol and day is daily).
 
     Returns:
         An IngestReport; raises a DataError subclass (nothing written) on bad input.
@@ -262,7 +266,14 @@ def ingest_bars(
     paths = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     files = [f for p in paths for f in list_files(p, "bar")]
     existing = read_manifest(root)
-    bar_minutes = existing.bar_minutes if existing else None
+    bar_minutes = existing.bar_minutes if existing else bar_size
+    if existing is not None and bar_size is not None and bar_size != existing.bar_minutes:
+        size = "daily" if bar_size == 0 else f"{bar_size}-min"
+        held = "daily" if existing.bar_minutes == 0 else f"{existing.bar_minutes}-min"
+        raise BarSizeError(
+            f"data.bar_size says {size} bars but the store holds {held} bars; use another store",
+            file=str(root),
+        )
     report = IngestReport(files=len(files))
     settings = settings_key(mapping, session, timezone, calendar, policy, partition)
     known = read_sources(root)

@@ -245,10 +245,13 @@ def read_bars_file(
 ) -> pl.LazyFrame:
     """One raw bar file -> lazy frame in BAR_SCHEMA (plus `_row` file order, `_file`).
 
-    The `ts` source column may be a datetime (naive = market-local, or zoned), a date (daily
-    bars) or a string (with or without an offset); zoned stamps are converted to the market's
-    `timezone`. String timestamps that fail to parse raise SchemaError with the count and an
-    example. Bar-start stamps are shifted to bar-end later, once the bar size is known.
+    With an `adj_close` column (adjusted or total-return close, mapped like any other), open,
+    high, low and close are scaled by adj_close / close, so the store holds adjusted prices;
+    volume and amount stay as traded. The `ts` source column may be a datetime (naive =
+    market-local, or zoned), a date (daily bars) or a string (with or without an offset);
+    zoned stamps are converted to the market's `timezone`. String timestamps that fail to
+    parse raise SchemaError with the count and an example. Bar-start stamps are shifted to
+    bar-end later, once the bar size is known.
     """
     file = str(path)
     sym_src = mapping.source("symbol")
@@ -284,11 +287,21 @@ def read_bars_file(
     )
     pre_src = mapping.source("pre_close")  # the exchange's previous close (vendor daily files)
     pre_close = pl.col(pre_src).cast(pl.Float64) if pre_src in schema else pl.lit(None, pl.Float64)
+    adj_src = mapping.source("adj_close")  # adjusted / total-return close: prices scaled to it
+    scale = pl.lit(1.0)
+    if adj_src in schema:
+        _check_numeric(schema, {"adj_close": adj_src}, file)
+        adj = pl.col(adj_src).cast(pl.Float64)
+        scale = pl.when(close > 0).then(adj / close).otherwise(1.0)
+        pre_close = pl.lit(None, pl.Float64)  # a raw previous close means nothing here
     cols = [
         sym.alias("symbol"),
         _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).alias("ts"),
-        *(pl.col(mapping.source(c)).cast(pl.Float64).alias(c) for c in ("open", "high", "low")),
-        close.alias("close"),
+        *(
+            (pl.col(mapping.source(c)).cast(pl.Float64) * scale).alias(c)
+            for c in ("open", "high", "low")
+        ),
+        (close * scale).alias("close"),
         volume.alias("volume"),
         amount.alias("amount"),
         pre_close.alias("pre_close"),

@@ -252,3 +252,11 @@ def scan_store(
     if symbols is not None:
         lf = lf.filter(pl.col("symbol").is_in(list(symbols)))
     return lf
+
+
+def store_has_pre_close(root: str | Path) -> bool:
+    """Whether a daily store carries the exchange's previous close (adjustment factors)."""
+    lf = scan_store(root)
+    return "pre_close" in lf.collect_schema() and bool(
+        lf.select(pl.col("pre_close").is_not_null().any()).collect().item()
+    )

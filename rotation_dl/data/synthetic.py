@@ -24,7 +24,7 @@ What it simulates (all seeded, vectorised with numpy):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def trading_days(start: str, n_days: int) -> list[date]:
     return out
 
 
-def _garch(rng: np.random.Generator, shape: tuple[int, ...], vol: float) -> np.ndarray:
+def garch_returns(rng: np.random.Generator, shape: tuple[int, ...], vol: float) -> np.ndarray:
     """Returns with GARCH(1,1) volatility along axis 0 (alpha 0.08, beta 0.9)."""
     alpha, beta = 0.08, 0.90
     omega = vol**2 * (1 - alpha - beta)
@@ -156,10 +156,10 @@ def _simulate_daily(cfg: SampleConfig) -> _Daily:
     drift[1:] = kappa * state[:-1]
     drift -= drift.mean(axis=1, keepdims=True)
 
-    market = _garch(rng, (n_d, 1), 0.012)
-    industry = _garch(rng, (n_d, n_i), 0.008) + drift
+    market = garch_returns(rng, (n_d, 1), 0.012)
+    industry = garch_returns(rng, (n_d, n_i), 0.008) + drift
     idio_vol = rng.uniform(0.012, 0.022, n_s)
-    idio = _garch(rng, (n_d, n_s), 1.0) * idio_vol
+    idio = garch_returns(rng, (n_d, n_s), 1.0) * idio_vol
     beta = rng.uniform(0.7, 1.3, n_s)
     ret = beta * market + industry[:, industry_of] + idio
     ret = np.clip(ret, np.log(0.901), np.log(1.099))
@@ -269,16 +269,48 @@ def _day_bars(
     return frame, true_close_path[:, -1]
 
 
+def _inner_bar_minutes(session: Session) -> int:
+    """The bar size daily samples are simulated at (then aggregated): the coarsest common size
+    giving at least four bars in the session."""
+    for size in (60, 30, 15, 10, 5, 1):
+        if session.length % size == 0 and session.length // size >= 4:
+            return size
+    return 1
+
+
+def _to_daily(bars: pl.DataFrame, day: date) -> pl.DataFrame:
+    """A day's bars -> one bar per stock stamped with the date (no time of day): open, high,
+    low, close of the traded bars, summed volume and amount. A suspended stock keeps its flat,
+    zero-volume bar (ingest drops such days as suspensions)."""
+    traded = bars.filter(pl.col("close") > 0)
+    return (
+        traded.group_by("symbol", maintain_order=True)
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.col("amount").sum(),
+        )
+        .with_columns(pl.lit(datetime.combine(day, datetime.min.time())).alias("ts"))
+        .select(list(BAR_SCHEMA))
+        .cast(BAR_SCHEMA)
+    )
+
+
 def iter_sample_days(
     cfg: SampleConfig, session: Session = A_SHARE
 ) -> Iterator[tuple[date, pl.DataFrame]]:
-    """Yield (day, bars) one trading day at a time, so big markets stream to disk."""
+    """Yield (day, bars) one trading day at a time, so big markets stream to disk.
+    `bar_minutes=0` gives daily bars (simulated intraday, then aggregated)."""
     daily = _simulate_daily(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
     true = daily.first_price * daily.div_factor[0]
+    sim = cfg if cfg.bar_minutes else replace(cfg, bar_minutes=_inner_bar_minutes(session))
     for t, day in enumerate(daily.days):
-        bars, true = _day_bars(cfg, daily, t, true, rng, session)
-        yield day, bars
+        bars, true = _day_bars(sim, daily, t, true, rng, session)
+        yield day, (bars if cfg.bar_minutes else _to_daily(bars, day))
 
 
 def _tables(cfg: SampleConfig) -> dict[str, pl.DataFrame]:
@@ -335,7 +367,7 @@ def make_sample_market(
     `session` is given (the `sample` stage always passes the run's `session`).
     """
     cfg = cfg or SampleConfig()
-    if session.length % cfg.bar_minutes:
+    if cfg.bar_minutes and session.length % cfg.bar_minutes:
         raise ConfigError(f"bar_minutes={cfg.bar_minutes} does not divide the session")
     bars = pl.concat([b for _, b in iter_sample_days(cfg, session)])
     return SampleMarket(bars=bars, config=cfg, **_tables(cfg))

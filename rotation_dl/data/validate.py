@@ -171,16 +171,12 @@ def structure_rules(has_row: bool, policy: IngestPolicy) -> list[Rule]:
 
 
 def detect_bar_minutes(s: pl.DataFrame, file: str) -> int:
-    """Modal gap between consecutive bars of a symbol within a day; raises on mixed sizes."""
+    """Modal gap between consecutive bars of a symbol within a day, or 0 (daily) when no symbol
+    has two bars on one day; raises on mixed sizes."""
     gaps = s["_gap"].drop_nulls()
     gaps = gaps.filter(gaps > 0)
-    if gaps.len() == 0:
-        raise BarSizeError(
-            "cannot detect the bar size: no symbol has two bars on one day",
-            file=file,
-            column="ts",
-            count=s.height,
-        )
+    if gaps.len() == 0:  # no symbol has two bars on one day: one bar a day is daily data
+        return 0
     bar = int(gaps.mode().min())
     per_symbol = (
         s.filter(pl.col("_gap") > 0)
@@ -319,14 +315,24 @@ def validate_bars(
         return df, bar_minutes or 0, dropped
     daily = bar_minutes == 0 or (bar_minutes is None and is_daily(df))
     size = 0
+    s = _with_neighbours(df)
     if not daily:
-        s = _with_neighbours(df)
         try:
             size = detect_bar_minutes(s, file)
         except BarSizeError:  # a stray stamp is outside the session, not a bar size of its own
             if ts_label == "end":
                 _first_violation(df, [outside_session_rule(session)], file)
             raise
+        if size == 0 and bar_minutes:
+            raise BarSizeError(
+                f"has one bar per symbol and day (daily data) but earlier input/store has "
+                f"{bar_minutes}-minute bars; use another store",
+                file=file,
+                column="ts",
+                count=df.height,
+            )
+        daily = size == 0
+    if not daily:
         if bar_minutes is not None and size != bar_minutes:
             raise BarSizeError(
                 f"has {size}-minute bars but earlier input/store has {bar_minutes}-minute bars",
@@ -337,8 +343,6 @@ def validate_bars(
         if ts_label == "start":
             s = s.with_columns(pl.col("ts") + pl.duration(minutes=size))
         check_session(s, file, session, size)
-    else:
-        s = _with_neighbours(df)
     _first_violation(s, structure_rules("_row" in s.columns, policy), file)
     if "_unsorted" in s.columns and policy.on_unsorted == "sort":
         n = int(s["_unsorted"].sum())

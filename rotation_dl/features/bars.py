@@ -66,6 +66,11 @@ FEATURES: dict[str, Feature] = {
     ),
 }
 DEFAULT_FEATURES: tuple[str, ...] = tuple(FEATURES)
+# Features only constituents define: the share of them up, and their mean raw VWAP gap (an
+# index's amount / volume is no price of the index itself).
+CONSTITUENT_FEATURES: tuple[str, ...] = ("up_share", "vwap_gap")
+# The default for industry series (data.level=industries): everything else.
+SERIES_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f not in CONSTITUENT_FEATURES)
 
 
 def bar_slot(ts: pl.Expr, bar_minutes: int, session: Session) -> pl.Expr:

@@ -40,14 +40,28 @@ class FeatureSpec:
         volume_window: int,
         min_constituents: int,
         session: Session,
+        series: bool = False,
     ) -> FeatureSpec:
-        """A spec with `names` checked against the registry (None: every built-in feature)."""
-        from rotation_dl.features.bars import FEATURES
+        """A spec with `names` checked against the registry (None: every built-in feature, or
+        for industry `series` the ones a single series defines: `SERIES_FEATURES`)."""
+        from rotation_dl.features.bars import CONSTITUENT_FEATURES, FEATURES, SERIES_FEATURES
 
-        chosen = tuple(names) if names is not None else tuple(FEATURES)
+        default = SERIES_FEATURES if series else tuple(FEATURES)
+        chosen = tuple(names) if names is not None else default
         unknown = [f for f in chosen if f not in FEATURES]
         if unknown:
             raise ConfigError(f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
+        needs = [f for f in chosen if f in CONSTITUENT_FEATURES]
+        if series and needs:
+            raise ConfigError(
+                f"feature(s) {needs} need constituent stocks; industry series give "
+                f"{list(SERIES_FEATURES)}"
+            )
+        if series and min_constituents > 1:
+            raise ConfigError(
+                f"features.min_constituents={min_constituents}: an industry series has no "
+                "constituents to count; leave it at 1"
+            )
         if len(set(chosen)) != len(chosen):
             raise ConfigError(f"features.names has repeats: {list(chosen)}")
         return cls(chosen, bar_minutes, horizon, volume_window, min_constituents, session)

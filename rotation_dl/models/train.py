@@ -48,6 +48,7 @@ class FoldResult:
 class WalkForwardResult:
     factor_panel: pl.DataFrame
     folds: list[dict] = field(default_factory=list)
+    seed_scores: pl.DataFrame | None = None  # date, industry, seed, score: each seed alone
 
     @property
     def mean_val_rank_ic(self) -> float:
@@ -279,4 +280,10 @@ def run_walk_forward(
     fold_info = [asdict(r) | {"scores": None} for r in results]
     for f in fold_info:
         f.pop("scores")
-    return WalkForwardResult(scores, fold_info)
+    per_seed = pl.concat(frames).select(
+        "date",
+        "industry",
+        "seed",
+        pl.when(pl.col("valid")).then(pl.col("score")).alias("score"),
+    )
+    return WalkForwardResult(scores, fold_info, per_seed)

@@ -27,6 +27,8 @@ STEPS: list[tuple[str, Callable[[RunConfig], Any]]] = [
     ("weekly report", report.report),
 ]
 
+CONSTITUENT_STEPS = ("diffusion-index baseline", "micro-cap timing", "factor IC monitor")
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -44,12 +46,14 @@ class DemoResult:
 def demo(cfg: RunConfig, progress: Callable[[str], None] = print) -> DemoResult:
     """Run every stage; `progress` receives each step's header and result text."""
     steps = STEPS if cfg.data.kind == "sample" else STEPS[1:]
+    if cfg.data.series:  # industry series: no constituents for the DI, timing and factor IC
+        steps = [s for s in steps if s[0] not in CONSTITUENT_STEPS]
     t_all = time.perf_counter()
     html = None
     for k, (name, stage) in enumerate(steps, 1):
         t0 = time.perf_counter()
         progress(f"[{k}/{len(steps)}] {name} ...")
-        result = stage(cfg)
+        result = stage(cfg, progress=progress) if stage is train.train else stage(cfg)
         progress(result.describe())
         if isinstance(result, report.ReportResult):
             html = result.html

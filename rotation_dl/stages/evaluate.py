@@ -18,7 +18,13 @@ from rotation_dl.backtest.selection import SelectionRule
 from rotation_dl.config import PortfolioConfig, RunConfig
 from rotation_dl.errors import DataError
 from rotation_dl.layout import TableSet
-from rotation_dl.stages.inputs import backtest_returns, daily_and_classification, layout_of
+from rotation_dl.stages.inputs import (
+    adjusted_daily_bars,
+    backtest_returns,
+    daily_and_classification,
+    layout_of,
+    require_constituents,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +140,12 @@ def baseline(cfg: RunConfig) -> BaselineResult:
     """Diffusion-index baseline: DI, weekly rankings and changes, monthly top-k backtest."""
     from rotation_dl.baselines.diffusion import VARIANTS, di_rankings, diffusion_index
 
+    require_constituents(cfg, "the diffusion-index baseline (a share of constituents)")
     b = cfg.baseline
     layout = layout_of(cfg)
     wanted = ["close", "volume", *(["amount"] if cfg.backtest.weighting == "amount" else [])]
-    daily, cls = daily_and_classification(cfg, columns=wanted)  # memory on long histories
+    # only the columns it needs: memory on long histories
+    daily, cls = daily_and_classification(cfg, wanted, "the diffusion-index baseline")
     returns = backtest_returns(cfg, daily, cls)
     variants = list(VARIANTS) if b.all_variants else [b.variant]
     results: dict[str, dict] = {}
@@ -200,7 +208,8 @@ def timing(cfg: RunConfig) -> TimingResult:
     from rotation_dl.data.readers import normalize_symbols
 
     t = cfg.timing
-    daily, _ = daily_and_classification(cfg)
+    require_constituents(cfg, "micro-cap timing (the smallest stocks' diffusion index)")
+    daily = adjusted_daily_bars(cfg)  # the whole market: no classification needed
     shares = pl.read_parquet(t.shares) if t.shares else None
     members = None
     if t.constituents:
@@ -255,7 +264,8 @@ def factor_ic(cfg: RunConfig) -> FactorICResult:
     from rotation_dl.baselines.factor_ic import builtin_factors, top_bottom, weekly_factor_ic
 
     f = cfg.factor_ic
-    daily, _ = daily_and_classification(cfg)
+    require_constituents(cfg, "the factor IC monitor (stock-level factors)")
+    daily = adjusted_daily_bars(cfg)
     shares = pl.read_parquet(f.shares) if f.shares else None
     factors = builtin_factors(daily, shares).collect()
     if f.user_factors:

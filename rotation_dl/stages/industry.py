@@ -30,8 +30,23 @@ def build_for(
     chunk_partitions: int | None = None,
     check_adjusted: bool = False,
 ) -> IndustryBarsResult:
-    """Industry bars from the run's store with the run's data and industry settings."""
+    """Industry bars from the run's store with the run's data and industry settings: from
+    constituent stock bars and the classification, or (data.level=industries) taken from the
+    stored industry series as they are."""
     d, ind = cfg.data, cfg.industry
+    if d.series:
+        from rotation_dl.data.industry_series import build_series_industry_bars
+
+        return build_series_industry_bars(
+            ensure_store(cfg),
+            output,
+            adjustment=d.adjustment,
+            adjustment_columns=d.adjustment_columns,
+            bar_minutes=bar_minutes,
+            session=cfg.trading_session(),
+            start=start,
+            end=end,
+        )
     return build_industry_bars(
         ensure_store(cfg),
         require_classification(cfg),
@@ -60,8 +75,9 @@ def build_for(
 
 
 def industry_bars(cfg: RunConfig) -> IndustryStageResult:
-    """Store + classification -> industry bars parquet (written atomically); refused, before
-    anything is written, when the stock prices behind its cross-day returns look unadjusted."""
+    """Store + classification (or the stored industry series) -> industry bars parquet
+    (written atomically); refused, before anything is written, when the stock prices behind
+    its cross-day returns look unadjusted."""
     path = layout_of(cfg).industry_bars
     res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes, check_adjusted=True)
     return IndustryStageResult(res, path)

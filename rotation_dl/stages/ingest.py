@@ -24,13 +24,18 @@ class SampleResult:
 
 
 def sample(cfg: RunConfig) -> SampleResult:
-    """Write the synthetic sample market as raw files (data=sample)."""
+    """Write the synthetic sample market as raw files (data=sample: stocks; data=sample_series:
+    industry series)."""
     from rotation_dl.data.synthetic import write_sample_market
+    from rotation_dl.data.synthetic_series import write_series_market
 
     d = cfg.data
     if d.kind != "sample" or d.sample is None or d.raw_dir is None:
-        raise ConfigError("`sample` needs data=sample")
-    paths = write_sample_market(d.raw_dir, d.sample, cfg.trading_session())
+        raise ConfigError("`sample` needs data=sample (or data=sample_series)")
+    if d.series:
+        paths = write_series_market(d.raw_dir, d.sample)
+    else:
+        paths = write_sample_market(d.raw_dir, d.sample, cfg.trading_session())
     return SampleResult(paths, Path(d.raw_dir))
 
 
@@ -64,5 +69,6 @@ def ingest(cfg: RunConfig) -> IngestResult:
         chunk_rows=cfg.ingest.chunk_rows,
         chunk_days=cfg.ingest.chunk_days,
         policy=cfg.ingest.policy,
+        bar_size=d.bar_minutes,
     )
     return IngestResult(report, store)

@@ -43,20 +43,37 @@ def ensure_industry_bars(cfg: RunConfig) -> Path:
     return path
 
 
-def require_classification(cfg: RunConfig) -> str:
-    """The classification file's path, or a ConfigError saying it is missing."""
+def require_constituents(cfg: RunConfig, what: str) -> None:
+    """Refuse (ConfigError) a stage that needs constituent stocks when the data are industry
+    series."""
     from rotation_dl.errors import ConfigError
 
+    if cfg.data.series:
+        raise ConfigError(
+            f"{what} needs constituent stock bars and a classification; data.level=industries "
+            "(data=industry_series) holds industry series only"
+        )
+
+
+def require_classification(cfg: RunConfig, what: str = "industry bars from stocks") -> str:
+    """The classification file's path, or a ConfigError saying it is missing (or that the
+    data are industry series, which have none)."""
+    from rotation_dl.errors import ConfigError
+
+    require_constituents(cfg, what)
     if not cfg.data.classification:
-        raise ConfigError("data.classification is not set: give the stock -> industry file")
+        raise ConfigError(
+            f"{what} needs data.classification (the stock -> industry file), which is not "
+            "set; for bars that are already industry series use data=industry_series"
+        )
     return cfg.data.classification
 
 
-def read_classification_of(cfg: RunConfig) -> pl.DataFrame:
+def read_classification_of(cfg: RunConfig, what: str = "this stage") -> pl.DataFrame:
     from rotation_dl.data.readers import read_classification
 
     return read_classification(
-        require_classification(cfg),
+        require_classification(cfg, what),
         columns=cfg.data.classification_columns,
         on_missing_industry=cfg.industry.on_missing_industry,
     )
@@ -69,6 +86,7 @@ def adjusted_daily_bars(cfg: RunConfig, columns: Sequence[str] | None = None) ->
     from rotation_dl.data.limits import check_adjusted
 
     d = cfg.data
+    require_constituents(cfg, "adjusted daily stock bars")
     store = ensure_store(cfg)
     daily = daily_bars(
         store,
@@ -93,11 +111,13 @@ def adjusted_daily_bars(cfg: RunConfig, columns: Sequence[str] | None = None) ->
 
 
 def daily_and_classification(
-    cfg: RunConfig, columns: Sequence[str] | None = None
+    cfg: RunConfig, columns: Sequence[str] | None = None, what: str = "this stage"
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Adjusted daily stock bars (only `columns` besides symbol and date, when given) and the
-    classification (the store is built when missing)."""
-    return adjusted_daily_bars(cfg, columns), read_classification_of(cfg)
+    classification (the store is built when missing); `what` names the stage in refusals."""
+    require_classification(cfg, what)  # a missing setting is refused before any work
+    daily = adjusted_daily_bars(cfg, columns)  # (the sample market is generated here)
+    return daily, read_classification_of(cfg, what)
 
 
 def backtest_returns(
@@ -109,8 +129,10 @@ def backtest_returns(
     from rotation_dl.backtest.returns import industry_returns
 
     src = cfg.backtest.returns
+    if src == "auto":  # constituents when there are any, else the industry series themselves
+        src = "industry_bars" if cfg.data.series else "constituents"
     if src == "constituents" and (daily is None or classification is None):
-        daily, classification = daily_and_classification(cfg)
+        daily, classification = daily_and_classification(cfg, what="constituent returns")
     return industry_returns(
         src,
         daily=daily,

@@ -40,20 +40,25 @@ def report(cfg: RunConfig) -> ReportResult:
     bt = layout.backtest
     if cfg.factors or not bt.daily.exists():  # an explicit panel is always backtested afresh
         backtest(cfg)
-    variant = cfg.baseline.variant
-    di_files = layout.diffusion(variant)
-    if not di_files.daily.exists():
-        baseline(cfg)
     factors = read_factor_panel(factor_panel_path(cfg), cfg.backtest.factor_col)
     gru = ModelResult(
         cfg.report.gru_name, factors, pl.read_parquet(bt.daily), pl.read_parquet(bt.holdings)
     )
-    di = ModelResult(
-        f"{cfg.report.di_name} ({variant})",
-        pl.read_parquet(layout.di_panel(variant)).rename({"di": "score"}),
-        pl.read_parquet(di_files.daily),
-        pl.read_parquet(di_files.holdings),
-    )
+    models = [gru]
+    di_rankings = None
+    variant = cfg.baseline.variant
+    if not cfg.data.series:  # the diffusion index needs constituents; series reports have none
+        di_files = layout.diffusion(variant)
+        if not di_files.daily.exists():
+            baseline(cfg)
+        models.append(
+            ModelResult(
+                f"{cfg.report.di_name} ({variant})",
+                pl.read_parquet(layout.di_panel(variant)).rename({"di": "score"}),
+                pl.read_parquet(di_files.daily),
+                pl.read_parquet(di_files.holdings),
+            )
+        )
     latest = layout.latest_score()
     if cfg.report.asof:
         asof = date.fromisoformat(str(cfg.report.asof))
@@ -69,14 +74,16 @@ def report(cfg: RunConfig) -> ReportResult:
             "grid": pl.read_parquet(tf.table("grid")),
             "stats": json.loads(tf.summary.read_text())["stats"],
         }
+    if len(models) > 1:
+        di_rankings = pl.read_parquet(layout.di_rankings(variant)).filter(pl.col("date") <= asof)
     fic = layout.factor_ic.table("summary")
     version = factors["model_version"][0] if "model_version" in factors.columns else None
     inputs = ReportInputs(
         asof=asof,
-        models=[gru, di],
+        models=models,
         forward=forward_excess_from_returns(backtest_returns(cfg), cfg.backtest.horizon),
         score_table=pl.read_parquet(latest[1]) if latest is not None else None,
-        di_rankings=pl.read_parquet(layout.di_rankings(variant)).filter(pl.col("date") <= asof),
+        di_rankings=di_rankings,
         timing=timing,
         factor_ic=pl.read_parquet(fic) if fic.exists() else None,
         notes=[f"run {cfg.run}; GRU model {version}" if version else f"run {cfg.run}"],

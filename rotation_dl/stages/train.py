@@ -42,12 +42,116 @@ class TrainResult:
         if not m:  # a non-zero rank of a distributed run: rank zero reports
             return ""
         r = m["oos_rank_ic"]
+        seeds = m.get("seed_oos_rank_ic") or {}
+        per_seed = (
+            f"; per seed {seeds['mean']:.4f} +- {seeds['std']:.4f} ({seeds['n_seeds']} seeds)"
+            if seeds.get("n_seeds", 0) > 1
+            else ""
+        )
         return (
             f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "
-            f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} {describe_t(r)}; mean val rank IC "
-            f"{m['mean_val_rank_ic']:.4f}\n  factor panel: {self.factor_panel}\n"
+            f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} {describe_t(r)}{per_seed}; mean val "
+            f"rank IC {m['mean_val_rank_ic']:.4f}\n  factor panel: {self.factor_panel}\n"
             f"  metrics: {self.metrics_path}\n  checkpoints: {self.checkpoints}"
         )
+
+
+@dataclass(frozen=True)
+class WalkForwardPlan:
+    """The panel a run trains on, its feature spec and its folds (nothing trained yet)."""
+
+    panel: Any  # features.panel.Panel
+    spec: Any  # features.spec.FeatureSpec
+    folds: list
+    walkforward: WalkForwardConfig
+
+    def describe(self) -> str:
+        from rotation_dl.data.walkforward import plan_text
+
+        size = "daily" if self.spec.bar_minutes == 0 else f"{self.spec.bar_minutes}-min"
+        head = (
+            f"panel: {len(self.panel.industries)} industries x {len(self.panel.dates)} days "
+            f"({self.panel.dates[0]}..{self.panel.dates[-1]}), {size} bars, "
+            f"{self.spec.bars_per_day} per day, {len(self.spec.features)} features"
+        )
+        body = plan_text(
+            self.folds,
+            self.panel.dates,
+            gap=self.walkforward.gap,
+            horizon=self.spec.horizon,
+            scheme=self.walkforward.scheme,
+        )
+        return f"{head}\n{body}"
+
+
+def plan_walk_forward(
+    industry_bars_path: Path,
+    layout: RunLayout,
+    features: FeatureConfig,
+    walkforward: WalkForwardConfig,
+    session: Session,
+    series: bool = False,
+) -> WalkForwardPlan:
+    """Industry bars -> (cached) panel -> folds; raises ConfigError, naming the keys to change,
+    when the history is too short."""
+    from rotation_dl.data.industry_build import infer_bar_minutes
+    from rotation_dl.data.walkforward import walk_forward_folds
+    from rotation_dl.features.panel import cached_panel
+
+    bar_minutes = infer_bar_minutes(pl.scan_parquet(industry_bars_path))
+    spec = features.spec(bar_minutes, session, series=series)
+    panel = cached_panel(industry_bars_path, spec, layout.panel_cache)
+    wf = walkforward
+    folds = walk_forward_folds(
+        len(panel.dates),
+        warmup=spec.warmup_days(features.window),
+        min_train_days=wf.min_train_days,
+        val_days=wf.val_days,
+        retrain_every=wf.retrain_every,
+        gap=wf.gap,
+        scheme=wf.scheme,
+        train_days=wf.train_days,
+        max_folds=wf.max_folds,
+    )
+    return WalkForwardPlan(panel, spec, folds, wf)
+
+
+def seed_rank_ics(seed_scores: pl.DataFrame | None, labels: pl.DataFrame) -> dict:
+    """Each seed's own OOS mean rank IC, and their mean and std (ddof 1; NaN for one seed):
+    how much of a result is the seed."""
+    from rotation_dl.backtest.ic import ic_series
+
+    if seed_scores is None or seed_scores.is_empty():
+        return {"per_seed": {}, "mean": float("nan"), "std": float("nan"), "n_seeds": 0}
+    def mean_rank_ic(frame: pl.DataFrame) -> float:
+        value = ic_series(frame.drop("seed"), labels)["rank_ic"].mean()
+        return float("nan") if value is None else float(value)  # no labelled date: NaN
+
+    per_seed = {
+        str(seed): mean_rank_ic(frame)
+        for (seed,), frame in sorted(seed_scores.partition_by("seed", as_dict=True).items())
+    }
+    vals = pl.Series(list(per_seed.values()), dtype=pl.Float64).fill_nan(None).drop_nulls()
+    mean, std = vals.mean(), (vals.std(ddof=1) if vals.len() > 1 else None)
+    return {
+        "per_seed": per_seed,
+        "mean": float("nan") if mean is None else float(mean),
+        "std": float("nan") if std is None else float(std),
+        "n_seeds": vals.len(),
+    }
+
+
+def plan(cfg: RunConfig) -> WalkForwardPlan:
+    """The run's walk-forward plan (industry bars are built first when missing); trains
+    nothing."""
+    return plan_walk_forward(
+        ensure_industry_bars(cfg),
+        layout_of(cfg),
+        cfg.features,
+        cfg.walkforward,
+        cfg.trading_session(),
+        cfg.data.series,
+    )
 
 
 def train_walk_forward(
@@ -64,34 +168,25 @@ def train_walk_forward(
     logger: LoggerConfig | None = None,
     run: str = "run",
     extra_callbacks: ExtraCallbacks | None = None,
+    series: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Industry bars -> panel -> walk-forward training -> factor panel + metrics (via layout).
+    `series`: the industry bars are industry series (no constituent features). The plan
+    (folds with their date ranges) goes to `progress` (default: the log) before training.
 
     Validates the whole plan (spec, folds) before anything is written, so a config mistake
     never replaces a good factor panel.
     """
     from rotation_dl.backtest.ic import ic_series, summarize_ic
-    from rotation_dl.data.industry_build import infer_bar_minutes
-    from rotation_dl.data.walkforward import walk_forward_folds
-    from rotation_dl.features.panel import cached_panel
     from rotation_dl.models.tracking import logger_factory
     from rotation_dl.models.train import is_rank_zero, run_walk_forward
 
-    bar_minutes = infer_bar_minutes(pl.scan_parquet(industry_bars_path))
-    spec = features.spec(bar_minutes, session)
-    panel = cached_panel(industry_bars_path, spec, layout.panel_cache)
     wf = walkforward
-    folds = walk_forward_folds(
-        len(panel.dates),
-        warmup=spec.warmup_days(features.window),
-        min_train_days=wf.min_train_days,
-        val_days=wf.val_days,
-        retrain_every=wf.retrain_every,
-        gap=wf.gap,
-        scheme=wf.scheme,
-        train_days=wf.train_days,
-        max_folds=wf.max_folds,
-    )
+    plan = plan_walk_forward(industry_bars_path, layout, features, wf, session, series)
+    panel, spec, folds = plan.panel, plan.spec, plan.folds
+    if is_rank_zero():
+        (progress or log.info)(plan.describe())
     net_cfg = GRUConfig(**{**net.to_dict(), "n_features": panel.n_features})
     hparams = {
         "run": run,
@@ -120,13 +215,15 @@ def train_walk_forward(
     )
     if not is_rank_zero():  # distributed training: artifacts come from rank zero only
         return TrainResult(layout.factor_panel, layout.train_metrics, layout.checkpoints, {})
-    ic = ic_series(result.factor_panel, panel.labels_frame())
+    labels = panel.labels_frame()
+    ic = ic_series(result.factor_panel, labels)
     metrics = {
         "run": run,
         "folds": len(folds),
         "test_dates": int(result.factor_panel["date"].n_unique()),
         "oos_rank_ic": summarize_ic(ic["rank_ic"], spec.horizon).to_dict(),
         "oos_ic": summarize_ic(ic["ic"], spec.horizon).to_dict(),
+        "seed_oos_rank_ic": seed_rank_ics(result.seed_scores, labels),
         "mean_val_rank_ic": result.mean_val_rank_ic,
         "fold_results": result.folds,
         "model_version": result.factor_panel["model_version"][0],
@@ -138,8 +235,13 @@ def train_walk_forward(
     return TrainResult(layout.factor_panel, layout.train_metrics, layout.checkpoints, metrics)
 
 
-def train(cfg: RunConfig, extra_callbacks: ExtraCallbacks | None = None) -> TrainResult:
-    """Walk-forward GRU training of the run (industry bars are built first when missing)."""
+def train(
+    cfg: RunConfig,
+    extra_callbacks: ExtraCallbacks | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Walk-forward GRU training of the run (industry bars are built first when missing); the
+    plan goes to `progress` before training starts."""
     from rotation_dl.models.tracking import finish_wandb
 
     ib = ensure_industry_bars(cfg)
@@ -157,6 +259,8 @@ def train(cfg: RunConfig, extra_callbacks: ExtraCallbacks | None = None) -> Trai
             logger=cfg.logger,
             run=cfg.run,
             extra_callbacks=extra_callbacks,
+            series=cfg.data.series,
+            progress=progress,
         )
     finally:
         finish_wandb()
