@@ -29,15 +29,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
-    """Write a parquet file atomically (temp file + rename)."""
+PROVENANCE_KEY = "rotation_dl.provenance"  # parquet key-value metadata: what a file was built from
+
+
+def atomic_write_parquet(
+    df: pl.DataFrame, path: Path, provenance: dict[str, Any] | None = None
+) -> None:
+    """Write a parquet file atomically (temp file + rename); `provenance` (e.g. the store
+    version it was built from) goes into the file's key-value metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
+    meta = {PROVENANCE_KEY: json.dumps(provenance, default=str)} if provenance else None
     try:
-        df.write_parquet(tmp, compression=COMPRESSION, statistics=True)
+        df.write_parquet(tmp, compression=COMPRESSION, statistics=True, metadata=meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_provenance(path: Path) -> dict[str, Any]:
+    """The provenance a parquet file was written with ({} when none)."""
+    meta = pl.read_parquet_metadata(path)
+    return json.loads(meta[PROVENANCE_KEY]) if PROVENANCE_KEY in meta else {}
 
 
 def write_json(obj: Any, path: Path) -> Path:

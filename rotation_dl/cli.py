@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from rotation_dl.errors import RotationDLError
+from rotation_dl.errors import RotationDLError, environment_error
 
 log = logging.getLogger("rotation_dl")
 
@@ -22,6 +22,11 @@ log = logging.getLogger("rotation_dl")
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "sample": ("ingest", "sample", "write the synthetic sample market as raw files"),
     "ingest": ("ingest", "ingest", "raw bar files -> validated canonical store"),
+    "store-upgrade": (
+        "ingest",
+        "store_upgrade",
+        "convert a store of the old layout (parquet under bars/) to the Delta table",
+    ),
     "industry-bars": ("industry", "industry_bars", "store + classification -> industry bars"),
     "train": (
         "train",
@@ -85,6 +90,13 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
     return stage(cfg)
 
 
+def _user_error(name: str, exc: Exception) -> int:
+    """Print one line for a user or environment error; the exit status 2."""
+    msg = " ".join(str(exc).split())
+    print(f"rotation-dl {name}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the process exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -100,9 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run_command(name, overrides, multirun)
     except RotationDLError as exc:
-        msg = " ".join(str(exc).split())
-        print(f"rotation-dl {name}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
-        return 2
+        return _user_error(name, exc)
+    except OSError as exc:  # the environment's failures: disk full, read-only, permission
+        typed = environment_error(exc)
+        if typed is None:
+            raise
+        return _user_error(name, typed)
     text = result.describe()
     if text:
         print(text)

@@ -80,6 +80,7 @@ class DataConfig:
     sample: SampleConfig | None = None  # kind=sample: the generated market's knobs
     raw_dir: str | None = None  # kind=sample: where the generated raw files go
     level: Literal["stocks", "industries"] = "stocks"  # industries: bars are industry series
+    store_version: int | None = None  # read this version of the store (time travel)
     bar_size: int | Literal["daily"] | None = None  # None: detected (one bar a day = daily)
 
     def __post_init__(self) -> None:
@@ -104,6 +105,7 @@ class IngestConfig:
     partition: Literal["date", "month"] | None = None
     chunk_rows: int = 2_000_000
     chunk_days: int | None = None
+    lock_timeout_s: float = 600.0  # wait for another ingest holding the store's writer lock
     policy: IngestPolicy = field(default_factory=IngestPolicy)
 
     def __post_init__(self) -> None:
@@ -220,8 +222,8 @@ class PortfolioConfig:
             raise ConfigError(
                 f"portfolio.buffer ({self.buffer}) must be >= portfolio.k ({self.k})"
             )
-        if self.cost_rate < 0:
-            raise ConfigError(f"portfolio.cost_rate must be >= 0, got {self.cost_rate}")
+        if not 0 <= self.cost_rate < 1:
+            raise ConfigError(f"portfolio.cost_rate must be in [0, 1), got {self.cost_rate}")
         if self.schedule == "dates" and not self.dates:
             raise ConfigError("portfolio.schedule=dates needs portfolio.dates")
 

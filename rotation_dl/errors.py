@@ -110,9 +110,44 @@ class StoreError(RotationDLError):
     """The canonical store is inconsistent with the data being written to or read from it."""
 
 
+class StoreLockedError(StoreError):
+    """Another writer holds the store's writer lock for longer than the wait allows."""
+
+
 class ModelFileError(RotationDLError):
     """An ONNX model file is missing, truncated, altered or not a rotation_dl model."""
 
 
 class ScoringError(RotationDLError):
     """The model cannot score this data (spec mismatch, missing industries, short history)."""
+
+
+class OutputError(RotationDLError):
+    """The environment refused a write or read: disk full, read-only or missing folder,
+    permission denied. The message names the path and the fix."""
+
+
+class CheckpointError(RotationDLError):
+    """A checkpoint cannot be loaded safely (truncated, or holds objects the weights-only
+    loader refuses)."""
+
+
+def environment_error(exc: OSError) -> OutputError | None:
+    """The typed, one-line form of an OSError the environment raised, or None when it is not
+    one of the environment's failures (disk full, read-only, permission, missing folder)."""
+    import errno
+
+    path = exc.filename or "(unknown path)"
+    fixes = {
+        errno.ENOSPC: "the disk is full: free space, or point paths.output_dir (and "
+        "paths.checkpoints) at another disk",
+        errno.EDQUOT: "the disk quota is exceeded: free space, or write elsewhere",
+        errno.EROFS: "the file system is read-only: point paths.output_dir at a writable folder",
+        errno.EACCES: "permission denied: make it writable, or point paths.output_dir at a "
+        "folder you can write",
+        errno.EPERM: "operation not permitted: point paths.output_dir at a folder you own",
+        errno.ENOENT: "no such file or folder: check the path (or create the folder)",
+        errno.ENOTDIR: "a path component is a file, not a folder: check the path",
+    }
+    fix = fixes.get(exc.errno)
+    return None if fix is None else OutputError(f"{path}: {fix} ({exc.strerror})")

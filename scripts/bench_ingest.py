@@ -115,14 +115,34 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
     }
 
 
-def _measure(mode: str, raw: Path, work: Path) -> dict:
+def _measure(mode: str, raw: Path, work: Path, code: Path | None = None) -> dict:
+    """One measurement in a fresh process; `code`: run another checkout's rotation_dl (a git
+    worktree of --compare-ref) instead of this one."""
+    import os
+
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, "--raw", str(raw), "--work", str(work)],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def worktree(ref: str) -> Path:
+    """A detached git worktree of `ref` (the code to compare against), made once."""
+    path = REPO / "outputs" / "bench" / f"ref_{ref.replace('/', '_')}"
+    if not path.exists():
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), ref],
+            check=True,
+            capture_output=True,
+        )
+    return path
 
 
 def _make_market(raw: Path, stocks: int, days: int, bar_minutes: int) -> None:
@@ -180,6 +200,10 @@ def main() -> None:
     ap.add_argument("--daily-stocks", type=int, default=5000)
     ap.add_argument("--daily-days", type=int, default=1800)
     ap.add_argument("--only-daily", action="store_true")
+    ap.add_argument(
+        "--compare-ref",
+        help="git ref whose ingest is measured beside this one, alternating, twice each",
+    )
     ap.add_argument("--out", default=str(REPO / "outputs" / "bench" / "ingest.json"))
     ap.add_argument("--child")
     ap.add_argument("--raw")
@@ -223,6 +247,21 @@ def main() -> None:
         for mode in modes:
             results[f"{label}/{mode}"] = _measure(mode, raw, work)
             print(f"{label:8s} {mode:12s} {results[f'{label}/{mode}']}", file=sys.stderr)
+    compare = {}
+    if args.compare_ref:  # the store write, this code vs the ref's, same raw files, alternating
+        raw = base / f"raw_{args.stocks}x{args.days}x{args.bar_minutes}"
+        ref_code = worktree(args.compare_ref)
+        now, then = [], []
+        for _ in range(2):
+            now.append(_measure("ingest", raw, base / "work_cmp")["seconds"])
+            then.append(_measure("ingest", raw, base / "work_cmp_ref", ref_code)["seconds"])
+        compare = {
+            "compare_ref": args.compare_ref,
+            "ingest_seconds": now,
+            "ingest_seconds_ref": then,
+            "ingest_ratio_to_ref": min(now) / min(then),
+        }
+        print(f"compare  {compare}", file=sys.stderr)
     ours, scan = results["base/rotation_dl"], results["base/scan"]
     summary = {
         "rows": ours["rows"],
@@ -251,6 +290,7 @@ def main() -> None:
         "pandas_peak_rss_mb": results.get("base/pandas", {}).get("peak_rss_mb"),
         "scan_peak_rss_mb": scan["peak_rss_mb"],
         **daily_keys,
+        **compare,
         "machine": {
             "python": platform.python_version(),
             "cpus": __import__("os").cpu_count(),

@@ -16,7 +16,7 @@ import torch
 from conftest import REPO, SMALL_TRAIN
 
 from rotation_dl.errors import ModelFileError, ScoringError
-from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, read_model
+from rotation_dl.export.metadata import DIGEST_KEY, HMAC_KEY, META_KEY, read_model, seal
 from rotation_dl.export.onnx_export import (
     export_onnx,
     load_checkpoint,
@@ -79,7 +79,7 @@ def test_export_metadata_and_parity(trained, tmp_path, arch):
         "data_hash",
     ):
         assert key in stored, key
-    assert props[CHECKSUM_KEY] and not list(tmp_path.glob(".*tmp"))
+    assert props[DIGEST_KEY] and not list(tmp_path.glob(".*tmp"))
     net, _ = load_checkpoint(ck)
     sess = OnnxScorer([path]).sessions[0]
     F, P = len(meta["feature_spec"]["features"]), meta["input"]["bars_per_day"]
@@ -281,6 +281,69 @@ def test_scoring_uses_the_models_session(trained, tmp_path):
     altered = json.loads(props[META_KEY].value)
     altered["feature_spec"]["session"] = [["09:30", "11:30"], ["13:00", "15:15"]]
     props[META_KEY].value = json.dumps(altered)
-    onnx.save(model, str(tmp_path / "other.onnx"))
+    onnx.save(model, str(tmp_path / "edited.onnx"))  # edited by hand: the checksum says so
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        OnnxScorer([tmp_path / "edited.onnx"])
+    (tmp_path / "other.onnx").write_bytes(seal(model).SerializeToString())  # made that way
     with pytest.raises(ModelFileError, match="17 bars a day, the graph's input takes 16"):
         OnnxScorer([tmp_path / "other.onnx"])
+
+
+def _regions(data: bytes, model) -> dict[str, int]:
+    """A byte offset inside each region of a serialised model."""
+    init = model.graph.initializer[0]
+    raw = onnx.numpy_helper.to_array(init).tobytes()
+    props = {m.key: m.value for m in model.metadata_props}
+    node = model.graph.node[len(model.graph.node) // 2]
+    return {
+        "header": 1,
+        "graph node": data.index(node.op_type.encode()),
+        "weights": data.index(raw[:16]) + 8,
+        "metadata json": data.index(b'"norm"') + 3,
+        "feature spec": data.index(b'"feature_spec"') + 20,
+        "digest": data.index(props[DIGEST_KEY].encode()) + 10,
+        "last byte": len(data) - 1,
+    }
+
+
+def test_every_altered_byte_is_refused_in_one_line(trained, tmp_path, capsys):
+    """A byte flipped in any region of an exported model (graph, weights, metadata, digest,
+    framing) is refused with ModelFileError, and `score` says so in one line with exit 2."""
+    from rotation_dl.cli import main
+
+    path, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "m.onnx")
+    data = path.read_bytes()
+    regions = _regions(data, onnx.load_model_from_string(data))
+    spread = {f"offset {k}": k for k in range(0, len(data), max(1, len(data) // 40))}
+    for name, at in {**regions, **spread}.items():
+        for flip in (0x01, 0x80):
+            bad = bytearray(data)
+            bad[at] ^= flip
+            (tmp_path / "bad.onnx").write_bytes(bytes(bad))
+            try:
+                read_model(tmp_path / "bad.onnx")
+            except ModelFileError:
+                continue
+            pytest.fail(f"{name}: byte {at} xor {flip:#x} was accepted")
+    assert read_model(path)[1]["window"]  # the untouched file still reads
+    code = main(["score", f"score.models=[{tmp_path / 'bad.onnx'}]"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "ModelFileError" in err[0]
+
+
+def test_signed_models(trained, tmp_path, monkeypatch):
+    """With ROTATION_DL_MODEL_KEY set, export signs (HMAC) and scoring refuses unsigned and
+    wrongly signed models; without it, a signed model still reads (integrity only)."""
+    unsigned, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "plain.onnx")
+    monkeypatch.setenv("ROTATION_DL_MODEL_KEY", "production-secret")
+    signed, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "signed.onnx")
+    props = {m.key: m.value for m in onnx.load(str(signed)).metadata_props}
+    assert len(props[HMAC_KEY]) == 64
+    assert read_model(signed)[1]["window"]
+    with pytest.raises(ModelFileError, match="unsigned model"):
+        read_model(unsigned)
+    monkeypatch.setenv("ROTATION_DL_MODEL_KEY", "another-key")
+    with pytest.raises(ModelFileError, match="wrong signature"):
+        read_model(signed)
+    monkeypatch.delenv("ROTATION_DL_MODEL_KEY")
+    assert read_model(signed)[1]["window"] and read_model(unsigned)[1]["window"]

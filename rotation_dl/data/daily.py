@@ -16,7 +16,12 @@ from rotation_dl.data.readers import (
     read_bars_file,
 )
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.store import read_manifest, scan_store, store_has_pre_close
+from rotation_dl.data.store import (
+    read_manifest,
+    resolve_version,
+    scan_store,
+    store_has_pre_close,
+)
 from rotation_dl.errors import DataError
 from rotation_dl.session import Session
 
@@ -46,6 +51,7 @@ def daily_bars(
     adjusted_daily: str | Path | None = None,
     adjusted_daily_columns: Mapping[str, str] | None = None,
     columns: Sequence[str] | None = None,
+    store_version: int | None = None,
 ) -> pl.DataFrame:
     """Adjusted daily bars (symbol, date, open, high, low, close, volume, amount).
 
@@ -60,9 +66,10 @@ def daily_bars(
     man = read_manifest(Path(store))
     if man is None:
         raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
+    version = resolve_version(store, store_version)
     if man.frequency == "daily":
-        lf = scan_store(store)
-        has_pre = store_has_pre_close(store)
+        lf = scan_store(store, version=version)
+        has_pre = store_has_pre_close(store, version)
         if adjustment is None and not has_pre:
             return lf.select(keep).collect()
         extra = ["pre_close"] if has_pre and adjustment is None else []
@@ -83,7 +90,7 @@ def daily_bars(
         return raw.with_columns(
             pl.col("ts").dt.date().alias("date"), pl.col("volume").fill_null(0.0).fill_nan(0.0)
         ).select(keep)
-    daily = resample_bars(scan_store(store), "1d", session)
+    daily = resample_bars(scan_store(store, version=version), "1d", session)
     if adjustment is not None:
         daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
     return daily.select(keep).collect()

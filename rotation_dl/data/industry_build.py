@@ -31,8 +31,10 @@ from rotation_dl.data.store import (
     partition_span,
     partitions_between,
     read_manifest,
+    resolve_version,
     scan_store,
     store_has_pre_close,
+    store_provenance,
 )
 from rotation_dl.errors import ConfigError, StoreError
 from rotation_dl.schema import BAR_SCHEMA
@@ -46,6 +48,7 @@ class IndustryBarsResult:
     path: Path | None
     frame: pl.DataFrame
     bar_minutes: int
+    store_version: int | None = None  # the store version it was built from
 
     def summary(self) -> str:
         f = self.frame
@@ -56,7 +59,7 @@ class IndustryBarsResult:
             f"{f.height // max(1, days * f['industry'].n_unique())} bars/day "
             f"({self.bar_minutes}-min), {f.height:,} rows; mean active constituents per bar "
             f"{active['n_active'].mean():.1f}; bars with no trading constituent: "
-            f"{f.height - active.height}"
+            f"{f.height - active.height}; from store version {self.store_version}"
         )
 
 
@@ -85,6 +88,7 @@ def build_industry_bars(
     factor_tolerance: float = 0.005,
     max_limit_breaks_per_10k: float | None = None,
     on_unadjusted: Literal["fail", "warn"] = "fail",
+    store_version: int | None = None,
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
@@ -98,6 +102,7 @@ def build_industry_bars(
     manifest = read_manifest(Path(store))
     if manifest is None:
         raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
+    version = resolve_version(store, store_version)  # one version for every chunk
     daily = manifest.frequency == "daily"
     if daily and bar_minutes:
         raise ConfigError(
@@ -116,11 +121,13 @@ def build_industry_bars(
         closes = read_daily_closes(
             adjusted_daily, columns=adjusted_daily_columns, start=start, end=end
         )
-    elif daily and store_has_pre_close(store):  # vendor daily files: the exchange's pre_close
+    elif daily and store_has_pre_close(store, version):  # vendor daily files: pre_close
         factors = factors_from_pre_close(
-            scan_store(store, None, end).select("symbol", "date", "close", "pre_close").collect()
+            scan_store(store, None, end, version=version)
+            .select("symbol", "date", "close", "pre_close")
+            .collect()
         )
-    names = partitions_between(Path(store), start, end)
+    names = partitions_between(Path(store), start, end, version)
     if not names:
         raise StoreError(f"{store}: no stored bars between {start} and {end}")
     carry_close: pl.DataFrame | None = None
@@ -132,7 +139,7 @@ def build_industry_bars(
     for chunk in _chunks(names, chunk_partitions):
         lo, hi = partition_span(chunk[0])[0], partition_span(chunk[-1])[1]
         lo, hi = max(lo, start or lo), min(hi, end or hi)
-        bars = scan_store(store, lo, hi)
+        bars = scan_store(store, lo, hi, version=version)
         if daily:  # one bar a day, stamped at midnight (the daily convention of industry bars)
             bars = bars.with_columns(pl.col("date").cast(pl.Datetime("us")).alias("ts")).select(
                 list(BAR_SCHEMA)
@@ -191,8 +198,8 @@ def build_industry_bars(
         frame = frame.filter(pl.col("date").is_between(start or date.min, end or date.max))
     out = Path(output) if output is not None else None
     if out is not None:
-        atomic_write_parquet(frame, out)
-    return IndustryBarsResult(out, frame, size)
+        atomic_write_parquet(frame, out, store_provenance(store, version))
+    return IndustryBarsResult(out, frame, size, version)
 
 
 def _complete_grid(frame: pl.DataFrame, industries: list[str]) -> pl.DataFrame:

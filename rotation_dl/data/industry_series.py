@@ -22,7 +22,13 @@ from rotation_dl.data.industry import add_return_index, add_vwap_gap, adjust_bar
 from rotation_dl.data.industry_build import IndustryBarsResult
 from rotation_dl.data.readers import read_adjustment
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.store import read_manifest, scan_store, store_has_pre_close
+from rotation_dl.data.store import (
+    read_manifest,
+    resolve_version,
+    scan_store,
+    store_has_pre_close,
+    store_provenance,
+)
 from rotation_dl.errors import ConfigError, StoreError
 from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import Session
@@ -65,6 +71,7 @@ def build_series_industry_bars(
     session: Session,
     start: date | None = None,
     end: date | None = None,
+    store_version: int | None = None,
 ) -> IndustryBarsResult:
     """A store of industry series -> industry bars parquet at `output` (atomic; None: not
     written). Prices are taken as adjusted (an `adj_close` column was applied at ingest), or
@@ -72,20 +79,23 @@ def build_series_industry_bars(
     manifest = read_manifest(Path(store))
     if manifest is None:
         raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
+    version = resolve_version(store, store_version)
     daily = manifest.frequency == "daily"
     if daily and bar_minutes:
         raise ConfigError(
             f"industry.bar_minutes={bar_minutes}: this store holds daily series, which cannot "
             "be cut into minute bars; leave it null"
         )
-    bars = scan_store(store, start, end)
+    bars = scan_store(store, start, end, version=version)
     if daily:
         bars = bars.with_columns(pl.col("date").cast(pl.Datetime("us")).alias("ts"))
     bars = add_vwap_gap(bars.select(list(BAR_SCHEMA)))
     if adjustment is not None:
         bars = adjust_bars(bars, read_adjustment(adjustment, columns=adjustment_columns))
-    elif daily and store_has_pre_close(store):
-        pre = scan_store(store, None, end).select("symbol", "date", "close", "pre_close")
+    elif daily and store_has_pre_close(store, version):
+        pre = scan_store(store, None, end, version=version).select(
+            "symbol", "date", "close", "pre_close"
+        )
         bars = adjust_bars(bars, factors_from_pre_close(pre.collect()))
     size = manifest.bar_minutes
     if bar_minutes and bar_minutes != size:
@@ -103,5 +113,5 @@ def build_series_industry_bars(
     )
     out = Path(output) if output is not None else None
     if out is not None:
-        atomic_write_parquet(frame, out)
-    return IndustryBarsResult(out, frame, size)
+        atomic_write_parquet(frame, out, store_provenance(store, version))
+    return IndustryBarsResult(out, frame, size, version)

@@ -4,8 +4,10 @@ Streams: each file is first scanned for its trading dates, then read and validat
 a time (`chunk_rows` rows of whole days), so peak memory depends on the chunk, not on the length
 of history. A file already ingested with the same settings, unchanged since (size and
 modification time, recorded in `<store>/_sources.json`), is skipped without being read. Every
-chunk is staged under `<store>/.staging-<id>/`; only when all inputs have passed is anything
-moved into the store, and any error removes the staging area, leaving the store as it was.
+chunk is staged under `<store>/.staging-<pid>-<id>/`; only when all inputs have passed is the
+whole ingest committed to the store's Delta table, as one version under the writer lock
+(`store.commit_partitions`); any error removes the staging area, leaving the store as it was,
+and a killed ingest's staging area is removed by the next one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import hashlib
 import json
 import logging
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,12 +35,16 @@ from rotation_dl.data.readers import (
 )
 from rotation_dl.data.store import (
     COMPRESSION,
+    LOCK,
+    MANIFEST,
     Partitioning,
     StoreManifest,
     check_compatible,
     commit_partitions,
     partition_name,
     read_manifest,
+    remove_stale_staging,
+    staging_dir,
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
 from rotation_dl.errors import (
@@ -72,6 +77,7 @@ class IngestReport:
     notes: list[str] = field(default_factory=list)
     skipped_files: int = 0
     limit_breaks: dict | None = None  # the store's raw moves beyond the daily price limit
+    store_version: int | None = None  # the store's version after this ingest
 
     def summary(self) -> str:
         size = "daily" if self.frequency == "daily" else f"{self.bar_minutes}-min"
@@ -90,7 +96,7 @@ class IngestReport:
             f"{self.files} file(s), {self.rows_read:,} rows of {size} bars "
             f"({self.first_date} .. {self.last_date}); added {self.rows_added:,} rows in "
             f"{len(self.partitions_written)} partition(s), {len(self.partitions_unchanged)} "
-            f"unchanged; dropped: {dropped}{notes}"
+            f"unchanged; store version {self.store_version}; dropped: {dropped}{notes}"
         )
 
 
@@ -232,6 +238,7 @@ def ingest_bars(
     today: date | None = None,
     check_limits: bool = True,
     bar_size: int | None = None,
+    lock_timeout_s: float = 600.0,
 ) -> IngestReport:
     """Validate raw bar files and add them to the store at `store` (created if missing).
 
@@ -256,6 +263,8 @@ def ingest_bars(
             markets without limits).
         bar_size: the input's bar size in minutes, 0 for daily bars (None: detected; one
             bar per symbol and day is daily).
+        lock_timeout_s: how long to wait for another ingest holding the store's writer
+            lock before failing with StoreLockedError.
 
     Returns:
         An IngestReport; raises a DataError subclass (nothing written) on bad input.
@@ -295,7 +304,9 @@ def ingest_bars(
         report.rows_read += rows
     created = [d for d in (root, *root.parents) if not d.exists()]  # removed again if unused
     root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".staging-{uuid.uuid4().hex[:12]}"
+    for stale in remove_stale_staging(root):  # left by an ingest that was killed
+        log.info("removed %s, the staging area of an interrupted ingest", stale)
+    staging = staging_dir(root)
     try:
         manifest: StoreManifest | None = None
         all_dates: set = set()
@@ -341,9 +352,11 @@ def ingest_bars(
             manifest,
             policy.on_conflict == "replace",
             sources=[str(f) for f in files],
+            lock_timeout_s=lock_timeout_s,
         )
         seen = {str(f.resolve()): fingerprint(f, settings) for f in files}
-        write_sources(root, {**known, **seen})
+        write_sources(root, {**read_sources(root), **seen})  # re-read: another ingest's too
+        report.store_version = result.version
         if tally is not None:
             report.limit_breaks = record_limit_breaks(root, tally)
         report.frequency = manifest.frequency
@@ -355,6 +368,8 @@ def ingest_bars(
         report.last_date = str(max(all_dates))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not (root / MANIFEST).exists():  # a failed first ingest: not even its lock file
+            (root / LOCK).unlink(missing_ok=True)
         for d in created:  # deepest first: a failed first ingest leaves no empty folders
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()

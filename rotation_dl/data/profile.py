@@ -62,7 +62,10 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
         mapping.source("amount") in scan_file(path, [mapping.source("symbol")]).collect_schema()
     )
     cols = ("volume", "close", "amount")  # NaN > 0 is true in polars: finite first
-    traded = pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in cols])
+    traded = (
+        pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in cols])
+        & (pl.col("volume") * pl.col("close")).is_finite()
+    )  # absurd values are validation's to name, not a units question
     units = (
         lf.filter(traded)  # a units mistake shows in any rows: a sample keeps the pass cheap
         .head(UNITS_SAMPLE)

@@ -1,21 +1,37 @@
-"""The canonical bar store: validated bars as parquet, partitioned by date (or month).
+"""The canonical bar store: a Delta Lake table of validated bars, partitioned by date (or month).
 
 Layout::
 
-    <root>/_manifest.json                 frequency, bar size, partitioning, schema version
-    <root>/bars/date=2025-01-02/data.parquet    (or month=2025-01/ for partition="month")
+    <root>/_manifest.json                       frequency, bar size, partitioning, schema version
+    <root>/table/_delta_log/00000000000000000001.json    one commit per version
+    <root>/table/part=2025-01-02/<uuid>.parquet          (part=2025-01 for month partitions)
+    <root>/_writer.lock                         held by the one writer committing at a time
 
-Every file is written to a temporary name and renamed into place, so readers never see a partial
-file. `commit_partitions` merges new rows into existing partitions: identical rows are skipped
-(re-running an ingest adds nothing), new rows are added, and rows whose values differ from the
-stored ones are refused unless the policy says `replace`.
+**One ingest is one commit.** Validated fragments are staged beside the table; the commit moves
+each new partition's file into the table (or writes the merged partition when rows already
+exist there) and then records every added and replaced file in a single Delta log entry. A
+reader lists the files of one version from the log, so a kill at any moment leaves the previous
+version whole and readable (files of an unfinished commit are never listed), and any past version
+can be read again (`version=N`, time travel). Writers take `_writer.lock` for the whole
+read-merge-commit step, so a second ingest waits and then merges onto the first one's version:
+no row is lost or duplicated. Merging keeps today's rules: identical rows are skipped (re-running
+an ingest adds nothing), new rows are added, and rows whose values differ from the stored ones
+are refused unless the policy says `replace`.
+
+A store in the pre-Delta layout (parquet files under `<root>/bars/`) is refused with a message
+naming `rotation-dl store-upgrade`, which converts it (`upgrade_store`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -24,12 +40,15 @@ from typing import Literal
 import polars as pl
 
 from rotation_dl.artifacts import COMPRESSION, atomic_write_bytes, atomic_write_parquet
-from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError
+from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError, StoreLockedError
 
 __all__ = ["atomic_write_bytes", "atomic_write_parquet"]  # re-exported for existing callers
 
 MANIFEST = "_manifest.json"
-SCHEMA_VERSION = 1
+TABLE = "table"
+LOCK = "_writer.lock"
+SCHEMA_VERSION = 2  # 1: parquet partitions under bars/ (before the Delta table)
+PART = "part"  # the table's partition column: "2025-01-02" (date) or "2025-01" (month)
 Partitioning = Literal["date", "month"]
 
 
@@ -47,11 +66,25 @@ class StoreManifest:
         return "ts" if self.frequency == "intraday" else "date"
 
 
+def _old_layout_error(root: Path) -> StoreError:
+    return StoreError(
+        f"{root}: a store in the old layout (parquet partitions under bars/, before the Delta "
+        f"table); convert it with `rotation-dl store-upgrade paths.store={root}` or ingest "
+        "into a new store"
+    )
+
+
 def read_manifest(root: Path) -> StoreManifest | None:
+    """The store's manifest (None: no store here); an old-layout store is refused."""
     path = Path(root) / MANIFEST
     if not path.exists():
+        if (Path(root) / "bars").is_dir():
+            raise _old_layout_error(Path(root))
         return None
-    return StoreManifest(**json.loads(path.read_text()))
+    manifest = StoreManifest(**json.loads(path.read_text()))
+    if manifest.schema_version < SCHEMA_VERSION:
+        raise _old_layout_error(Path(root))
+    return manifest
 
 
 def write_manifest(root: Path, manifest: StoreManifest) -> None:
@@ -89,15 +122,188 @@ def partition_span(name: str) -> tuple[date, date]:
     return first, date.fromordinal(nxt.toordinal() - 1)
 
 
-def partition_path(root: Path, name: str) -> Path:
-    return Path(root) / "bars" / name / "data.parquet"
+def _name_of(value: str) -> str:
+    """Partition name (`date=...`/`month=...`) of a `part` value."""
+    return f"date={value}" if len(value) == 10 else f"month={value}"
 
 
-def stored_partitions(root: Path) -> list[str]:
-    bars = Path(root) / "bars"
-    if not bars.exists():
+def table_path(root: Path | str) -> Path:
+    return Path(root) / TABLE
+
+
+# ---- reading a version ----
+def _table(root: Path | str, version: int | None):
+    from deltalake import DeltaTable
+
+    path = table_path(root)
+    if not (path / "_delta_log").is_dir():
+        return None
+    try:
+        return DeltaTable(str(path), version=version)
+    except Exception as exc:  # a version the log does not have, a damaged log
+        if version is not None:
+            raise StoreError(
+                f"{root}: no store version {version} (data.store_version); the store is at "
+                f"version {store_version(root)}"
+            ) from exc
+        raise StoreError(f"{root}: the store's table cannot be read ({exc})") from exc
+
+
+def store_version(root: Path | str) -> int | None:
+    """The store's latest committed version (None: no table yet)."""
+    table = _table(root, None)
+    return None if table is None else int(table.version())
+
+
+def _files(root: Path | str, version: int | None = None) -> list[tuple[str, Path, int]]:
+    """(partition name, file, rows) of every data file of `version` (latest: None), in
+    partition order."""
+    import pyarrow as pa
+
+    table = _table(root, version)
+    if table is None:
         return []
-    return sorted(p.parent.name for p in bars.glob("*/data.parquet"))
+    actions = pa.table(table.get_add_actions(flatten=True)).select(
+        ["path", f"partition.{PART}", "num_records"]
+    )
+    base = table_path(root)
+    rows = sorted(
+        zip(*(actions.column(i).to_pylist() for i in range(3)), strict=True),
+        key=lambda r: (r[1], r[0]),
+    )
+    return [(_name_of(part), base / path, int(n or 0)) for path, part, n in rows]
+
+
+def stored_partitions(root: Path, version: int | None = None) -> list[str]:
+    """Partition names of `version` (latest: None) in date order."""
+    return sorted({name for name, _, _ in _files(root, version)})
+
+
+def partitions_between(
+    root: Path, start: date | None, end: date | None, version: int | None = None
+) -> list[str]:
+    """Stored partitions overlapping [start, end] (None: unbounded), in date order."""
+    out = []
+    for name in stored_partitions(root, version):
+        lo, hi = partition_span(name)
+        if (start is None or hi >= start) and (end is None or lo <= end):
+            out.append(name)
+    return out
+
+
+def scan_store(
+    root: str | Path,
+    start: date | None = None,
+    end: date | None = None,
+    symbols: Iterable[str] | None = None,
+    version: int | None = None,
+) -> pl.LazyFrame:
+    """Lazily scan one version of the store (latest: None), reading only the files of
+    partitions that overlap [start, end]."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise StoreError(
+            f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`"
+        )
+    wanted = set(partitions_between(root, start, end, version))
+    files = [f for name, f, _ in _files(root, version) if name in wanted]
+    if not files:
+        raise StoreError(f"{root}: no stored bars between {start} and {end}")
+    lf = pl.scan_parquet(files)
+    key = pl.col(manifest.key)
+    day = key.dt.date() if manifest.key == "ts" else key
+    if start is not None:
+        lf = lf.filter(day >= start)
+    if end is not None:
+        lf = lf.filter(day <= end)
+    if symbols is not None:
+        lf = lf.filter(pl.col("symbol").is_in(list(symbols)))
+    return lf
+
+
+def resolve_version(root: Path | str, version: int | None) -> int | None:
+    """`version` checked against the log (time travel), or the latest one when None."""
+    if version is None:
+        return store_version(root)
+    _table(root, version)  # raises StoreError naming the versions there are
+    return version
+
+
+def store_provenance(root: Path | str, version: int | None) -> dict:
+    """What an artifact built from the store records: its path and version."""
+    return {"store": str(Path(root).resolve()), "store_version": version}
+
+
+def store_rows(root: Path | str, version: int | None = None) -> int:
+    """Rows in one version of the store (from the log: no data file is read)."""
+    return sum(n for _, _, n in _files(root, version))
+
+
+def store_has_pre_close(root: str | Path, version: int | None = None) -> bool:
+    """Whether a daily store carries the exchange's previous close (adjustment factors)."""
+    lf = scan_store(root, version=version)
+    return "pre_close" in lf.collect_schema() and bool(
+        lf.select(pl.col("pre_close").is_not_null().any()).collect().item()
+    )
+
+
+# ---- writing ----
+@contextlib.contextmanager
+def writer_lock(root: Path, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold the store's writer lock (an OS file lock, released when the process dies): a second
+    writer waits up to `timeout_s`, then fails with StoreLockedError."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    raise StoreLockedError(
+                        f"{root}: another ingest ({holder}) has been writing for more than "
+                        f"{timeout_s:.0f} s; re-run when it has finished"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def staging_dir(root: Path) -> Path:
+    """A fresh staging folder for this process (its pid in the name, for the cleanup)."""
+    return Path(root) / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_staging(root: Path) -> list[Path]:
+    """Remove staging folders of ingests that died (their pid is gone); returns them."""
+    removed = []
+    for d in Path(root).glob(".staging-*"):
+        pid = d.name.split("-")[1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 def _merge_partition(
@@ -164,6 +370,32 @@ class CommitResult:
     written: list[str]
     unchanged: list[str]
     rows_added: int
+    version: int | None  # the store version after the commit (unchanged: the one before)
+
+
+def _ensure_table(root: Path, schema) -> None:
+    """Create the (empty) table, version 0, on the first commit."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    if (table_path(root) / "_delta_log").is_dir():
+        return
+    full = pa.schema([*schema, pa.field(PART, pa.string())])
+    DeltaTable.create(str(table_path(root)), full, partition_by=[PART], mode="ignore")
+
+
+def _add_action(root: Path, rel: str, value: str, rows: int):
+    from deltalake.transaction import AddAction
+
+    st = (table_path(root) / rel).stat()
+    return AddAction(
+        rel,
+        st.st_size,
+        {PART: value},
+        int(st.st_mtime * 1000),
+        True,
+        json.dumps({"numRecords": rows}),
+    )
 
 
 def commit_partitions(
@@ -172,91 +404,119 @@ def commit_partitions(
     manifest: StoreManifest,
     replace: bool = False,
     sources: list[str] | None = None,
+    lock_timeout_s: float = 600.0,
+    before_commit=None,
 ) -> CommitResult:
-    """Merge staged fragments (<staging>/<partition>/<file index>-<chunk>.parquet) into the store.
+    """Merge staged fragments (<staging>/<partition>/<file index>-<chunk>.parquet) into the
+    store as one Delta commit, under the writer lock.
 
-    Two phases keep a failure from leaving a half-updated store: first every partition is made
-    ready inside `staging` (all conflicts surface here), then each is renamed into place. A
-    partition with one fragment and nothing stored is renamed as is, without a re-read.
+    Every partition is made ready inside `staging` first (all conflicts surface there, before
+    the table is touched; a partition with one fragment and nothing stored is used as is, the
+    others are merged with the stored rows of the version the lock holder sees); then the ready
+    files move into the table and one log entry adds them and removes the replaced ones.
+    `before_commit` (tests: fault injection) runs just before that entry is written.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+    from deltalake.transaction import RemoveAction
+
     root = Path(root)
-    ready: list[tuple[Path, Path]] = []
-    unchanged: list[str] = []
-    rows_added = 0
-    for part_dir in sorted(p for p in staging.iterdir() if p.is_dir()):
-        frags = sorted(part_dir.glob("*.parquet"))
-        final = partition_path(root, part_dir.name)
-        if len(frags) == 1 and not final.exists():
-            rows_added += pl.scan_parquet(frags[0]).select(pl.len()).collect().item()
-            ready.append((frags[0], final))
-            continue
-        new = pl.concat(
-            [
-                pl.read_parquet(f).with_columns(
-                    pl.lit(sources[int(f.stem.split("-")[0])] if sources else f.name).alias(
-                        "_file"
+    with writer_lock(root, lock_timeout_s):
+        existing_manifest = read_manifest(root)
+        check_compatible(existing_manifest, manifest, root)
+        parts = sorted(p for p in staging.iterdir() if p.is_dir())
+        stored: dict[str, list[tuple[Path, int]]] = {}
+        for name, path, rows in _files(root):
+            stored.setdefault(name, []).append((path, rows))
+        ready: list[tuple[Path, str, int, list[Path]]] = []  # file, partition, rows, replaced
+        unchanged: list[str] = []
+        rows_added = 0
+        for part_dir in parts:  # phase 1, inside staging: every conflict surfaces here
+            name = part_dir.name
+            frags = sorted(part_dir.glob("*.parquet"))
+            old = stored.get(name, [])
+            if len(frags) == 1 and not old:
+                rows = pl.scan_parquet(frags[0]).select(pl.len()).collect().item()
+                ready.append((frags[0], name, rows, []))
+                rows_added += rows
+                continue
+            new = pl.concat(
+                [
+                    pl.read_parquet(f).with_columns(
+                        pl.lit(sources[int(f.stem.split("-")[0])] if sources else f.name).alias(
+                            "_file"
+                        )
                     )
+                    for f in frags
+                ]
+            )
+            current = pl.read_parquet([p for p, _ in old]) if old else None
+            merged = _merge_partition(new, current, manifest.key, replace, f"{root} {name}")
+            if merged is None:
+                unchanged.append(name)
+                continue
+            out = part_dir / "merged.ready"
+            merged.write_parquet(out, compression=COMPRESSION, statistics=True)
+            ready.append((out, name, merged.height, [p for p, _ in old]))
+            rows_added += merged.height - (current.height if current is not None else 0)
+        if not ready:
+            return CommitResult([], unchanged, 0, store_version(root))
+        if existing_manifest is None:
+            write_manifest(root, manifest)
+        _ensure_table(root, pq.read_schema(ready[0][0]))
+        base = table_path(root)
+        now = int(time.time() * 1000)
+        actions: list = []
+        for src, name, rows, replaced in ready:  # phase 2: into the table, then one commit
+            value = name.split("=", 1)[1]
+            rel = f"{PART}={value}/{uuid.uuid4().hex}.parquet"
+            (base / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, base / rel)
+            actions.append(_add_action(root, rel, value, rows))
+            actions += [
+                RemoveAction(
+                    p.relative_to(base).as_posix(), True, now, p.stat().st_size, {PART: value}
                 )
-                for f in frags
+                for p in replaced
             ]
+        if before_commit is not None:
+            before_commit()
+        table = DeltaTable(str(base))
+        table.create_write_transaction(
+            actions, mode="append", schema=pa.schema(table.schema()), partition_by=[PART]
         )
-        existing = pl.read_parquet(final) if final.exists() else None
-        merged = _merge_partition(new, existing, manifest.key, replace, str(final))
-        if merged is None:
-            unchanged.append(part_dir.name)
-            continue
-        rows_added += merged.height - (existing.height if existing is not None else 0)
-        out = part_dir / "merged.ready"
-        merged.write_parquet(out, compression=COMPRESSION, statistics=True)
-        ready.append((out, final))
-    for src, dst in ready:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
-    write_manifest(root, manifest)
-    return CommitResult([d.parent.name for _, d in ready], unchanged, rows_added)
+        written = [name for _, name, _, _ in ready]
+        return CommitResult(written, unchanged, rows_added, store_version(root))
 
 
-def partitions_between(root: Path, start: date | None, end: date | None) -> list[str]:
-    """Stored partitions overlapping [start, end] (None: unbounded), in date order."""
-    out = []
-    for name in stored_partitions(root):
-        lo, hi = partition_span(name)
-        if (start is None or hi >= start) and (end is None or lo <= end):
-            out.append(name)
-    return out
-
-
-def scan_store(
-    root: str | Path,
-    start: date | None = None,
-    end: date | None = None,
-    symbols: Iterable[str] | None = None,
-) -> pl.LazyFrame:
-    """Lazily scan the store, reading only partitions that overlap [start, end]."""
+# ---- the pre-Delta layout ----
+def upgrade_store(root: Path) -> int:
+    """Convert a store in the old layout (parquet partitions under `bars/`) into the Delta
+    table, in one commit; the old files stay under `bars.pre-delta/` for the user to delete.
+    Returns the rows converted."""
     root = Path(root)
-    manifest = read_manifest(root)
-    if manifest is None:
-        raise StoreError(
-            f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`"
-        )
-    files = [partition_path(root, n) for n in partitions_between(root, start, end)]
-    if not files:
-        raise StoreError(f"{root}: no stored bars between {start} and {end}")
-    lf = pl.scan_parquet(files)
-    key = pl.col(manifest.key)
-    day = key.dt.date() if manifest.key == "ts" else key
-    if start is not None:
-        lf = lf.filter(day >= start)
-    if end is not None:
-        lf = lf.filter(day <= end)
-    if symbols is not None:
-        lf = lf.filter(pl.col("symbol").is_in(list(symbols)))
-    return lf
-
-
-def store_has_pre_close(root: str | Path) -> bool:
-    """Whether a daily store carries the exchange's previous close (adjustment factors)."""
-    lf = scan_store(root)
-    return "pre_close" in lf.collect_schema() and bool(
-        lf.select(pl.col("pre_close").is_not_null().any()).collect().item()
-    )
+    old = root / "bars"
+    man_path = root / MANIFEST
+    if not old.is_dir() or not man_path.exists():
+        raise StoreError(f"{root}: no store in the old layout here (no bars/ and {MANIFEST})")
+    meta = json.loads(man_path.read_text())
+    manifest = StoreManifest(meta["frequency"], meta["bar_minutes"], meta["partition"])
+    staging = staging_dir(root)
+    rows = 0
+    try:
+        for f in sorted(old.glob("*/data.parquet")):
+            dest = staging / f.parent.name / "00000-000000.parquet"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+            rows += pl.scan_parquet(f).select(pl.len()).collect().item()
+        write_manifest(root, manifest)  # the new schema version: the table is its data
+        commit_partitions(root, staging, manifest)
+    except BaseException:
+        atomic_write_bytes(man_path, json.dumps(meta, indent=2).encode())  # still the old store
+        shutil.rmtree(table_path(root), ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    old.rename(root / "bars.pre-delta")
+    return rows

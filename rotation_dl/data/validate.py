@@ -45,6 +45,8 @@ class IngestPolicy:
         ohlc_tolerance: relative slack for high >= close/open >= low checks (float32 sources).
         on_non_trading_day: bars on weekends, exchange holidays or after today: `fail`
             (default) or `drop` (counted).
+        max_price: prices above it are refused as absurd (a sanity ceiling in the market's
+            currency; 1e7 is beyond any listed share or index).
     """
 
     on_zero_price_bars: Policy = "drop"
@@ -52,6 +54,7 @@ class IngestPolicy:
     on_conflict: Literal["fail", "replace"] = "fail"
     ohlc_tolerance: float = 1e-6
     on_non_trading_day: Literal["fail", "drop"] = "fail"
+    max_price: float = 1e7
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,9 @@ def _first_violation(df: pl.DataFrame, rules: list[Rule], file: str) -> None:
             raise rule.error(rule.problem, file=file, column=rule.column, count=n, example=row)
 
 
-def value_rules(tolerance: float) -> list[Rule]:
-    """Missing, non-finite, non-positive, negative and OHLC-inconsistent values."""
+def value_rules(tolerance: float, max_price: float = 1e7) -> list[Rule]:
+    """Missing, non-finite, non-positive, absurd (above `max_price`, or price x volume beyond
+    the float range), negative and OHLC-inconsistent values."""
     rules = [
         Rule(f"null_{c}", pl.col(c).is_null(), ValueRangeError, "are missing a value", c)
         for c in ("symbol", "ts")
@@ -100,9 +104,29 @@ def value_rules(tolerance: float) -> list[Rule]:
         for c in PRICE_COLS
     ]
     rules += [
+        Rule(
+            f"absurd_{c}",
+            pl.col(c) > max_price,
+            ValueRangeError,
+            f"have a price above ingest.policy.max_price={max_price:g} (absurd; raise the "
+            "ceiling if it is real)",
+            c,
+        )
+        for c in PRICE_COLS
+    ]
+    rules += [
         Rule(f"neg_{c}", pl.col(c) < 0, ValueRangeError, "are negative", c)
         for c in ("volume", "amount")
     ]
+    rules.append(
+        Rule(
+            "overflow",
+            ~(pl.col("close") * pl.col("volume")).is_finite(),
+            ValueRangeError,
+            "have close x volume beyond the float range (absurd values)",
+            "volume",
+        )
+    )
     slack = pl.col("high") * tolerance
     rules.append(
         Rule(
@@ -310,7 +334,7 @@ def validate_bars(
     if n_susp:
         df = df.filter(~suspended)
         dropped["suspended_day_bars"] = n_susp
-    _first_violation(df, value_rules(policy.ohlc_tolerance), file)
+    _first_violation(df, value_rules(policy.ohlc_tolerance, policy.max_price), file)
     if df.is_empty():
         return df, bar_minutes or 0, dropped
     daily = bar_minutes == 0 or (bar_minutes is None and is_daily(df))

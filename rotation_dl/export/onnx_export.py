@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 import warnings
 from pathlib import Path
@@ -19,8 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rotation_dl.export.metadata import CHECKSUM_KEY, META_KEY, weights_checksum
+from rotation_dl.artifacts import atomic_write_bytes
+from rotation_dl.export.metadata import META_KEY, seal, signing_key
 from rotation_dl.features.spec import FeatureSpec
+from rotation_dl.models.checkpoint import safe_load_checkpoint
 from rotation_dl.models.gru import GRUConfig, build_net
 from rotation_dl.provenance import code_version
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Network and metadata from a training checkpoint (weights_only load)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load_checkpoint(path)
     hp = state["hyper_parameters"]
     net = build_net(GRUConfig(**hp["net"]))
     weights = {
@@ -40,15 +41,8 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 def _atomic_save(model: Any, path: Path) -> None:
-    import onnx
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """The model's exact serialisation (what `read_model` verifies), atomically."""
+    atomic_write_bytes(path, model.SerializeToString())
 
 
 def _toposort(model: Any) -> None:
@@ -76,14 +70,10 @@ def _stamp(model: Any, meta: dict) -> Any:
 
     _toposort(model)
     del model.metadata_props[:]
-    for key, value in (
-        (META_KEY, json.dumps(meta, default=str)),
-        (CHECKSUM_KEY, weights_checksum(model)),
-    ):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(meta, default=str)
     onnx.checker.check_model(model)
-    return model
+    return seal(model, signing_key())  # whole-model digest (+ HMAC with a signing key)
 
 
 def export_onnx(

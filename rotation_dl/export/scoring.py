@@ -52,9 +52,14 @@ class OnnxScorer:
         for p in self.paths:
             model, meta = read_model(p)
             self.metas.append(meta)
-            self.sessions.append(
-                ort.InferenceSession(model.SerializeToString(), providers=providers(prefer))
-            )
+            try:
+                session = ort.InferenceSession(
+                    model.SerializeToString(), providers=providers(prefer)
+                )
+            except Exception as exc:  # onnxruntime's own errors: one line, the file named
+                first = str(exc).strip().splitlines()[0][:200]
+                raise ModelFileError(f"{p}: onnxruntime cannot load it ({first})") from exc
+            self.sessions.append(session)
         first = self.metas[0]
         for p, m in zip(self.paths[1:], self.metas[1:], strict=True):
             if (

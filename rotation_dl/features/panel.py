@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rotation_dl.artifacts import read_provenance
 from rotation_dl.errors import ConfigError, DataError
 from rotation_dl.features.bars import bar_features, daily_closes
 from rotation_dl.features.labels import forward_excess_rank
@@ -159,6 +160,7 @@ def _manifest(panel: Panel, source_hash: str) -> dict:
     return {
         "version": CACHE_VERSION,
         "source_hash": source_hash,
+        "provenance": panel.extra.get("provenance", {}),  # e.g. the store version
         "spec": panel.spec.to_dict(),
         "cache_key": panel.spec.cache_key(),
         "dates": [d.isoformat() for d in panel.dates],
@@ -198,6 +200,7 @@ def load_panel(directory: str | Path, mmap: bool = True) -> Panel:
         industries=man["industries"],
         spec=spec,
         source_hash=man["source_hash"],
+        extra={"provenance": man.get("provenance", {})},
         **arrays,
     )
 
@@ -217,5 +220,6 @@ def cached_panel(
             return load_panel(target)
         log.info("panel cache stale (input or version changed): rebuilding %s", target)
     panel = build_panel(pl.scan_parquet(industry_bars_path), spec)
+    panel.extra["provenance"] = read_provenance(Path(industry_bars_path))
     save_panel(panel, target, source)
     return load_panel(target)

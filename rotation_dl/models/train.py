@@ -187,7 +187,9 @@ def train_fold(
     last = files.last
     trainer.fit(module, dm, ckpt_path=str(last) if resume and last.exists() else None)
     best_path = ckpt.best_model_path or str(last)
-    state = torch.load(best_path, map_location="cpu", weights_only=True)
+    from rotation_dl.models.checkpoint import safe_load_checkpoint
+
+    state = safe_load_checkpoint(best_path)
     module.load_state_dict(state["state_dict"])
     best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
     preds = predict_days(module, dm, dm.days["test"], tc.batch_dates)

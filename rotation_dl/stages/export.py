@@ -31,14 +31,14 @@ def checkpoints_to_export(cfg: RunConfig, layout: RunLayout) -> list[CheckpointR
     """`export.checkpoints` when given (fold and seed read from each file's metadata), else
     the best checkpoint of every seed of the latest fold."""
     if cfg.export.checkpoints:
-        import torch
-
         refs = []
         for c in cfg.export.checkpoints:
             p = Path(c)
             if not p.is_file():
                 raise ConfigError(f"export.checkpoints: no such checkpoint {p}")
-            meta = torch.load(p, map_location="cpu", weights_only=True)["hyper_parameters"]
+            from rotation_dl.models.checkpoint import safe_load_checkpoint
+
+            meta = safe_load_checkpoint(p)["hyper_parameters"]
             meta = meta.get("meta") or {}
             refs.append(CheckpointRef(int(meta["fold"]["index"]), int(meta["seed"]), p))
         return refs

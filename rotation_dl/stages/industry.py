@@ -46,6 +46,7 @@ def build_for(
             session=cfg.trading_session(),
             start=start,
             end=end,
+            store_version=d.store_version,
         )
     return build_industry_bars(
         ensure_store(cfg),
@@ -71,6 +72,7 @@ def build_for(
             else None
         ),
         on_unadjusted=d.on_unadjusted,
+        store_version=d.store_version,
     )
 
 

@@ -40,6 +40,29 @@ def sample(cfg: RunConfig) -> SampleResult:
 
 
 @dataclass(frozen=True)
+class UpgradeResult:
+    store: Path
+    rows: int
+    version: int | None
+
+    def describe(self) -> str:
+        return (
+            f"store-upgrade: {self.store} is now a Delta table, version {self.version}, "
+            f"{self.rows:,} rows; the old files are in {self.store / 'bars.pre-delta'} "
+            "(delete them once you are content)"
+        )
+
+
+def store_upgrade(cfg: RunConfig) -> UpgradeResult:
+    """Convert the run's store from the old layout (parquet under bars/) to the Delta table."""
+    from rotation_dl.data.store import store_version, upgrade_store
+
+    root = layout_of(cfg).store
+    rows = upgrade_store(root)
+    return UpgradeResult(root, rows, store_version(root))
+
+
+@dataclass(frozen=True)
 class IngestResult:
     report: IngestReport
     store: Path
@@ -70,5 +93,6 @@ def ingest(cfg: RunConfig) -> IngestResult:
         chunk_days=cfg.ingest.chunk_days,
         policy=cfg.ingest.policy,
         bar_size=d.bar_minutes,
+        lock_timeout_s=cfg.ingest.lock_timeout_s,
     )
     return IngestResult(report, store)

@@ -10,7 +10,8 @@ from pathlib import Path
 import polars as pl
 
 from rotation_dl.config import RunConfig
-from rotation_dl.data.store import read_manifest
+from rotation_dl.data.store import read_manifest, stored_partitions
+from rotation_dl.errors import StoreError
 from rotation_dl.layout import RunLayout
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,19 @@ def layout_of(cfg: RunConfig) -> RunLayout:
 
 
 def ensure_store(cfg: RunConfig) -> Path:
-    """The run's store, ingesting the configured bars first when there is none."""
+    """The run's store, ingesting the configured bars first when there is none (never when
+    an older version is asked for: `data.store_version`)."""
     layout = layout_of(cfg)
-    if read_manifest(layout.store) is None:
+    if cfg.data.store_version is not None:
+        from rotation_dl.data.store import resolve_version
+
+        if read_manifest(layout.store) is None:
+            raise StoreError(
+                f"{layout.store}: no store to read version {cfg.data.store_version} of"
+            )
+        resolve_version(layout.store, cfg.data.store_version)
+        return layout.store
+    if read_manifest(layout.store) is None or not stored_partitions(layout.store):
         from rotation_dl.stages.ingest import ingest
 
         log.info("no store at %s: running ingest first", layout.store)
@@ -97,6 +108,7 @@ def adjusted_daily_bars(cfg: RunConfig, columns: Sequence[str] | None = None) ->
         adjusted_daily=d.adjusted_daily,
         adjusted_daily_columns=d.adjusted_daily_columns,
         columns=columns,
+        store_version=d.store_version,
     )
     if cfg.market.price_limits == "none":  # no daily limits: nothing to check against
         return daily

@@ -14,6 +14,19 @@ from rotation_dl.config import RunConfig
 from rotation_dl.stages.inputs import backtest_returns, layout_of
 
 
+def run_note(run: str, model_version: str | None, factor_panel: Path) -> str:
+    """`run demo; GRU model v...; store version 3`: what the report's numbers come from."""
+    from rotation_dl.artifacts import read_provenance
+
+    parts = [f"run {run}"]
+    if model_version:
+        parts.append(f"GRU model {model_version}")
+    store_version = read_provenance(factor_panel).get("store_version")
+    if store_version is not None:
+        parts.append(f"store version {store_version}")
+    return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class ReportResult:
     html: Path
@@ -86,7 +99,7 @@ def report(cfg: RunConfig) -> ReportResult:
         di_rankings=di_rankings,
         timing=timing,
         factor_ic=pl.read_parquet(fic) if fic.exists() else None,
-        notes=[f"run {cfg.run}; GRU model {version}" if version else f"run {cfg.run}"],
+        notes=[run_note(cfg.run, version, factor_panel_path(cfg))],
         horizon=cfg.backtest.horizon,
     )
     html = build_weekly_report(inputs, layout.report_file(asof), layout.report_file(asof, ".md"))

@@ -16,10 +16,12 @@ from rotation_dl.export.scoring import WeeklyScore
 from rotation_dl.stages.inputs import ensure_store, layout_of
 
 
-def score_range(store: Path, asof: date | None, lookback_days: int) -> tuple[date, date | None]:
+def score_range(
+    store: Path, asof: date | None, lookback_days: int, version: int | None = None
+) -> tuple[date, date | None]:
     """Calendar dates to read: enough trading days before `asof` (or the store's last day) for
     the window and the feature warm-up."""
-    names = stored_partitions(store)
+    names = stored_partitions(store, version)
     if not names:
         raise StoreError(f"{store}: empty store")
     end = asof or partition_span(names[-1])[1]
@@ -71,7 +73,7 @@ def score(cfg: RunConfig) -> ScoreResult:
     scorer = OnnxScorer(models, prefer=s.providers)
     store = ensure_store(cfg)
     asof = date.fromisoformat(str(s.asof)) if s.asof else None
-    start, end = score_range(store, asof, s.lookback_days)
+    start, end = score_range(store, asof, s.lookback_days, cfg.data.store_version)
     cfg_for_model = cfg
     if scorer.spec.session != cfg.trading_session():  # the model's own session decides
         from dataclasses import replace

@@ -123,6 +123,7 @@ def seed_rank_ics(seed_scores: pl.DataFrame | None, labels: pl.DataFrame) -> dic
 
     if seed_scores is None or seed_scores.is_empty():
         return {"per_seed": {}, "mean": float("nan"), "std": float("nan"), "n_seeds": 0}
+
     def mean_rank_ic(frame: pl.DataFrame) -> float:
         value = ic_series(frame.drop("seed"), labels)["rank_ic"].mean()
         return float("nan") if value is None else float(value)  # no labelled date: NaN
@@ -196,6 +197,7 @@ def train_walk_forward(
         "walkforward": asdict(wf),
         "seeds": list(seeds),
         "data_hash": panel.source_hash,
+        "store_version": panel.extra.get("provenance", {}).get("store_version"),
         "code_version": code_version(),
     }
     lg = logger or LoggerConfig()
@@ -210,7 +212,12 @@ def train_walk_forward(
         seeds,
         resume,
         factory,
-        meta={"data_hash": panel.source_hash, "run": run, "code_version": code_version()},
+        meta={
+            "data_hash": panel.source_hash,
+            "store_version": hparams["store_version"],
+            "run": run,
+            "code_version": code_version(),
+        },
         extra_callbacks=extra_callbacks,
     )
     if not is_rank_zero():  # distributed training: artifacts come from rank zero only
@@ -227,10 +234,12 @@ def train_walk_forward(
         "mean_val_rank_ic": result.mean_val_rank_ic,
         "fold_results": result.folds,
         "model_version": result.factor_panel["model_version"][0],
+        "store_version": hparams["store_version"],
         "data_range": [str(panel.dates[0]), str(panel.dates[-1])],
         "hparams": hparams,
     }
-    atomic_write_parquet(result.factor_panel, layout.factor_panel)
+    provenance = {**panel.extra.get("provenance", {}), "data_hash": panel.source_hash}
+    atomic_write_parquet(result.factor_panel, layout.factor_panel, provenance)
     write_json(metrics, layout.train_metrics)
     return TrainResult(layout.factor_panel, layout.train_metrics, layout.checkpoints, metrics)
 

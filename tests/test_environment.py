@@ -1,0 +1,128 @@
+"""The environment's failures and absurd values: one typed line, exit status 2, nothing
+half-written, the previous good artifacts intact.
+
+Root ignores file permissions (CI may run as root), so a full disk and a read-only folder are
+injected as the OSErrors the kernel raises (ENOSPC, EROFS, EACCES) at the moment of writing.
+"""
+
+from __future__ import annotations
+
+import errno
+import pickle
+
+import polars as pl
+import pytest
+from conftest import SMALL_TRAIN, day_bars, write
+
+from rotation_dl.cli import main
+from rotation_dl.data.ingest import ingest_bars
+from rotation_dl.errors import ValueRangeError
+from rotation_dl.session import A_SHARE
+
+SMALL = ["data.sample.n_industries=4", "data.sample.n_stocks=24", "data.sample.n_days=30"]
+
+
+def _fail_writes(monkeypatch, err: int) -> None:
+    """Every parquet write raises the OSError `err` (as a full or read-only disk would)."""
+
+    def refuse(self, file, *a, **k):
+        raise OSError(err, __import__("os").strerror(err), str(file))
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", refuse)
+
+
+@pytest.mark.parametrize(
+    "err, words",
+    [
+        (errno.ENOSPC, "the disk is full"),
+        (errno.EROFS, "read-only"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
+def test_industry_bars_on_a_failing_disk_keeps_the_previous_file(
+    tmp_path, monkeypatch, capsys, err, words
+):
+    args = [f"paths.output_dir={tmp_path / 'o'}", *SMALL]
+    assert main(["industry-bars", *args]) == 0
+    target = tmp_path / "o" / "industry_bars.parquet"
+    good = target.read_bytes()
+    capsys.readouterr()
+    _fail_writes(monkeypatch, err)
+    assert main(["industry-bars", *args, "industry.weighting=amount"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "OutputError" in lines[0] and words in lines[0]
+    assert "industry_bars.parquet" in lines[0]
+    assert target.read_bytes() == good  # the good file is untouched
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_ingest_on_a_full_disk_leaves_the_store_as_it_was(tmp_path, monkeypatch, capsys):
+    from rotation_dl.data.store import store_rows, store_version
+
+    store = tmp_path / "store"
+    first = write(day_bars(("600000.SH", "600004.SH"), day="2025-03-03"), tmp_path / "a.parquet")
+    ingest_bars(first, store, session=A_SHARE, calendar=None)
+    rows = store_rows(store)
+    more = write(day_bars(("600000.SH",), day="2025-03-04"), tmp_path / "raw" / "b.parquet")
+    _fail_writes(monkeypatch, errno.ENOSPC)
+    code = main(
+        [
+            "ingest",
+            "data=parquet",
+            f"data.bars={more}",
+            "data.classification=unused.csv",
+            f"paths.store={store}",
+            "market.calendar=null",
+        ]
+    )
+    assert code == 2 and "the disk is full" in capsys.readouterr().err
+    assert store_version(store) == 1 and store_rows(store) == rows
+    assert not list(store.glob(".staging-*"))
+
+
+def test_a_checkpoint_the_safe_loader_refuses_is_one_line(tmp_path, capsys):
+    class Evil:  # an arbitrary object: the weights-only loader must not unpickle it
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    code = main(["export", f"export.checkpoints=[{bad}]", f"paths.output_dir={tmp_path}"])
+    out = capsys.readouterr()
+    assert code == 2 and "executed" not in out.out
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and "CheckpointError" in lines[0] and "bad.ckpt" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "price, volume, words",
+    [
+        (1e12, 1000.0, "above ingest.policy.max_price"),  # finite, absurd
+        (1000.0, 1e307, "beyond the float range"),  # price x volume overflows
+    ],
+)
+def test_absurd_finite_values_are_refused(tmp_path, price, volume, words):
+    bars = day_bars(("600000.SH", "600004.SH"), day="2025-03-03")
+    first = pl.col("symbol") == "600000.SH"
+    bars = bars.with_columns(
+        *[pl.when(first).then(pl.lit(price)).otherwise(pl.col(c)).alias(c) for c in
+          ("open", "high", "low", "close")],
+        pl.when(first).then(pl.lit(volume)).otherwise(pl.col("volume")).alias("volume"),
+        pl.when(first).then(pl.lit(min(price * volume, 1e300))).otherwise(pl.col("amount"))
+        .alias("amount"),
+    )  # fmt: skip
+    with pytest.raises(ValueRangeError, match=words):
+        ingest_bars(write(bars, tmp_path / "x.parquet"), tmp_path / "s", session=A_SHARE)
+    assert not (tmp_path / "s").exists()
+
+
+def test_train_that_fails_keeps_the_previous_factor_panel(tmp_path, capsys):
+    """A failing re-run (too short a history for its folds) replaces nothing."""
+    args = [f"paths.output_dir={tmp_path / 'o'}", f"paths.checkpoints={tmp_path / 'c'}"]
+    assert main(["train", *args, *SMALL_TRAIN]) == 0
+    panel = tmp_path / "o" / "factor_panel.parquet"
+    good = panel.read_bytes()
+    capsys.readouterr()
+    assert main(["train", *args, *SMALL_TRAIN, "walkforward.min_train_days=500"]) == 2
+    assert "walk-forward needs at least" in capsys.readouterr().err
+    assert panel.read_bytes() == good
