@@ -263,6 +263,8 @@ class BaselineConfig:
     variant: Literal["lag", "multi_horizon", "above_ma", "ema"] = "multi_horizon"
     k: int = 20
     ema_span: float = 10.0
+    multi_horizon: Literal["per_lag", "per_stock"] = "per_lag"
+    above_ma_min_valid: int | None = None  # valid closes an above_ma window needs (None: k)
     all_variants: bool = False
     portfolio: PortfolioConfig = field(
         default_factory=lambda: PortfolioConfig(k=6, schedule="monthly")
@@ -272,6 +274,11 @@ class BaselineConfig:
         _positive("baseline", k=self.k)
         if self.ema_span <= 0:
             raise ConfigError(f"baseline.ema_span must be positive, got {self.ema_span}")
+        if self.above_ma_min_valid is not None and not 1 <= self.above_ma_min_valid <= self.k:
+            raise ConfigError(
+                f"baseline.above_ma_min_valid must be in 1..baseline.k={self.k}, got "
+                f"{self.above_ma_min_valid}"
+            )
 
 
 @dataclass(frozen=True)
@@ -290,7 +297,9 @@ class BacktestConfig:
 
 @dataclass(frozen=True)
 class TimingConfig:
-    n_smallest: int | None = 400
+    universe: Literal["auto", "smallest_cap", "smallest_amount", "all", "list"] = "auto"
+    universe_size: int = 400
+    amount_window: int = 20
     shares: str | None = None
     constituents: str | None = None
     lag: int = 20
@@ -301,7 +310,13 @@ class TimingConfig:
     execution: Literal["close", "next_open"] = "close"
 
     def __post_init__(self) -> None:
-        _positive("timing", n_smallest=self.n_smallest, lag=self.lag, fast=self.fast)
+        _positive(
+            "timing",
+            universe_size=self.universe_size,
+            amount_window=self.amount_window,
+            lag=self.lag,
+            fast=self.fast,
+        )
         if not 0 <= self.lower < self.upper <= 1:
             raise ConfigError(
                 f"timing thresholds need 0 <= lower < upper <= 1, got {self.lower}, {self.upper}"
@@ -561,6 +576,7 @@ def build(cls: type, values: Mapping[str, Any], where: str = ""):
 
 _DEPRECATED_KEYS = {  # old key -> new key (one release of grace)
     ("walkforward", "window"): ("walkforward", "scheme"),
+    ("timing", "n_smallest"): ("timing", "universe_size"),
 }
 
 

@@ -193,6 +193,11 @@ class RunLayout:
         return TableSet(self.output_dir / "timing", "timing")
 
     @property
+    def timing_signal_log(self) -> Path:
+        """One row per switch of each timing machine: date, machine, state, di."""
+        return self.output_dir / "timing" / "signal_log.parquet"
+
+    @property
     def factor_ic(self) -> TableSet:
         return TableSet(self.output_dir / "factor_ic", "factor_ic")
 

@@ -186,7 +186,7 @@ def test_run_timing_on_sample(tiny_market):
     daily = resample_bars(
         tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
     ).collect()
-    out = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5)
+    out = run_timing(daily, universe_size=10, shares=tiny_market.stocks, lag=5)
     assert out["series"]["universe_size"].max() == 10
     assert {s["machine"] for s in out["stats"]} == {
         "first_threshold",
@@ -267,7 +267,9 @@ def test_run_timing_next_open(tiny_market):
     daily = resample_bars(
         tiny_market.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE
     ).collect()
-    a = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5)
-    b = run_timing(daily, n_smallest=10, shares=tiny_market.stocks, lag=5, execution="next_open")
+    a = run_timing(daily, universe_size=10, shares=tiny_market.stocks, lag=5)
+    b = run_timing(
+        daily, universe_size=10, shares=tiny_market.stocks, lag=5, execution="next_open"
+    )
     assert a["series"].equals(b["series"])  # same signals, different fills
     assert a["stats"] != b["stats"]

@@ -319,12 +319,14 @@ def test_evaluation_commands(tmp_path):
         REPO,
     )
     assert bt.returncode == 0, bt.stderr[-2000:]
-    assert "excess compounded" in bt.stdout
+    assert "geometric" in bt.stdout and "arithmetic" in bt.stdout
     reb = pl.read_parquet(out / "backtest" / "backtest_rebalances.parquet")
     assert reb["n_in"].slice(1).max() <= 1
-    tm = _run(["timing", *common, "timing.n_smallest=20"], REPO)
+    tm = _run(["timing", *common, "timing.universe_size=20"], REPO)
     assert tm.returncode == 0, tm.stderr[-2000:]
     assert pl.read_csv(out / "timing" / "timing_grid.csv").height == 11
+    log = pl.read_csv(out / "timing" / "signal_log.csv")
+    assert log.columns == ["date", "machine", "state", "di"]
     fi = _run(["factor-ic", *common], REPO)
     assert fi.returncode == 0, fi.stderr[-2000:]
     assert "top" in fi.stdout

@@ -138,7 +138,7 @@ def test_timing_real_whole_universe(daily_real):
     from rotation_dl.baselines.timing import run_timing
 
     daily, _, _ = daily_real
-    out = run_timing(daily, n_smallest=None)
+    out = run_timing(daily, universe="all")
     assert out["universe"] == "all stocks"
     assert out["series"]["universe_size"].max() > 2900
     assert out["grid"].height == 11

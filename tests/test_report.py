@@ -25,7 +25,7 @@ DEMO = [
     "walkforward.retrain_every=20",
     "features.window=5",
     "trainer.max_epochs=2",
-    "timing.n_smallest=30",
+    "timing.universe_size=30",
     "logger=none",
 ]
 CHARTS = (

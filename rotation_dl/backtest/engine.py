@@ -5,6 +5,9 @@ rebalance date t are held from that close to the next rebalance close, so they e
 of days t+1 .. t_next. Weights are equal at each rebalance and drift with returns in between.
 The benchmark is the equal-weight mean of all industries' daily returns (rebalanced daily).
 Costs: `cost_rate` x turnover, charged on the first day of the new holding period.
+Turnover is averaged over **held** rebalances after the first formation: a formation on the
+last data date is never held (no day follows it), so it is reported as the next holdings, not
+as traded (`rebalances.held`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from rotation_dl.errors import DataError
 class BacktestResult:
     """daily: date, port_ret, bench_ret, excess_ret, port_nav, bench_nav, excess_nav, turnover,
     cost. holdings: rebalance date, industry, weight. rebalances: date, n_in, n_out, turnover,
-    entered, exited."""
+    held (False for a formation on the last data date: the next holdings), entered, exited."""
 
     daily: pl.DataFrame
     holdings: pl.DataFrame
@@ -180,6 +183,17 @@ def _simulate_arrays(
     return port, turnover, cost, traded.tolist()
 
 
+def held_mask(rebal: Sequence[int], n_days: int) -> np.ndarray:
+    """Which formations are held for at least one day (the last data date's is not)."""
+    return np.asarray(rebal) + 1 < n_days
+
+
+def mean_held_turnover(traded: Sequence[float], held: Sequence[bool]) -> float:
+    """Mean turnover over held rebalances after the initial formation (0.0 without any)."""
+    t = np.asarray(traded, dtype=float)[1:][np.asarray(held, dtype=bool)[1:]]
+    return float(t.mean()) if len(t) else 0.0
+
+
 def equal_weight_benchmark(R: np.ndarray) -> np.ndarray:
     """Mean of the industries' returns each day (rebalanced daily); NaN on empty days."""
     with warnings.catch_warnings():
@@ -272,6 +286,7 @@ def _frames(prep, rebal, holdings, port, turnover, cost, traded, config) -> Back
             "n_in": [len(e) for e in entered],
             "n_out": [len(x) for x in exited],
             "turnover": traded,
+            "held": held_mask(rebal, len(cal)),
             "entered": pl.Series(entered, dtype=pl.List(pl.String)),
             "exited": pl.Series(exited, dtype=pl.List(pl.String)),
         }
@@ -326,7 +341,7 @@ def run_backtest_grid(
                 "excess_compounded": float(nav[-1] / np.prod(1 + b) - 1) if len(p) else np.nan,
                 "excess_summed": float(ex.sum()),
                 "information_ratio": float(ex.mean() * periods_per_year / te) if te else np.nan,
-                "mean_turnover": float(np.mean(traded[1:])) if len(traded) > 1 else 0.0,
+                "mean_turnover": mean_held_turnover(traded, held_mask(rebal, len(prep.cal))),
             }
         )
     return pl.DataFrame(rows), navs

@@ -1,7 +1,16 @@
 """Performance metrics (METHODOLOGY section 5): one implementation used by every model.
 
-Excess is reported two ways and always named: **compounded** = portfolio NAV / benchmark NAV - 1
-over the span, and **summed** = the sum of period excess returns (portfolio - benchmark).
+Excess is reported in named conventions, never one unlabelled number:
+
+* total, **geometric** (`excess_compounded`) = portfolio NAV / benchmark NAV - 1 over the span;
+* total, **arithmetic** (`excess_total_arithmetic`) = portfolio total return - benchmark total
+  return;
+* **summed** (`excess_summed`) = the sum of daily (portfolio - benchmark) returns;
+* annualised, **geometric** (`annual_excess`, a ratio) = (1 + a) / (1 + b) - 1 of the
+  annualised portfolio and benchmark returns a and b;
+* annualised, **arithmetic** (`annual_excess_arithmetic`, a difference) = a - b.
+
+Turnover (`mean_turnover`) is the mean over held rebalances after the initial formation.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ class PerformanceSummary:
     total_return: float
     benchmark_return: float
     excess_compounded: float
+    excess_total_arithmetic: float
     excess_summed: float
     annual_return: float
     annual_benchmark: float
     annual_excess: float
+    annual_excess_arithmetic: float
     annual_vol: float
     tracking_error: float
     information_ratio: float
@@ -93,10 +104,12 @@ def summarize_performance(
         total_return=p,
         benchmark_return=b,
         excess_compounded=exc_c,
+        excess_total_arithmetic=p - b,
         excess_summed=exc_s,
         annual_return=ann,
         annual_benchmark=ann_b,
         annual_excess=(1 + ann) / (1 + ann_b) - 1,
+        annual_excess_arithmetic=ann - ann_b,
         annual_vol=vol,
         tracking_error=te,
         information_ratio=ir,
@@ -213,8 +226,14 @@ def factor_ic_report(
 
 
 EXCESS_DEFINITIONS = {
-    "excess_compounded": "portfolio NAV / benchmark NAV - 1 over the span",
+    "excess_compounded": "total, geometric: portfolio NAV / benchmark NAV - 1 over the span",
+    "excess_total_arithmetic": "total, arithmetic: portfolio total return - benchmark total "
+    "return",
     "excess_summed": "sum of daily (portfolio - benchmark) returns over the span",
+    "annual_excess": "annualised, geometric: (1 + annual portfolio) / (1 + annual benchmark) - 1",
+    "annual_excess_arithmetic": "annualised, arithmetic: annual portfolio - annual benchmark",
+    "mean_turnover": "mean sum |w_new - w_drifted| over held rebalances after the first "
+    "formation (the last data date's formation is the next holdings, not traded)",
 }
 
 
@@ -227,10 +246,11 @@ def backtest_summary(
 ) -> dict:
     """Performance, calendar-year and to-date tables, IC and group returns of one backtest."""
     fwd = forward_excess_from_returns(returns, horizon)
-    perf = summarize_performance(
-        result.daily, rebalance_turnover=result.rebalances["turnover"].slice(1)
-    )
+    reb = result.rebalances
+    held = reb.slice(1).filter(pl.col("held"))["turnover"] if "held" in reb.columns else None
+    perf = summarize_performance(result.daily, rebalance_turnover=held)
     latest = result.holdings.filter(pl.col("date") == result.holdings["date"].max())
+    unheld = reb.filter(~pl.col("held")) if "held" in reb.columns else reb.clear()
     return {
         "performance": perf.to_dict(),
         "calendar_years": calendar_year_table(result.daily).to_dicts(),
@@ -238,6 +258,8 @@ def backtest_summary(
         "ic": factor_ic_report(factors, fwd, factor_col=factor_col, horizon=horizon),
         "groups": group_returns(factors, fwd, factor_col=factor_col).to_dicts(),
         "latest_holdings": latest["industry"].to_list(),
+        # a formation on the last data date: what would be held next, not a traded rebalance
+        "next_holdings": latest["industry"].to_list() if unheld.height else None,
         "config": result.config,
         "excess_definitions": EXCESS_DEFINITIONS,
     }

@@ -5,8 +5,15 @@ constituents (point-in-time) that have enough history. Comparisons are strict (>
 market-calendar days, a stock without a close on either day is left out. Variants:
 
 * `lag`           1[close_t > close_{t-k}], k = 20
-* `multi_horizon` mean over k = 1..K of 1[close_t > close_{t-k}], K = 20 (default)
-* `above_ma`      1[close_t > SMA_k(close)_t], k = 20
+* `multi_horizon` the mean over k = 1..K of the k-day diffusion index, K = 20 (default). Two
+  readings, `multi_horizon` option: `per_lag` (default) averages K shares, share_k = the share
+  of constituents valid at t and t-k with close_t > close_{t-k}, and is undefined unless all K
+  are; `per_stock` averages each stock over the lags it has (history must reach back K days),
+  then the stocks. `per_lag` is the default because each term is itself a diffusion index over
+  a well-defined population (the literal "mean of K diffusion indices"); `per_stock` weights a
+  stock with gaps by the lags it happens to have.
+* `above_ma`      1[close_t > SMA_k(close)_t], k = 20, over the valid closes of the window; a
+  stock needs at least `min_valid` of them (default: all k), else it is left out that day
 * `ema`           exponential smoothing (span ~ 10) of the `lag` DI
 """
 
@@ -21,11 +28,16 @@ from rotation_dl.baselines.matrix import CloseMatrix, close_matrix, industry_mea
 from rotation_dl.errors import ConfigError
 
 Variant = Literal["lag", "multi_horizon", "above_ma", "ema"]
+Eligibility = Literal["per_lag", "per_stock"]
 VARIANTS: tuple[str, ...] = ("lag", "multi_horizon", "above_ma", "ema")
 
 
-def stock_indicator(m: CloseMatrix, variant: Variant, k: int = 20) -> np.ndarray:
-    """Indicator [D, S] in [0, 1]; NaN where the stock lacks the closes it needs."""
+def stock_indicator(
+    m: CloseMatrix, variant: Variant, k: int = 20, min_valid: int | None = None
+) -> np.ndarray:
+    """Indicator [D, S] in [0, 1]; NaN where the stock lacks the closes it needs
+    (`multi_horizon` here is the `per_stock` reading; `min_valid`: above_ma's minimum valid
+    closes in the window, default k)."""
     c = m.close
     if variant in ("lag", "ema"):
         lag = m.lagged(k)
@@ -47,9 +59,30 @@ def stock_indicator(m: CloseMatrix, variant: Variant, k: int = 20) -> np.ndarray
         n = np.isfinite(window).sum(axis=0)
         with np.errstate(invalid="ignore"):
             sma = np.nansum(window, axis=0) / np.maximum(n, 1)
-        ok = np.isfinite(c) & (n >= max(1, int(0.75 * k)))
+        need = k if min_valid is None else min_valid
+        if not 1 <= need <= k:
+            raise ConfigError(f"above_ma minimum valid closes must be in 1..{k}, got {need}")
+        ok = np.isfinite(c) & (n >= need)
         return np.where(ok, (c > sma).astype(float), np.nan)
     raise ConfigError(f"unknown diffusion variant {variant!r}; choose from {list(VARIANTS)}")
+
+
+def per_lag_di(
+    m: CloseMatrix, member: np.ndarray, n_industries: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`multi_horizon`, `per_lag`: the mean of the K lag-j diffusion indices (j = 1..K), each
+    over the constituents valid at t and t-j; NaN unless all K are defined. Returns (DI, the
+    smallest population of the K)."""
+    total = np.zeros((len(m.dates), n_industries))
+    smallest = np.full((len(m.dates), n_industries), np.inf)
+    for j in range(1, k + 1):
+        lag = m.lagged(j)
+        ok = np.isfinite(m.close) & np.isfinite(lag)
+        share, n = industry_mean(np.where(ok, (m.close > lag).astype(float), np.nan), member,
+                                 n_industries)  # fmt: skip
+        total += share  # NaN stays NaN: undefined unless every lag is
+        smallest = np.minimum(smallest, n)
+    return total / k, np.where(np.isfinite(smallest), smallest, 0)
 
 
 def diffusion_index(
@@ -59,6 +92,8 @@ def diffusion_index(
     k: int = 20,
     ema_span: float = 10.0,
     min_constituents: int = 1,
+    multi_horizon: Eligibility = "per_lag",
+    above_ma_min_valid: int | None = None,
 ) -> pl.DataFrame:
     """(date, industry, di, n) from adjusted daily closes and a classification.
 
@@ -69,11 +104,18 @@ def diffusion_index(
         k: lag / horizon / moving-average length in trading days.
         ema_span: smoothing span for `ema`.
         min_constituents: DI is null when fewer stocks qualify.
+        multi_horizon: `per_lag` (default) or `per_stock` (see the module docstring).
+        above_ma_min_valid: above_ma's minimum valid closes in the window (default k).
     """
     m = close_matrix(daily)
     industries, member = membership(m, classification)
-    ind = stock_indicator(m, variant, k)
-    di, n = industry_mean(ind, member, len(industries))
+    if variant == "multi_horizon" and multi_horizon == "per_lag":
+        di, n = per_lag_di(m, member, len(industries), k)
+    elif variant == "multi_horizon" and multi_horizon != "per_stock":
+        raise ConfigError(f"multi_horizon={multi_horizon!r}: use per_lag or per_stock")
+    else:
+        ind = stock_indicator(m, variant, k, above_ma_min_valid)
+        di, n = industry_mean(ind, member, len(industries))
     di = np.where(n >= min_constituents, di, np.nan)
     if variant == "ema":
         alpha = 2.0 / (ema_span + 1.0)

@@ -1,8 +1,11 @@
 """Micro-cap index timing with the diffusion index (METHODOLOGY section 3).
 
-Universe: the N smallest stocks by market cap each day (caps = close x shares outstanding, or a
-given `cap` column), a given constituent list, or every stock. DI_t is the share of constituents
-with close_t > close_{t-20} (unsmoothed). The critical-point grid G_t(x, T) is the share with
+Universe (`universe`): `smallest_cap`, the N smallest stocks by market cap each day (close x
+free-float shares when given, else x shares outstanding); `smallest_amount`, the N stocks with
+the lowest mean traded amount over the previous `amount_window` days (data up to the previous
+close only: no look-ahead), the proxy when there are no share counts; `all`; or `list`, a given
+constituent list. Reconstituted daily. DI_t is the share of constituents with close_t >
+close_{t-20} (unsmoothed). The critical-point grid G_t(x, T) is the share with
 x * close_t > close_{t-T}: "if every constituent sits at x times today's close N = 20 - T days
 from now, what will DI be?". Three signal machines turn DI into a position (1 long, 0 flat):
 
@@ -10,6 +13,11 @@ from now, what will DI be?". Three signal machines turn DI into a position (1 lo
 * delayed threshold (right side): flat when DI falls through upper; long when it rises
   through lower
 * dual moving average:          long while MA_fast(DI) > MA_slow(DI)
+
+A machine holds no position before its first defined signal (DI defined; both moving averages
+for dual MA): its totals, drawdowns and time in market run over the signal's life, from that
+start date, and so does the buy-and-hold it is compared with. Entering at the start is the
+initial entry, reported on its own; trades count the switches after it.
 """
 
 from __future__ import annotations
@@ -27,25 +35,51 @@ from rotation_dl.baselines.matrix import CloseMatrix, close_matrix
 from rotation_dl.errors import ConfigError, DataError
 
 
+def smallest(values: np.ndarray, n: int) -> np.ndarray:
+    """[D, S] bool: per day, the n stocks with the smallest finite value (ties: first)."""
+    c = np.where(np.isfinite(values), values, np.inf)
+    order = np.argsort(c, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rows = np.arange(c.shape[0])[:, None]
+    rank[rows, order] = np.arange(c.shape[1])[None, :]
+    return (rank < n) & np.isfinite(c)
+
+
+def trailing_amount(amount: np.ndarray, window: int) -> np.ndarray:
+    """[D, S] mean traded amount over the `window` days before each day (day t uses t-window ..
+    t-1 only); NaN with fewer than half the window traded."""
+    a = np.where(np.isfinite(amount) & (amount > 0), amount, np.nan)
+    csum = np.vstack([np.zeros((1, a.shape[1])), np.cumsum(np.nan_to_num(a), axis=0)])
+    ccnt = np.vstack([np.zeros((1, a.shape[1])), np.cumsum(np.isfinite(a), axis=0)])
+    t = np.arange(a.shape[0])
+    lo = np.maximum(t - window, 0)
+    s, n = csum[t] - csum[lo], ccnt[t] - ccnt[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= max(1, window // 2), s / n, np.nan)
+
+
 def universe_mask(
     m: CloseMatrix,
     n_smallest: int | None = None,
     caps: np.ndarray | None = None,
     constituents: Sequence[str] | None = None,
+    amounts: np.ndarray | None = None,
+    amount_window: int = 20,
 ) -> np.ndarray:
-    """[D, S] bool: each day's universe (reconstituted daily when ranking by cap)."""
+    """[D, S] bool: each day's universe, reconstituted daily: a constituent list, the
+    `n_smallest` by cap (`caps`), or by trailing traded amount (`amounts`), else every stock
+    with a close."""
     has = np.isfinite(m.close)
     if constituents is not None:
         keep = np.isin(np.asarray(m.symbols), np.asarray(list(constituents)))
         return has & keep[None, :]
-    if n_smallest is None or caps is None:
+    if n_smallest is None:
         return has
-    c = np.where(has & np.isfinite(caps), caps, np.inf)
-    order = np.argsort(c, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    rows = np.arange(c.shape[0])[:, None]
-    rank[rows, order] = np.arange(c.shape[1])[None, :]
-    return (rank < n_smallest) & np.isfinite(c)
+    if caps is not None:
+        return smallest(np.where(has, caps, np.nan), n_smallest)
+    if amounts is not None:  # ranked on data up to the previous close; members need a close
+        return smallest(trailing_amount(amounts, amount_window), n_smallest) & has
+    return has
 
 
 def universe_di(m: CloseMatrix, universe: np.ndarray, lag: int = 20) -> np.ndarray:
@@ -86,26 +120,44 @@ class SignalConfig:
     lower: float = 0.1
     fast: int = 10
     slow: int = 20
-    initial: int = 1  # position before the first signal
+    initial: int = 1  # the threshold machines' state on their first defined day
+
+
+def signal_start(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = None) -> int | None:
+    """Index of a machine's first defined signal (None: never): the first finite DI, or for
+    dual MA the first day both moving averages are defined."""
+    cfg = cfg or SignalConfig()
+    if machine == "dual_ma":
+        s = pl.Series(di).fill_nan(None)
+        slow = s.rolling_mean(cfg.slow, min_samples=cfg.slow).to_numpy()
+        fast = s.rolling_mean(cfg.fast, min_samples=cfg.fast).to_numpy()
+        ok = np.isfinite(slow) & np.isfinite(fast)
+    else:
+        ok = np.isfinite(di)
+    return int(np.argmax(ok)) if ok.any() else None
 
 
 def signal_states(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = None) -> np.ndarray:
-    """Position after each day's close (1 long, 0 flat), NaN DI keeps the previous state."""
+    """Position after each day's close (1 long, 0 flat): flat before the machine's first
+    defined signal; a NaN DI keeps the previous state."""
     cfg = cfg or SignalConfig()
     D = len(di)
     out = np.zeros(D, dtype=np.int8)
+    start = signal_start(di, machine, cfg)
+    if start is None:
+        return out
     if machine == "dual_ma":
-        s = pl.Series(di)
+        s = pl.Series(di).fill_nan(None)
         fast = s.rolling_mean(cfg.fast, min_samples=cfg.fast).to_numpy()
         slow = s.rolling_mean(cfg.slow, min_samples=cfg.slow).to_numpy()
-        state = cfg.initial
-        for t in range(D):  # a state machine: one step per day
+        state = 0
+        for t in range(start, D):  # a state machine: one step per day
             if np.isfinite(fast[t]) and np.isfinite(slow[t]):
                 state = int(fast[t] > slow[t])
             out[t] = state
         return out
     state = cfg.initial
-    for t in range(D):
+    for t in range(start, D):
         x = di[t]
         prev = di[t - 1] if t else np.nan
         if np.isfinite(x):
@@ -126,31 +178,33 @@ def signal_states(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = N
 
 
 def signal_log(
-    dates: list[date], di: np.ndarray, states: np.ndarray, machine: str
+    dates: list[date], di: np.ndarray, states: np.ndarray, machine: str, start: int | None = None
 ) -> pl.DataFrame:
-    """One row per state change: date, machine, from, to, di."""
-    change = np.nonzero(np.diff(states.astype(int), prepend=states[0]))[0]
+    """One row per switch after the signal's start: date, machine, state (1 long, 0 flat), di.
+    The state taken on the start date is the initial entry, not a switch."""
+    s = states.astype(int)
+    change = np.nonzero(np.diff(s, prepend=s[0]))[0]
+    if start is not None:
+        change = change[change > start]
     return pl.DataFrame(
         {
             "date": [dates[i] for i in change],
             "machine": [machine] * len(change),
-            "from_state": states[change - 1].astype(int) if len(change) else [],
-            "to_state": states[change].astype(int),
+            "state": s[change],
             "di": di[change],
         },
-        schema={
-            "date": pl.Date,
-            "machine": pl.String,
-            "from_state": pl.Int64,
-            "to_state": pl.Int64,
-            "di": pl.Float64,
-        },
+        schema={"date": pl.Date, "machine": pl.String, "state": pl.Int64, "di": pl.Float64},
     )
 
 
 @dataclass(frozen=True)
 class TimingStats:
+    """A machine's record over its signal's life (from `signal_start`): totals, drawdowns and
+    time in market; `trades` counts switches, the entry on the start date is `initial_entry`."""
+
     machine: str
+    signal_start: str | None
+    initial_state: int
     total_return: float
     buy_hold_return: float
     annual_return: float
@@ -158,8 +212,9 @@ class TimingStats:
     sharpe: float
     max_drawdown: float
     buy_hold_max_drawdown: float
-    exposure: float
-    trades: int
+    exposure: float  # time in market: share of the life's days held long
+    trades: int  # switches after the start (the initial entry not counted)
+    initial_entry: bool  # long from the start date
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,13 +255,15 @@ def timing_backtest(
     periods_per_year: int = 252,
     overnight: np.ndarray | None = None,
     intraday: np.ndarray | None = None,
+    start: int | None = 0,
 ) -> tuple[pl.DataFrame, TimingStats]:
     """Long the universe (or flat) by the state decided at each close.
 
     `close`: trade at the signal close, so the state at close t earns day t+1's close-to-close
     return. `next_open`: trade at the next open, so on day d the overnight gap is earned by the
     state of close d-2 (still held) and the session by the state of close d-1 (needs
-    `overnight` and `intraday`, see `universe_open_split`).
+    `overnight` and `intraday`, see `universe_open_split`). Statistics and both NAVs run over
+    the signal's life: the days after `start` (None: the signal never starts).
     """
     pos = np.zeros_like(ret)
     pos[1:] = states[:-1]
@@ -220,25 +277,33 @@ def timing_backtest(
         strat = (1 + held_overnight * overnight) * (1 + pos * intraday) - 1
     else:
         raise ConfigError(f"unknown execution {execution!r}; use close or next_open")
+    life = np.zeros(len(ret), dtype=bool)
+    if start is not None:
+        life[start + 1 :] = True  # the first day a position decided at the start can earn
+    strat = np.where(life, strat, 0.0)
     nav = np.cumprod(1 + strat)
-    bh = np.cumprod(1 + ret)
-    n = len(ret)
+    bh = np.cumprod(1 + np.where(life, ret, 0.0))
+    s_life, n = strat[life], int(life.sum())
     years = n / periods_per_year
-    vol = float(np.std(strat, ddof=1) * np.sqrt(periods_per_year)) if n > 1 else float("nan")
+    vol = float(np.std(s_life, ddof=1) * np.sqrt(periods_per_year)) if n > 1 else float("nan")
     ann = float(nav[-1] ** (1 / years) - 1) if n else float("nan")
+    after = states[start:].astype(int) if start is not None else np.zeros(0, dtype=int)
     stats = TimingStats(
         machine=machine,
+        signal_start=str(dates[start]) if start is not None else None,
+        initial_state=int(after[0]) if len(after) else 0,
         total_return=float(nav[-1] - 1),
         buy_hold_return=float(bh[-1] - 1),
         annual_return=ann,
         annual_vol=vol,
-        sharpe=float(np.mean(strat) / np.std(strat, ddof=1) * np.sqrt(periods_per_year))
-        if n > 1 and np.std(strat) > 0
+        sharpe=float(np.mean(s_life) / np.std(s_life, ddof=1) * np.sqrt(periods_per_year))
+        if n > 1 and np.std(s_life) > 0
         else float("nan"),
-        max_drawdown=max_drawdown(nav),
-        buy_hold_max_drawdown=max_drawdown(bh),
-        exposure=float(pos.mean()),
-        trades=int(np.abs(np.diff(pos)).sum()),
+        max_drawdown=max_drawdown(nav[life]) if n else float("nan"),
+        buy_hold_max_drawdown=max_drawdown(bh[life]) if n else float("nan"),
+        exposure=float(pos[life].mean()) if n else float("nan"),
+        trades=int(np.abs(np.diff(after)).sum()) if len(after) else 0,
+        initial_entry=bool(len(after) and after[0] == 1),
     )
     frame = pl.DataFrame(
         {
@@ -255,10 +320,18 @@ def timing_backtest(
 
 
 def caps_matrix(m: CloseMatrix, shares: pl.DataFrame | None) -> np.ndarray | None:
-    """Market caps [D, S] = close x shares outstanding (symbol, shares_outstanding)."""
+    """Market caps [D, S] = close x free-float shares (`free_float_shares`) when the table has
+    them, else x shares outstanding (symbol, shares_outstanding)."""
     if shares is None:
         return None
-    s = dict(zip(shares["symbol"].to_list(), shares["shares_outstanding"].to_list(), strict=True))
+    col = "free_float_shares" if "free_float_shares" in shares.columns else "shares_outstanding"
+    if col not in shares.columns:
+        raise DataError(
+            "a shares table needs shares_outstanding or free_float_shares",
+            file="shares",
+            column="shares_outstanding",
+        )
+    s = dict(zip(shares["symbol"].to_list(), shares[col].to_list(), strict=True))
     vec = np.array([s.get(sym, np.nan) for sym in m.symbols], dtype=float)
     if np.isnan(vec).all():
         raise DataError(
@@ -270,36 +343,77 @@ def caps_matrix(m: CloseMatrix, shares: pl.DataFrame | None) -> np.ndarray | Non
     return m.close * vec[None, :]
 
 
+Universe = Literal["auto", "smallest_cap", "smallest_amount", "all", "list"]
+
+
+def resolve_universe(
+    universe: Universe, shares: pl.DataFrame | None, constituents: Sequence[str] | None
+) -> str:
+    """`auto`: a given list, else the smallest by cap when share counts are given, else the
+    smallest by traded amount; an explicit choice is checked against what it needs."""
+    if universe == "auto":
+        if constituents is not None:
+            return "list"
+        return "smallest_cap" if shares is not None else "smallest_amount"
+    if universe == "smallest_cap" and shares is None:
+        raise ConfigError(
+            "timing.universe=smallest_cap needs share counts (timing.shares: symbol, "
+            "shares_outstanding or free_float_shares); without them use smallest_amount"
+        )
+    if universe == "list" and constituents is None:
+        raise ConfigError("timing.universe=list needs timing.constituents (a symbol file)")
+    return universe
+
+
 def run_timing(
     daily: pl.DataFrame | pl.LazyFrame,
     *,
-    n_smallest: int | None = 400,
+    universe: Universe = "auto",
+    universe_size: int = 400,
+    amount_window: int = 20,
     shares: pl.DataFrame | None = None,
     constituents: Sequence[str] | None = None,
     lag: int = 20,
     cfg: SignalConfig | None = None,
     execution: Literal["close", "next_open"] = "close",
 ) -> dict:
-    """DI, grid (last day), signal states and logs, and a timing backtest per machine."""
+    """DI, grid (last day), signal states, switch log and a timing backtest per machine, on
+    the universe `universe` names (see `resolve_universe`)."""
+    from rotation_dl.baselines.matrix import aligned_matrix
+
     cfg = cfg or SignalConfig()
     m = close_matrix(daily)
-    caps = caps_matrix(m, shares)
-    uni = universe_mask(m, n_smallest if caps is not None else None, caps, constituents)
+    kind = resolve_universe(universe, shares, constituents)
+    if kind == "list":
+        uni = universe_mask(m, constituents=constituents)
+        label = f"given constituents ({len(list(constituents or []))})"
+    elif kind == "smallest_cap":
+        uni = universe_mask(m, universe_size, caps=caps_matrix(m, shares))
+        label = f"{universe_size} smallest by market cap"
+    elif kind == "smallest_amount":
+        uni = universe_mask(
+            m, universe_size, amounts=aligned_matrix(daily, m, "amount"),
+            amount_window=amount_window,
+        )  # fmt: skip
+        label = f"{universe_size} smallest by {amount_window}-day mean traded amount"
+    else:
+        uni = universe_mask(m)
+        label = "all stocks"
     di = universe_di(m, uni, lag)
     ret = universe_returns(m, uni)
     split = (None, None)
     if execution == "next_open":
-        from rotation_dl.baselines.matrix import aligned_matrix
-
         split = universe_open_split(m, aligned_matrix(daily, m, "open"), uni)
     states, logs, stats, curves = {}, [], [], []
     for machine in MACHINES:
+        start = signal_start(di, machine, cfg)
         st = signal_states(di, machine, cfg)
         states[machine] = st
-        logs.append(signal_log(m.dates, di, st, machine))
+        logs.append(signal_log(m.dates, di, st, machine, start))
         frame, s = timing_backtest(
-            m.dates, ret, st, machine, execution, overnight=split[0], intraday=split[1]
-        )
+            m.dates, ret, st, machine, execution, overnight=split[0], intraday=split[1],
+            start=start,
+        )  # fmt: skip
         stats.append(s.to_dict())
         curves.append(frame.with_columns(pl.lit(machine).alias("machine")))
     series = pl.DataFrame(
@@ -317,7 +431,5 @@ def run_timing(
         "signals": pl.concat(logs),
         "curves": pl.concat(curves),
         "stats": stats,
-        "universe": "all stocks"
-        if caps is None and constituents is None
-        else (f"{n_smallest} smallest by cap" if caps is not None else "given constituents"),
+        "universe": label,
     }

@@ -33,8 +33,11 @@ def describe_performance(name: str, summary: dict, out: Path) -> str:
     p = summary["performance"]
     ic = summary["ic"]["rank_ic"]
     return (
-        f"{name}: {p['start']}..{p['end']}: excess compounded {p['excess_compounded']:+.2%}, "
-        f"summed {p['excess_summed']:+.2%}, IR {p['information_ratio']:.2f}, max DD of excess "
+        f"{name}: {p['start']}..{p['end']}: excess total {p['excess_compounded']:+.2%} "
+        f"geometric / {p['excess_total_arithmetic']:+.2%} arithmetic (summed daily "
+        f"{p['excess_summed']:+.2%}), annual {p['annual_excess']:+.2%} geometric / "
+        f"{p['annual_excess_arithmetic']:+.2%} arithmetic, IR {p['information_ratio']:.2f}, "
+        "max DD of excess "
         f"{p['max_drawdown_excess']:.2%}, turnover {p['mean_turnover']:.2f}; rank IC "
         f"{ic['mean']:.4f} ({describe_t(ic)})\n  outputs: {out}"
     )
@@ -128,8 +131,10 @@ class BaselineResult:
 
 COMPARED = (
     "excess_compounded",
+    "excess_total_arithmetic",
     "excess_summed",
     "annual_excess",
+    "annual_excess_arithmetic",
     "information_ratio",
     "max_drawdown_excess",
     "hit_rate",
@@ -150,7 +155,15 @@ def baseline(cfg: RunConfig) -> BaselineResult:
     variants = list(VARIANTS) if b.all_variants else [b.variant]
     results: dict[str, dict] = {}
     for v in variants:
-        di = diffusion_index(daily, cls, v, b.k, b.ema_span)
+        di = diffusion_index(
+            daily,
+            cls,
+            v,
+            b.k,
+            b.ema_span,
+            multi_horizon=b.multi_horizon,
+            above_ma_min_valid=b.above_ma_min_valid,
+        )
         rule = b.portfolio.rule(di["industry"].n_unique())
         summary = run_and_write_backtest(
             di.rename({"di": "score"}),
@@ -192,8 +205,10 @@ class TimingResult:
         last = s["latest"]
         states = ", ".join(f"{k[6:]}={v}" for k, v in last.items() if k.startswith("state_"))
         machines = "\n  ".join(
-            f"{m['machine']}: total {m['total_return']:+.2%} vs buy&hold "
-            f"{m['buy_hold_return']:+.2%}, max DD {m['max_drawdown']:.2%}"
+            f"{m['machine']}: from {m['signal_start']}: total {m['total_return']:+.2%} vs "
+            f"buy&hold {m['buy_hold_return']:+.2%}, max DD {m['max_drawdown']:.2%}, "
+            f"{m['exposure']:.0%} of days long, {m['trades']} switches "
+            f"({'entered long' if m['initial_entry'] else 'flat'} at the start)"
             for m in s["stats"]
         )
         return (
@@ -218,7 +233,9 @@ def timing(cfg: RunConfig) -> TimingResult:
         )["symbol"].to_list()
     res = run_timing(
         daily,
-        n_smallest=t.n_smallest,
+        universe=t.universe,
+        universe_size=t.universe_size,
+        amount_window=t.amount_window,
         shares=shares,
         constituents=members,
         lag=t.lag,
@@ -226,8 +243,9 @@ def timing(cfg: RunConfig) -> TimingResult:
         execution=t.execution,
     )
     files = layout_of(cfg).timing
-    for name in ("series", "grid", "signals", "curves"):
+    for name in ("series", "grid", "curves"):
         write_table(res[name], files.table(name))
+    write_table(res["signals"], layout_of(cfg).timing_signal_log)  # + signal_log.csv
     last = res["series"].tail(1).to_dicts()[0]
     summary = {"universe": res["universe"], "latest": last, "stats": res["stats"]}
     write_json(summary, files.summary)
