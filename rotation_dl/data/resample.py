@@ -12,7 +12,7 @@ import polars as pl
 from rotation_dl.errors import ConfigError
 from rotation_dl.session import Session
 
-_OHLCV = [
+OHLCV_AGGS = [  # first open, max high, min low, last close, summed volume and amount
     pl.col("open").first(),
     pl.col("high").max(),
     pl.col("low").min(),
@@ -40,7 +40,7 @@ def resample_bars(
         return (
             bars.sort("symbol", "ts")
             .group_by("symbol", pl.col("ts").dt.date().alias("date"), maintain_order=True)
-            .agg(_OHLCV)
+            .agg(OHLCV_AGGS)
             .sort("symbol", "date")
         )
     every = int(every)
@@ -56,7 +56,7 @@ def resample_bars(
         bars.sort("symbol", "ts")
         .with_columns(target.alias("_target"))
         .group_by("symbol", "_target", maintain_order=True)
-        .agg(_OHLCV)
+        .agg(OHLCV_AGGS)
         .rename({"_target": "ts"})
         .sort("symbol", "ts")
     )

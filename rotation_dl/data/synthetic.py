@@ -101,6 +101,22 @@ def garch_returns(rng: np.random.Generator, shape: tuple[int, ...], vol: float) 
     return out
 
 
+def latent_flow(
+    rng: np.random.Generator, n_days: int, n_series: int, kappa: float, phi: float = 0.8
+) -> tuple[np.ndarray, np.ndarray]:
+    """The planted signal: a latent AR(1) flow state per series and day (unit variance), and
+    the drift it pays from the next day on, kappa x state_{d-1}, demeaned across series (pure
+    relative return)."""
+    state = np.zeros((n_days, n_series))
+    state[0] = rng.standard_normal(n_series)
+    for t in range(1, n_days):
+        state[t] = phi * state[t - 1] + np.sqrt(1 - phi**2) * rng.standard_normal(n_series)
+    drift = np.zeros((n_days, n_series))
+    drift[1:] = kappa * state[:-1]
+    drift -= drift.mean(axis=1, keepdims=True)
+    return state, drift
+
+
 def _intraday_profile(n_bars: int) -> np.ndarray:
     """U-shaped weights (sum 1) for volume and variance across the day's bars."""
     x = (np.arange(n_bars) + 0.5) / n_bars
@@ -147,14 +163,7 @@ def _simulate_daily(cfg: SampleConfig) -> _Daily:
     industry_of = rng.permutation(np.repeat(np.arange(n_i), counts))
     industries = [f"IND{k + 1:02d}" for k in range(n_i)]
 
-    phi, kappa = 0.8, 0.0021 * cfg.signal_strength
-    state = np.zeros((n_d, n_i))
-    state[0] = rng.standard_normal(n_i)
-    for t in range(1, n_d):
-        state[t] = phi * state[t - 1] + np.sqrt(1 - phi**2) * rng.standard_normal(n_i)
-    drift = np.zeros((n_d, n_i))
-    drift[1:] = kappa * state[:-1]
-    drift -= drift.mean(axis=1, keepdims=True)
+    state, drift = latent_flow(rng, n_d, n_i, kappa=0.0021 * cfg.signal_strength)
 
     market = garch_returns(rng, (n_d, 1), 0.012)
     industry = garch_returns(rng, (n_d, n_i), 0.008) + drift
@@ -282,17 +291,12 @@ def _to_daily(bars: pl.DataFrame, day: date) -> pl.DataFrame:
     """A day's bars -> one bar per stock stamped with the date (no time of day): open, high,
     low, close of the traded bars, summed volume and amount. A suspended stock keeps its flat,
     zero-volume bar (ingest drops such days as suspensions)."""
+    from rotation_dl.data.resample import OHLCV_AGGS
+
     traded = bars.filter(pl.col("close") > 0)
     return (
         traded.group_by("symbol", maintain_order=True)
-        .agg(
-            pl.col("open").first(),
-            pl.col("high").max(),
-            pl.col("low").min(),
-            pl.col("close").last(),
-            pl.col("volume").sum(),
-            pl.col("amount").sum(),
-        )
+        .agg(OHLCV_AGGS)
         .with_columns(pl.lit(datetime.combine(day, datetime.min.time())).alias("ts"))
         .select(list(BAR_SCHEMA))
         .cast(BAR_SCHEMA)

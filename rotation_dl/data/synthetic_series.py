@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rotation_dl.data.synthetic import SampleConfig, garch_returns, sample_days
+from rotation_dl.data.synthetic import SampleConfig, garch_returns, latent_flow, sample_days
 from rotation_dl.errors import ConfigError
 from rotation_dl.schema import BAR_SCHEMA
 
@@ -67,14 +67,8 @@ def make_series_market(cfg: SampleConfig) -> SeriesMarket:
     rng = np.random.default_rng(cfg.seed)
     days = sample_days(cfg)
     n_d, n_i = len(days), cfg.n_industries
-    phi, kappa, g = 0.8, 0.003 * cfg.signal_strength, 0.5 * cfg.signal_strength
-    state = np.zeros((n_d, n_i))
-    state[0] = rng.standard_normal(n_i)
-    for t in range(1, n_d):
-        state[t] = phi * state[t - 1] + np.sqrt(1 - phi**2) * rng.standard_normal(n_i)
-    drift = np.zeros((n_d, n_i))
-    drift[1:] = kappa * state[:-1]
-    drift -= drift.mean(axis=1, keepdims=True)
+    g = 0.5 * cfg.signal_strength
+    state, drift = latent_flow(rng, n_d, n_i, kappa=0.003 * cfg.signal_strength)
     ret = garch_returns(rng, (n_d, 1), 0.010) + garch_returns(rng, (n_d, n_i), 0.008) + drift
     gap = ret * rng.uniform(0.0, 0.3, (n_d, n_i))
     close = rng.uniform(20, 120, n_i) * np.exp(np.cumsum(ret, axis=0))
