@@ -581,12 +581,14 @@ _DEPRECATED_KEYS = {  # old key -> new key (one release of grace)
 
 
 def _upgrade(groups: dict[str, Any]) -> dict[str, Any]:
-    """Old spellings still accepted, with a warning: walkforward.window, launcher=joblib."""
+    """Old spellings still accepted, with a warning: walkforward.window, timing.n_smallest
+    (given with `+`, as keys the configs no longer have), launcher=joblib. The old key's value
+    wins over the new key's default."""
     for (group, old), (_, new) in _DEPRECATED_KEYS.items():
         node = groups.get(group)
         if isinstance(node, dict) and old in node:
             log.warning("%s.%s is deprecated: use %s.%s", group, old, group, new)
-            node.setdefault(new, node.pop(old))
+            node[new] = node.pop(old)
     launcher = groups.get("launcher")
     if isinstance(launcher, dict) and launcher.get("kind") == "joblib":
         log.warning("launcher=joblib is deprecated (it never used joblib): use launcher=local")

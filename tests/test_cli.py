@@ -259,6 +259,11 @@ def test_old_keys_still_work_with_a_deprecation_warning(caplog):
     with caplog.at_level("WARNING"):
         cfg = compose_run(["launcher=joblib", "walkforward=default"])
     assert cfg.launcher.kind == "local" and "launcher=joblib is deprecated" in caplog.text
+    with caplog.at_level("WARNING"):
+        cfg = compose_run(["+timing.n_smallest=25", "+walkforward.window=rolling"])
+    assert cfg.timing.universe_size == 25  # the old key's value, not the new key's default
+    assert cfg.walkforward.scheme == "rolling"
+    assert "timing.n_smallest is deprecated: use timing.universe_size" in caplog.text
 
 
 CLI_IMPORT = r"^\s*(from rotation_dl import cli\b|import rotation_dl\.cli|from rotation_dl\.cli )"
