@@ -128,13 +128,19 @@ def signal_start(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = No
     dual MA the first day both moving averages are defined."""
     cfg = cfg or SignalConfig()
     if machine == "dual_ma":
-        s = pl.Series(di).fill_nan(None)
-        slow = s.rolling_mean(cfg.slow, min_samples=cfg.slow).to_numpy()
-        fast = s.rolling_mean(cfg.fast, min_samples=cfg.fast).to_numpy()
+        fast, slow = _moving_averages(di, cfg)
         ok = np.isfinite(slow) & np.isfinite(fast)
     else:
         ok = np.isfinite(di)
     return int(np.argmax(ok)) if ok.any() else None
+
+
+def _moving_averages(di: np.ndarray, cfg: SignalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The dual-MA machine's fast and slow means of DI (NaN until their windows are full)."""
+    s = pl.Series(di).fill_nan(None)
+    fast = s.rolling_mean(cfg.fast, min_samples=cfg.fast).to_numpy()
+    slow = s.rolling_mean(cfg.slow, min_samples=cfg.slow).to_numpy()
+    return fast, slow
 
 
 def signal_states(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = None) -> np.ndarray:
@@ -147,9 +153,7 @@ def signal_states(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = N
     if start is None:
         return out
     if machine == "dual_ma":
-        s = pl.Series(di).fill_nan(None)
-        fast = s.rolling_mean(cfg.fast, min_samples=cfg.fast).to_numpy()
-        slow = s.rolling_mean(cfg.slow, min_samples=cfg.slow).to_numpy()
+        fast, slow = _moving_averages(di, cfg)
         state = 0
         for t in range(start, D):  # a state machine: one step per day
             if np.isfinite(fast[t]) and np.isfinite(slow[t]):

@@ -28,6 +28,7 @@ from rotation_dl.data.limits import LimitTally, enforce_adjusted
 from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
 from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import (
+    StoreManifest,
     partition_span,
     partitions_between,
     read_manifest,
@@ -61,6 +62,40 @@ class IndustryBarsResult:
             f"{active['n_active'].mean():.1f}; bars with no trading constituent: "
             f"{f.height - active.height}; from store version {self.store_version}"
         )
+
+
+def open_for_build(
+    store: str | Path, bar_minutes: int | None, store_version: int | None
+) -> tuple[StoreManifest, int | None]:
+    """The store's manifest and the one version a build reads (every chunk the same), with a
+    minute size refused for a daily store."""
+    manifest = read_manifest(Path(store))
+    if manifest is None:
+        raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
+    if manifest.frequency == "daily" and bar_minutes:
+        raise ConfigError(
+            f"industry.bar_minutes={bar_minutes}: this store holds daily bars, which cannot be "
+            "cut into minute bars; leave it null"
+        )
+    return manifest, resolve_version(store, store_version)
+
+
+def as_bars(lf: pl.LazyFrame, daily: bool) -> pl.LazyFrame:
+    """Store rows in BAR_SCHEMA: daily rows get `ts` = their date at midnight (the daily
+    convention of industry bars)."""
+    if daily:
+        lf = lf.with_columns(pl.col("date").cast(pl.Datetime("us")).alias("ts"))
+    return lf.select(list(BAR_SCHEMA))
+
+
+def pre_close_factors(
+    store: str | Path, end: date | None, version: int | None
+) -> pl.DataFrame | None:
+    """Adjustment factors from a daily store's `pre_close` column (None when it has none)."""
+    if not store_has_pre_close(store, version):
+        return None
+    rows = scan_store(store, None, end, version=version)
+    return factors_from_pre_close(rows.select("symbol", "date", "close", "pre_close").collect())
 
 
 def _chunks(names: list[str], size: int) -> list[list[str]]:
@@ -99,16 +134,8 @@ def build_industry_bars(
     as history grows and the result equals a single pass over all of it. `start`/`end` limit the
     dates read; `output=None` skips writing.
     """
-    manifest = read_manifest(Path(store))
-    if manifest is None:
-        raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
-    version = resolve_version(store, store_version)  # one version for every chunk
+    manifest, version = open_for_build(store, bar_minutes, store_version)
     daily = manifest.frequency == "daily"
-    if daily and bar_minutes:
-        raise ConfigError(
-            f"industry.bar_minutes={bar_minutes}: this store holds daily bars, which cannot be "
-            "cut into minute bars; leave it null"
-        )
     size = manifest.bar_minutes
     cls = read_classification(
         classification, columns=classification_columns, on_missing_industry=on_missing_industry
@@ -121,12 +148,8 @@ def build_industry_bars(
         closes = read_daily_closes(
             adjusted_daily, columns=adjusted_daily_columns, start=start, end=end
         )
-    elif daily and store_has_pre_close(store, version):  # vendor daily files: pre_close
-        factors = factors_from_pre_close(
-            scan_store(store, None, end, version=version)
-            .select("symbol", "date", "close", "pre_close")
-            .collect()
-        )
+    elif daily:  # vendor daily files: factors from the exchange's pre_close, if any
+        factors = pre_close_factors(store, end, version)
     names = partitions_between(Path(store), start, end, version)
     if not names:
         raise StoreError(f"{store}: no stored bars between {start} and {end}")
@@ -139,11 +162,7 @@ def build_industry_bars(
     for chunk in _chunks(names, chunk_partitions):
         lo, hi = partition_span(chunk[0])[0], partition_span(chunk[-1])[1]
         lo, hi = max(lo, start or lo), min(hi, end or hi)
-        bars = scan_store(store, lo, hi, version=version)
-        if daily:  # one bar a day, stamped at midnight (the daily convention of industry bars)
-            bars = bars.with_columns(pl.col("date").cast(pl.Datetime("us")).alias("ts")).select(
-                list(BAR_SCHEMA)
-            )
+        bars = as_bars(scan_store(store, lo, hi, version=version), daily)
         bars = bars.collect().lazy()  # one read of the chunk
         if closes is not None:
             factors = factors_from_adjusted_daily(

@@ -17,20 +17,20 @@ from pathlib import Path
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_parquet
-from rotation_dl.data.daily import factors_from_pre_close
 from rotation_dl.data.industry import add_return_index, add_vwap_gap, adjust_bars
-from rotation_dl.data.industry_build import IndustryBarsResult
+from rotation_dl.data.industry_build import (
+    IndustryBarsResult,
+    as_bars,
+    open_for_build,
+    pre_close_factors,
+)
 from rotation_dl.data.readers import read_adjustment
 from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import (
-    read_manifest,
-    resolve_version,
     scan_store,
-    store_has_pre_close,
     store_provenance,
 )
-from rotation_dl.errors import ConfigError, StoreError
-from rotation_dl.schema import BAR_SCHEMA
+from rotation_dl.errors import StoreError
 from rotation_dl.session import Session
 
 
@@ -44,12 +44,13 @@ def series_returns(bars: pl.LazyFrame) -> pl.LazyFrame:
         .rename({"symbol": "industry"})
         .sort("industry", "ts")
         .with_columns(prev.alias("_pc"))
+        .with_columns((pl.col("close") / pl.col("_pc") - 1).alias("_ret"))
         .select(
             "industry",
             "ts",
             pl.lit(1, pl.UInt32).alias("n_active"),
-            (pl.col("close") / pl.col("_pc") - 1).alias("ret_ew"),
-            (pl.col("close") / pl.col("_pc") - 1).alias("ret_aw"),
+            pl.col("_ret").alias("ret_ew"),  # one series: equal = amount weighted
+            pl.col("_ret").alias("ret_aw"),
             (pl.col("open") / pl.col("_pc")).alias("_ro"),
             (pl.col("high") / pl.col("_pc")).alias("_rh"),
             (pl.col("low") / pl.col("_pc")).alias("_rl"),
@@ -76,27 +77,16 @@ def build_series_industry_bars(
     """A store of industry series -> industry bars parquet at `output` (atomic; None: not
     written). Prices are taken as adjusted (an `adj_close` column was applied at ingest), or
     multiplied by `adjustment` factors, or by factors from a daily store's `pre_close`."""
-    manifest = read_manifest(Path(store))
-    if manifest is None:
-        raise StoreError(f"{store}: not a rotation_dl store; run `rotation-dl ingest` first")
-    version = resolve_version(store, store_version)
+    manifest, version = open_for_build(store, bar_minutes, store_version)
     daily = manifest.frequency == "daily"
-    if daily and bar_minutes:
-        raise ConfigError(
-            f"industry.bar_minutes={bar_minutes}: this store holds daily series, which cannot "
-            "be cut into minute bars; leave it null"
-        )
-    bars = scan_store(store, start, end, version=version)
-    if daily:
-        bars = bars.with_columns(pl.col("date").cast(pl.Datetime("us")).alias("ts"))
-    bars = add_vwap_gap(bars.select(list(BAR_SCHEMA)))
-    if adjustment is not None:
-        bars = adjust_bars(bars, read_adjustment(adjustment, columns=adjustment_columns))
-    elif daily and store_has_pre_close(store, version):
-        pre = scan_store(store, None, end, version=version).select(
-            "symbol", "date", "close", "pre_close"
-        )
-        bars = adjust_bars(bars, factors_from_pre_close(pre.collect()))
+    bars = add_vwap_gap(as_bars(scan_store(store, start, end, version=version), daily))
+    factors = (
+        read_adjustment(adjustment, columns=adjustment_columns)
+        if adjustment is not None
+        else (pre_close_factors(store, end, version) if daily else None)
+    )
+    if factors is not None:
+        bars = adjust_bars(bars, factors)
     size = manifest.bar_minutes
     if bar_minutes and bar_minutes != size:
         vwap = bars.select("symbol", "ts", "_vwap_gap")

@@ -179,16 +179,16 @@ def stored_partitions(root: Path, version: int | None = None) -> list[str]:
     return sorted({name for name, _, _ in _files(root, version)})
 
 
+def _overlaps(name: str, start: date | None, end: date | None) -> bool:
+    lo, hi = partition_span(name)
+    return (start is None or hi >= start) and (end is None or lo <= end)
+
+
 def partitions_between(
     root: Path, start: date | None, end: date | None, version: int | None = None
 ) -> list[str]:
     """Stored partitions overlapping [start, end] (None: unbounded), in date order."""
-    out = []
-    for name in stored_partitions(root, version):
-        lo, hi = partition_span(name)
-        if (start is None or hi >= start) and (end is None or lo <= end):
-            out.append(name)
-    return out
+    return [n for n in stored_partitions(root, version) if _overlaps(n, start, end)]
 
 
 def scan_store(
@@ -206,8 +206,7 @@ def scan_store(
         raise StoreError(
             f"{root}: not a rotation_dl store (no {MANIFEST}); run `rotation-dl ingest`"
         )
-    wanted = set(partitions_between(root, start, end, version))
-    files = [f for name, f, _ in _files(root, version) if name in wanted]
+    files = [f for name, f, _ in _files(root, version) if _overlaps(name, start, end)]
     if not files:
         raise StoreError(f"{root}: no stored bars between {start} and {end}")
     lf = pl.scan_parquet(files)

@@ -39,16 +39,21 @@ def signing_key() -> bytes | None:
     return key.encode() if key else None
 
 
+def _strip_integrity(model: Any) -> Any:
+    """Remove the integrity entries from `model`'s metadata (in place); returns it."""
+    keep = [(m.key, m.value) for m in model.metadata_props if m.key not in INTEGRITY_KEYS]
+    del model.metadata_props[:]
+    for k, v in keep:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    return model
+
+
 def _body_digest(model: Any) -> str:
     """sha256 of the model serialised without its integrity entries."""
     body = type(model)()
     body.CopyFrom(model)
-    keep = [(m.key, m.value) for m in body.metadata_props if m.key not in INTEGRITY_KEYS]
-    del body.metadata_props[:]
-    for k, v in keep:
-        entry = body.metadata_props.add()
-        entry.key, entry.value = k, v
-    return hashlib.sha256(body.SerializeToString()).hexdigest()
+    return hashlib.sha256(_strip_integrity(body).SerializeToString()).hexdigest()
 
 
 def _signature(digest: str, key: bytes) -> str:
@@ -57,12 +62,7 @@ def _signature(digest: str, key: bytes) -> str:
 
 def seal(model: Any, key: bytes | None = None) -> Any:
     """Add the whole-model digest (and the HMAC when `key`) as the last metadata entries."""
-    keep = [(m.key, m.value) for m in model.metadata_props if m.key not in INTEGRITY_KEYS]
-    del model.metadata_props[:]
-    for k, v in keep:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    digest = _body_digest(model)
+    digest = _body_digest(_strip_integrity(model))
     entries = [(DIGEST_KEY, digest)] + ([(HMAC_KEY, _signature(digest, key))] if key else [])
     for k, v in entries:
         entry = model.metadata_props.add()
