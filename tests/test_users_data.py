@@ -95,6 +95,19 @@ def test_units_are_checked_not_assumed(tmp_path, volume_scale, amount_scale, fix
     assert _ingest(path, tmp_path / "store", mapping=mapping).rows_added == 32
 
 
+def test_units_found_past_an_untraded_head(tmp_path, monkeypatch):
+    """The units median samples a file's first rows; when none of them traded (a suspended
+    stock sorted first), the whole file is searched instead of skipping the check."""
+    import rotation_dl.data.profile as profile
+
+    monkeypatch.setattr(profile, "UNITS_SAMPLE", 16)  # exactly the first stock's bars
+    quiet = day_bars(["600000.SH"]).with_columns(pl.lit(0.0).alias("volume"))
+    lots = day_bars(["600001.SH"]).with_columns(pl.col("volume") * 0.01)
+    path = write(pl.concat([quiet, lots]), tmp_path / "bars.parquet")
+    with pytest.raises(UnitsError, match="volume_multiplier=100"):
+        _ingest(path, tmp_path / "store")
+
+
 def test_missing_amount_is_derived_and_said_once(tmp_path):
     path = write(day_bars(["600000.SH"]).drop("amount"), tmp_path / "bars.parquet")
     rep = _ingest(path, tmp_path / "store")

@@ -319,7 +319,9 @@ def ingest_bars(
             for ci, chunk_dates in enumerate(
                 day_chunks(dates, prof.rows_per_date, chunk_rows, chunk_days)
             ):
-                raw = _collect(lf.filter(pl.col("ts").dt.date().is_in(chunk_dates)), str(path))
+                whole = len(chunk_dates) == len(prof.rows_per_date)  # the file in one chunk
+                part = lf if whole else lf.filter(pl.col("ts").dt.date().is_in(chunk_dates))
+                raw = _collect(part, str(path))
                 raw = normalize_symbols(raw, mapping.symbol_format)
                 report.rows_read += raw.height
                 try:

@@ -38,7 +38,7 @@ from rotation_dl.errors import (
 )
 
 UNITS_OK = (0.5, 2.0)  # amount / (volume x close): VWAP / close stays well inside this
-UNITS_SAMPLE = 200_000  # traded rows per file the units median is taken over
+UNITS_SAMPLE = 50_000  # first rows per file whose traded rows give the units median
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,17 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
         pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in cols])
         & (pl.col("volume") * pl.col("close")).is_finite()
     )  # absurd values are validation's to name, not a units question
-    units = (
-        lf.filter(traded)  # a units mistake shows in any rows: a sample keeps the pass cheap
-        .head(UNITS_SAMPLE)
-        .select((pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r"))
-    )
+    ratio_of = (pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r")
+    # a units mistake shows in any rows: the file's first rows (read alone, the reader stops
+    # there) keep the pass cheap; only if none of them traded is the whole file searched
+    units = lf.head(UNITS_SAMPLE).filter(traded).select(ratio_of)
     try:
-        keys, ratio = pl.collect_all(
-            [lf.select("symbol", pl.col("ts").dt.date().alias("d")), units]
+        days, symbols, ratio = pl.collect_all(  # one scan, aggregated as it streams
+            [
+                lf.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n")),
+                lf.select(pl.col("symbol").unique()),
+                units,
+            ]
         )
     except RotationDLError:
         raise
@@ -81,11 +84,11 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
         raise UnreadableFileError(
             f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
         ) from exc
-    days = keys.group_by("d").agg(pl.len().alias("n"))
-    symbols = keys.select(pl.col("symbol").unique())
     if days.height == 0:
         raise EmptyInputError("has no rows", file=file, count=0)
     r = ratio.item() if has_amount else None  # None too when no row has all three
+    if has_amount and r is None:
+        r = _collect_item(lf.filter(traded).select(ratio_of), file)
     return FileProfile(
         path,
         dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
@@ -93,6 +96,17 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
         float(r) if r is not None else None,
         has_amount,
     )
+
+
+def _collect_item(lf: pl.LazyFrame, file: str) -> object:
+    try:
+        return lf.collect().item()
+    except RotationDLError:
+        raise
+    except Exception as exc:  # a file that scans but cannot be read through
+        raise UnreadableFileError(
+            f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
+        ) from exc
 
 
 def check_symbols(profiles: Sequence[FileProfile], mapping: ColumnMapping) -> None:
