@@ -142,6 +142,11 @@ class FeatureConfig:
     volume_window: int = 20
     min_constituents: int = 1
     window: int = 20  # W: trading days of bars in one sample
+    # stock panel (model.level=stock|pooled): feature storage, days per build block, and the
+    # days since a stock's first bar before it counts as active (null: volume_window)
+    stock_storage: str = "float32"
+    stock_block_days: int = 20
+    min_listed_days: int | None = None
 
     def __post_init__(self) -> None:
         _positive(
@@ -150,7 +155,16 @@ class FeatureConfig:
             volume_window=self.volume_window,
             min_constituents=self.min_constituents,
             window=self.window,
+            stock_block_days=self.stock_block_days,
         )
+        if self.stock_storage not in ("float32", "float16"):
+            raise ConfigError(
+                f"features.stock_storage={self.stock_storage!r}: use float32 or float16"
+            )
+        if self.min_listed_days is not None and self.min_listed_days < 0:
+            raise ConfigError(
+                f"features.min_listed_days must be >= 0 (or null), got {self.min_listed_days}"
+            )
         if self.names is not None and not self.names:
             raise ConfigError("features.names is empty; leave it null for every feature")
 

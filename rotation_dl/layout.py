@@ -5,6 +5,8 @@ file names. The configurable roots come from the `paths` config group; everythin
 fixed here::
 
     <output_dir>/factor_panel.parquet, train_metrics.json, logs/
+    <output_dir>/stock_factor_panel.parquet  stock scores of constituent models
+    <paths.panel_cache>/stock-<key>/     stock panel arrays (features.stock_panel)
     <paths.store>/                       canonical store
     <paths.industry_bars>                industry bars (parquet)
     <paths.panel_cache>/panel-<key>/     panel tensors (features.panel)
@@ -126,6 +128,11 @@ class RunLayout:
     @property
     def factor_panel(self) -> Path:
         return self.output_dir / "factor_panel.parquet"
+
+    @property
+    def stock_factor_panel(self) -> Path:
+        """Constituent models' out-of-sample stock scores (date, symbol, score, fold)."""
+        return self.output_dir / "stock_factor_panel.parquet"
 
     @property
     def train_metrics(self) -> Path:

@@ -22,10 +22,32 @@ class GRUConfig:
     layers: int = 2
     dropout: float = 0.1
     day_hidden: int | None = None  # hierarchical: intraday encoder width (default: hidden)
+    # what the encoder reads: industry bars (`industry`), or every constituent stock's bars,
+    # scored per stock and aggregated (`stock`) or pooled into an industry vector (`pooled`)
+    level: Literal["industry", "stock", "pooled"] = "industry"
+    aggregate: Literal["mean", "zmean", "amount_weighted", "median"] = "mean"  # stock
+    aux_weight: float = 0.0  # pooled: weight of the auxiliary per-stock loss
+    max_stocks: int | None = None  # stocks sampled per training batch (None: all)
+    max_constituents: int | None = None  # pooled: constituents sampled per industry and step
 
     def __post_init__(self) -> None:
         if self.arch not in ("flat", "hierarchical"):
             raise ConfigError(f"model.arch={self.arch!r} is not one of 'flat', 'hierarchical'")
+        if self.level not in ("industry", "stock", "pooled"):
+            raise ConfigError(
+                f"model.level={self.level!r} is not one of 'industry', 'stock', 'pooled'"
+            )
+        if self.aggregate not in ("mean", "zmean", "amount_weighted", "median"):
+            raise ConfigError(
+                f"model.aggregate={self.aggregate!r} is not one of mean, zmean, "
+                "amount_weighted, median"
+            )
+        if self.aux_weight < 0:
+            raise ConfigError(f"model.aux_weight must be >= 0, got {self.aux_weight}")
+        for name in ("max_stocks", "max_constituents"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"model.{name} must be at least 1 (or null), got {value}")
         for name in ("hidden", "layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be at least 1, got {getattr(self, name)}")
@@ -75,6 +97,9 @@ class TrainConfig:
     deterministic: bool = True
     compile: bool = False
     on_device: bool = False
+    # stock models: the stock panel is held in (device) memory when it fits this budget,
+    # otherwise batches are gathered from the memory-mapped panel date block by date block
+    panel_memory_gb: float = 8.0
     shuffle_labels: bool = False
     enable_progress_bar: bool = True
     log_every_n_steps: int = 10

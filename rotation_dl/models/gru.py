@@ -34,11 +34,14 @@ class FlatGRU(nn.Module):
         self.gru = _gru(cfg.n_features, cfg.hidden, cfg.layers, cfg.dropout)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, N, W, P, F] -> last hidden state [B, N, H]."""
         B, N, W, P, F = x.shape
-        seq = x.reshape(B * N, W * P, F)
-        out, _ = self.gru(seq)  # [B*N, W*P, H]
-        return self.head(out[:, -1]).reshape(B, N)
+        out, _ = self.gru(x.reshape(B * N, W * P, F))  # [B*N, W*P, H]
+        return out[:, -1].reshape(B, N, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x)).squeeze(-1)
 
 
 class HierarchicalGRU(nn.Module):
@@ -52,13 +55,16 @@ class HierarchicalGRU(nn.Module):
         self.daily = _gru(day_hidden, cfg.hidden, cfg.layers, cfg.dropout)
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, N, W, P, F] -> last day-level hidden state [B, N, H]."""
         B, N, W, P, F = x.shape
-        bars = x.reshape(B * N * W, P, F)
-        day_out, _ = self.intraday(bars)  # [B*N*W, P, Hd]
+        day_out, _ = self.intraday(x.reshape(B * N * W, P, F))  # [B*N*W, P, Hd]
         days = day_out[:, -1].reshape(B * N, W, -1)
         out, _ = self.daily(days)  # [B*N, W, H]
-        return self.head(out[:, -1]).reshape(B, N)
+        return out[:, -1].reshape(B, N, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(x)).squeeze(-1)
 
 
 def build_net(cfg: GRUConfig) -> nn.Module:

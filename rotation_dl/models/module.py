@@ -102,3 +102,89 @@ class RotationModule(L.LightningModule):
         max_epochs = max(1, int(self.trainer.max_epochs or 1))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class ConstituentModule(RotationModule):
+    """Scores industries from their constituents' bar windows (`model.level` stock or pooled).
+
+    `stock`: the loss is the cross-sectional loss over the date's stocks; `pooled`: over
+    industries, plus `aux_weight` x the stock loss of the auxiliary head. Logged: `{stage}/loss`,
+    `{stage}/rank_ic` (the model's own target: stocks for `stock`, industries for `pooled`),
+    `{stage}/stock_rank_ic` and `{stage}/industry_rank_ic`.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str | None = "cosine",
+        epoch_seed: int | None = 0,
+        compile: bool = False,
+        meta: dict[str, Any] | None = None,
+        n_industries: int = 1,
+    ) -> None:
+        L.LightningModule.__init__(self)
+        self.save_hyperparameters(
+            {
+                "net": net,
+                "loss": loss,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "scheduler": scheduler,
+                "epoch_seed": epoch_seed,
+                "compile": compile,
+                "meta": meta,
+                "n_industries": n_industries,
+            },
+            logger=False,
+        )
+        from rotation_dl.models.constituents import build_constituent_net
+
+        self.cfg = GRUConfig(**net)
+        self.net = build_constituent_net(self.cfg, n_industries)
+        self.loss_fn = make_loss(LossConfig(**(loss or {})))
+        self._forward = torch.compile(self.net) if compile else self.net
+
+    def forward(self, x, member, valid, weight):  # type: ignore[override]
+        return self._forward(x, member, valid, weight)
+
+    def scores(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stock scores [B, S'], industry scores [B, N]) of a gathered batch."""
+        valid = batch["member"] >= 0
+        stock, ind = self(batch["x"], batch["member"], valid, batch["weight"])
+        return stock.float(), ind.float()
+
+    def _ic(self, pred, y, mask) -> tuple[torch.Tensor, int]:
+        valid = mask.sum(dim=1) >= 3
+        n = valid.sum().clamp(min=1)
+        return (rank_ic_per_date(pred, y, mask) * valid).sum() / n, int(valid.sum())
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        stock, ind = self.scores(batch)
+        y_s, m_s = batch["y_stock"], batch["m_stock"]
+        # an industry counts when it is a target and has a constituent in the batch
+        has = (
+            (batch["member"][:, None, :] == torch.arange(ind.shape[1], device=ind.device)[:, None])
+            & (batch["member"] >= 0)[:, None, :]
+        ).any(dim=2)
+        m_i = batch["mask"] & has
+        if self.cfg.level == "stock":
+            loss = self.loss_fn(stock, y_s, m_s)
+        else:
+            loss = self.loss_fn(ind, batch["y"], m_i)
+            if self.cfg.aux_weight > 0:
+                loss = loss + self.cfg.aux_weight * self.loss_fn(stock, y_s, m_s)
+        with torch.no_grad():
+            s_ic, s_n = self._ic(stock, y_s, m_s)
+            i_ic, i_n = self._ic(ind, batch["y"], m_i)
+        own, own_n = (s_ic, s_n) if self.cfg.level == "stock" else (i_ic, i_n)
+        kw = {"on_epoch": True, "sync_dist": True}
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", prog_bar=True,
+                 batch_size=max(own_n, 1), **kw)  # fmt: skip
+        self.log(f"{stage}/rank_ic", own, on_step=False, prog_bar=stage != "train",
+                 batch_size=max(own_n, 1), **kw)  # fmt: skip
+        self.log(f"{stage}/stock_rank_ic", s_ic, on_step=False, batch_size=max(s_n, 1), **kw)
+        self.log(f"{stage}/industry_rank_ic", i_ic, on_step=False, batch_size=max(i_n, 1), **kw)
+        return loss

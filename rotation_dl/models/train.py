@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import lightning as L
@@ -42,6 +42,7 @@ class FoldResult:
     best_val_rank_ic: float
     checkpoint: str
     epochs: int
+    stock_scores: pl.DataFrame | None = None  # constituent models: date, symbol, score
 
 
 @dataclass
@@ -49,6 +50,8 @@ class WalkForwardResult:
     factor_panel: pl.DataFrame
     folds: list[dict] = field(default_factory=list)
     seed_scores: pl.DataFrame | None = None  # date, industry, seed, score: each seed alone
+    stock_panel: pl.DataFrame | None = None  # constituent models: date, symbol, score, fold
+    stock_seed_scores: pl.DataFrame | None = None  # date, symbol, seed, score: each seed alone
 
     @property
     def mean_val_rank_ic(self) -> float:
@@ -98,6 +101,54 @@ def predict_days(
     return out
 
 
+def predict_constituent_days(
+    module, dm, days: Sequence[int], batch_dates: int
+) -> tuple[list[dict], list[dict]]:
+    """Industry scores (as `predict_days`) and stock scores of a constituent model."""
+    module.eval()
+    device = next(module.parameters()).device
+    ind, stock = [], []
+    with torch.no_grad():
+        for i in range(0, len(days), batch_dates):
+            batch = dm.gather(torch.tensor(days[i : i + batch_dates], dtype=torch.long))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            s, n = module.scores(batch)
+            ind.append({"day": batch["day"].cpu(), "score": n.cpu()})
+            valid = batch["member"] >= 0
+            stock.append(
+                {
+                    "day": batch["day"].cpu(),
+                    "stocks": batch["stocks"].cpu(),
+                    "score": torch.where(valid, s, torch.nan).cpu(),
+                }
+            )
+    return ind, stock
+
+
+def _stock_scores_frame(sp, preds: list[dict], fold: int, seed: int) -> pl.DataFrame:
+    """(date, symbol, score, active, fold, seed) of classified stocks on each test date."""
+    frames = []
+    dates = np.asarray(sp.dates, dtype="datetime64[D]")
+    symbols = np.asarray(sp.symbols)
+    active = np.asarray(sp.active)
+    for p in preds:
+        days, stocks, score = p["day"].numpy(), p["stocks"].numpy(), p["score"].numpy()
+        b, s = np.nonzero(np.isfinite(score))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "date": dates[days[b]],
+                    "symbol": symbols[stocks[s]],
+                    "score": score[b, s].astype(np.float64),
+                    "active": active[days[b], stocks[s]],
+                }
+            )
+        )
+    return pl.concat(frames).with_columns(
+        pl.col("date").cast(pl.Date), pl.lit(fold).alias("fold"), pl.lit(seed).alias("seed")
+    )
+
+
 def train_fold(
     panel: Panel,
     fold: Fold,
@@ -110,9 +161,13 @@ def train_fold(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     extra_callbacks: Sequence[Any] = (),
+    stock_panel: Any = None,
 ) -> FoldResult:
-    """Train one model on `fold` and score its test block (see module docstring)."""
+    """Train one model on `fold` and score its test block (see module docstring).
+    Constituent models (`net.level` stock or pooled) read `stock_panel` too."""
     done = files.done
+    stock_file = files.dir / "stock_scores.parquet"
+    constituent = net.level != "industry"
     if resume and done.exists():
         info = json.loads(done.read_text())
         log.info("fold %d seed %d: done earlier, reading %s", fold.index, seed, files.dir)
@@ -123,17 +178,38 @@ def train_fold(
             info["best_val_rank_ic"],
             info["checkpoint"],
             info["epochs"],
+            pl.read_parquet(stock_file) if constituent and stock_file.exists() else None,
         )
     L.seed_everything(seed, workers=True, verbose=False)
-    dm = PanelDataModule(
-        panel,
-        fold,
-        window,
-        tc.batch_dates,
-        seed=seed,
-        on_device=tc.on_device,
-        shuffle_labels=tc.shuffle_labels,
-    )
+    if constituent:
+        from rotation_dl.data.stock_datamodule import StockDataModule
+
+        if stock_panel is None:
+            raise ValueError(f"model.level={net.level} needs the stock panel")
+        dm = StockDataModule(
+            stock_panel,
+            panel,
+            fold,
+            window,
+            tc.batch_dates,
+            seed=seed,
+            on_device=tc.on_device,
+            shuffle_labels=tc.shuffle_labels,
+            max_stocks=net.max_stocks,
+            max_constituents=net.max_constituents,
+            panel_memory_gb=tc.panel_memory_gb,
+            stock_targets=net.level == "stock",
+        )
+    else:
+        dm = PanelDataModule(
+            panel,
+            fold,
+            window,
+            tc.batch_dates,
+            seed=seed,
+            on_device=tc.on_device,
+            shuffle_labels=tc.shuffle_labels,
+        )
     dm.setup()
     assert dm.norm is not None
     module_meta = {
@@ -146,16 +222,23 @@ def train_fold(
         "industries": list(panel.industries),
         "seed": seed,
     }
-    module = RotationModule(
-        net=net.to_dict(),
-        loss=asdict(tc.loss),
-        lr=tc.lr,
-        weight_decay=tc.weight_decay,
-        scheduler=tc.scheduler,
-        epoch_seed=seed,
-        compile=tc.compile,
-        meta=module_meta,
-    )
+    module_kw = {
+        "net": net.to_dict(),
+        "loss": asdict(tc.loss),
+        "lr": tc.lr,
+        "weight_decay": tc.weight_decay,
+        "scheduler": tc.scheduler,
+        "epoch_seed": seed,
+        "compile": tc.compile,
+        "meta": module_meta,
+    }
+    if constituent:
+        from rotation_dl.models.module import ConstituentModule
+
+        module_meta["stock_features"] = list(stock_panel.features)
+        module = ConstituentModule(**module_kw, n_industries=len(panel.industries))
+    else:
+        module = RotationModule(**module_kw)
     ckpt = ModelCheckpoint(
         dirpath=files.dir,
         filename=files.best.stem,
@@ -192,10 +275,19 @@ def train_fold(
     state = safe_load_checkpoint(best_path)
     module.load_state_dict(state["state_dict"])
     best = float(ckpt.best_model_score) if ckpt.best_model_score is not None else float("nan")
-    preds = predict_days(module, dm, dm.days["test"], tc.batch_dates)
+    stock_scores = None
+    if constituent:
+        preds, stock_preds = predict_constituent_days(module, dm, dm.days["test"], tc.batch_dates)
+        stock_scores = _stock_scores_frame(stock_panel, stock_preds, fold.index, seed)
+    else:
+        preds = predict_days(module, dm, dm.days["test"], tc.batch_dates)
     scores = _scores_frame(panel, preds, fold.index, seed) if trainer.is_global_zero else None
-    result = FoldResult(fold.index, seed, scores, best, best_path, trainer.current_epoch)
+    result = FoldResult(
+        fold.index, seed, scores, best, best_path, trainer.current_epoch, stock_scores
+    )
     if trainer.is_global_zero:
+        if stock_scores is not None:
+            atomic_write_parquet(stock_scores, stock_file)
         atomic_write_parquet(scores, files.scores)
         atomic_write_bytes(
             done,
@@ -222,13 +314,15 @@ def run_walk_forward(
     logger_factory: Callable[[int, int], Any] | None = None,
     meta: dict[str, Any] | None = None,
     extra_callbacks: Callable[[int, int], Sequence[Any]] | None = None,
+    stock_panel: Any = None,
 ) -> WalkForwardResult:
     """Train every fold (and seed); returns the out-of-sample factor panel.
 
     The factor panel has one row per test date and industry: date, industry, score (mean over
     seeds), fold, model_version; scores of inactive industries are null.
     """
-    version = f"{net.arch}-h{net.hidden}l{net.layers}-{code_version()}"
+    level = "" if net.level == "industry" else f"{net.level}-"
+    version = f"{level}{net.arch}-h{net.hidden}l{net.layers}-{code_version()}"
     results: list[FoldResult] = []
     for fold in folds:
         for seed in seeds:
@@ -263,6 +357,7 @@ def run_walk_forward(
                 resume,
                 meta,
                 cbs,
+                stock_panel,
             )
             results.append(res)
     frames = [r.scores for r in results if r.scores is not None]
@@ -279,13 +374,29 @@ def run_walk_forward(
         .drop("valid")
         .sort("date", "industry")
     )
-    fold_info = [asdict(r) | {"scores": None} for r in results]
-    for f in fold_info:
-        f.pop("scores")
+    fold_info = [
+        {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("scores", "stock_scores")}
+        for r in results
+    ]
     per_seed = pl.concat(frames).select(
         "date",
         "industry",
         "seed",
         pl.when(pl.col("valid")).then(pl.col("score")).alias("score"),
     )
-    return WalkForwardResult(scores, fold_info, per_seed)
+    stock_frames = [r.stock_scores for r in results if r.stock_scores is not None]
+    stock = stock_seeds = None
+    if stock_frames:
+        stock_seeds = (
+            pl.concat(stock_frames)
+            .filter(pl.col("active"))
+            .select("date", "symbol", "seed", "score")
+        )  # the stock factor panel: mean over seeds, null where not active
+        stock = (
+            pl.concat(stock_frames)
+            .group_by("date", "symbol", "fold")
+            .agg(pl.col("score").mean(), pl.col("active").all())
+            .with_columns(pl.lit(version).alias("model_version"))
+            .sort("date", "symbol")
+        )
+    return WalkForwardResult(scores, fold_info, per_seed, stock, stock_seeds)

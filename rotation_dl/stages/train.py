@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 ExtraCallbacks = Callable[[int, int], Sequence[Any]]
 
 
+def _stock_line(m: dict) -> str:
+    s = m.get("oos_stock_rank_ic")
+    return "" if not s else f"; OOS stock rank IC {s['mean']:.4f} ({describe_t(s)})"
+
+
 @dataclass(frozen=True)
 class TrainResult:
     factor_panel: Path
@@ -51,7 +56,8 @@ class TrainResult:
         return (
             f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "
             f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} {describe_t(r)}{per_seed}; mean val "
-            f"rank IC {m['mean_val_rank_ic']:.4f}\n  factor panel: {self.factor_panel}\n"
+            f"rank IC {m['mean_val_rank_ic']:.4f}{_stock_line(m)}\n  factor panel: "
+            f"{self.factor_panel}\n"
             f"  metrics: {self.metrics_path}\n  checkpoints: {self.checkpoints}"
         )
 
@@ -116,7 +122,12 @@ def plan_walk_forward(
     return WalkForwardPlan(panel, spec, folds, wf)
 
 
-def seed_rank_ics(seed_scores: pl.DataFrame | None, labels: pl.DataFrame) -> dict:
+def seed_rank_ics(
+    seed_scores: pl.DataFrame | None,
+    labels: pl.DataFrame,
+    key: str = "industry",
+    return_col: str = "fwd_excess",
+) -> dict:
     """Each seed's own OOS mean rank IC, and their mean and std (ddof 1; NaN for one seed):
     how much of a result is the seed."""
     from rotation_dl.backtest.ic import ic_series
@@ -125,7 +136,9 @@ def seed_rank_ics(seed_scores: pl.DataFrame | None, labels: pl.DataFrame) -> dic
         return {"per_seed": {}, "mean": float("nan"), "std": float("nan"), "n_seeds": 0}
 
     def mean_rank_ic(frame: pl.DataFrame) -> float:
-        value = ic_series(frame.drop("seed"), labels)["rank_ic"].mean()
+        value = ic_series(frame.drop("seed"), labels, key=key, return_col=return_col)[
+            "rank_ic"
+        ].mean()
         return float("nan") if value is None else float(value)  # no labelled date: NaN
 
     per_seed = {
@@ -171,6 +184,7 @@ def train_walk_forward(
     extra_callbacks: ExtraCallbacks | None = None,
     series: bool = False,
     progress: Callable[[str], None] | None = None,
+    stock_panel: Callable[[Any], Any] | None = None,
 ) -> TrainResult:
     """Industry bars -> panel -> walk-forward training -> factor panel + metrics (via layout).
     `series`: the industry bars are industry series (no constituent features). The plan
@@ -188,7 +202,18 @@ def train_walk_forward(
     panel, spec, folds = plan.panel, plan.spec, plan.folds
     if is_rank_zero():
         (progress or log.info)(plan.describe())
-    net_cfg = GRUConfig(**{**net.to_dict(), "n_features": panel.n_features})
+    sp = None
+    if net.level != "industry":  # constituent models read every stock's bars
+        if stock_panel is None:
+            raise ValueError(f"model.level={net.level} needs a stock panel builder")
+        sp = stock_panel(panel)
+        if is_rank_zero():
+            (progress or log.info)(
+                f"stock panel: {len(sp.symbols)} stocks x {len(sp.dates)} days, "
+                f"{sp.n_features} features ({sp.x.dtype}), {sp.x.nbytes / 2**20:,.0f} MiB"
+            )
+    n_features = sp.n_features if sp is not None else panel.n_features
+    net_cfg = GRUConfig(**{**net.to_dict(), "n_features": n_features})
     hparams = {
         "run": run,
         "net": net_cfg.to_dict(),
@@ -219,6 +244,7 @@ def train_walk_forward(
             "code_version": code_version(),
         },
         extra_callbacks=extra_callbacks,
+        stock_panel=sp,
     )
     if not is_rank_zero():  # distributed training: artifacts come from rank zero only
         return TrainResult(layout.factor_panel, layout.train_metrics, layout.checkpoints, {})
@@ -231,6 +257,7 @@ def train_walk_forward(
         "oos_rank_ic": summarize_ic(ic["rank_ic"], spec.horizon).to_dict(),
         "oos_ic": summarize_ic(ic["ic"], spec.horizon).to_dict(),
         "seed_oos_rank_ic": seed_rank_ics(result.seed_scores, labels),
+        "model_level": net.level,
         "mean_val_rank_ic": result.mean_val_rank_ic,
         "fold_results": result.folds,
         "model_version": result.factor_panel["model_version"][0],
@@ -239,6 +266,23 @@ def train_walk_forward(
         "hparams": hparams,
     }
     provenance = {**panel.extra.get("provenance", {}), "data_hash": panel.source_hash}
+    if sp is not None and result.stock_panel is not None:
+        stock_ic = ic_series(
+            result.stock_panel.filter(pl.col("active")),
+            sp.labels_frame(),
+            key="symbol",
+            return_col="label",
+        )
+        metrics["oos_stock_rank_ic"] = summarize_ic(stock_ic["rank_ic"], spec.horizon).to_dict()
+        metrics["seed_oos_stock_rank_ic"] = seed_rank_ics(
+            result.stock_seed_scores, sp.labels_frame(), key="symbol", return_col="label"
+        )
+        metrics["stock_panel"] = {
+            "stocks": len(sp.symbols),
+            "features": list(sp.features),
+            "storage": str(sp.x.dtype),
+        }
+        atomic_write_parquet(result.stock_panel, layout.stock_factor_panel, provenance)
     atomic_write_parquet(result.factor_panel, layout.factor_panel, provenance)
     write_json(metrics, layout.train_metrics)
     return TrainResult(layout.factor_panel, layout.train_metrics, layout.checkpoints, metrics)
@@ -254,6 +298,13 @@ def train(
     from rotation_dl.models.tracking import finish_wandb
 
     ib = ensure_industry_bars(cfg)
+    builder = None
+    if cfg.model.level != "industry":
+        from rotation_dl.stages.stock_panel import stock_panel_for
+
+        def builder(panel):
+            return stock_panel_for(cfg, panel, ib)
+
     try:
         return train_walk_forward(
             ib,
@@ -270,6 +321,7 @@ def train(
             extra_callbacks=extra_callbacks,
             series=cfg.data.series,
             progress=progress,
+            stock_panel=builder,
         )
     finally:
         finish_wandb()

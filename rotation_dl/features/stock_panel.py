@@ -1,0 +1,325 @@
+"""The stock panel: every constituent's bars as model input, built once from the store, cached.
+
+Arrays over the industry panel's calendar (D days) and the classified stocks (S):
+
+    x       [D, S, P, F]  per-bar stock features (the industry features' definitions applied to
+                          the stock's own adjusted bars, plus `rel_ret`: the stock's bar return
+                          minus its industry's in the same bar); float32, or float16 storage
+    label   [D, S]        forward h-day return minus the mean over the date's active classified
+                          stocks, rank-normalised among them
+    fwd_ret [D, S]        the raw forward h-day return (close carried over suspensions)
+    active  [D, S]        traded that day and listed at least `min_listed_days` days
+    member  [D, S]        industry index (into the industry panel's industries) on that day,
+                          point in time; -1 when unclassified or without bars
+    amount  [D, S]        the day's traded amount (for amount-weighted aggregation)
+
+The build streams the store `block_days` days at a time (each block reads `volume_window + 1`
+days before it for the baselines and previous closes, and keeps only its own days) into
+memory-mapped arrays, so peak memory depends on the block, not on the length of history. The
+cache directory holds plain `.npy` files and a manifest with the hashes of every input; it is
+written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from rotation_dl.errors import ConfigError, DataError
+from rotation_dl.features.bars import bar_features
+from rotation_dl.features.labels import rank_normalise
+from rotation_dl.features.spec import FeatureSpec, definition_hash
+
+log = logging.getLogger(__name__)
+STOCK_CACHE_VERSION = 1
+STOCK_ARRAYS = ("x", "label", "fwd_ret", "active", "member", "amount")
+RELATIVE = "rel_ret"  # the stock's bar return minus its industry's, same bar
+STORAGE = {"float32": np.float32, "float16": np.float16}
+
+
+def stock_feature_names(spec: FeatureSpec) -> tuple[str, ...]:
+    """The stock panel's features: the spec's, less those only an industry defines
+    (`up_share`), plus `rel_ret`."""
+    return (*(f for f in spec.features if f != "up_share"), RELATIVE)
+
+
+@dataclass
+class StockPanel:
+    """Dense stock panel (see the module docstring for the arrays)."""
+
+    x: np.ndarray
+    label: np.ndarray
+    fwd_ret: np.ndarray
+    active: np.ndarray
+    member: np.ndarray
+    amount: np.ndarray
+    dates: list[date]
+    symbols: list[str]
+    industries: list[str]
+    features: tuple[str, ...]
+    spec: FeatureSpec
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x.shape[3])
+
+    def label_mask(self) -> np.ndarray:
+        """Stock-days usable as targets: active, classified, with a known label."""
+        return np.asarray(self.active) & (np.asarray(self.member) >= 0) & np.isfinite(self.label)
+
+    def labels_frame(self) -> pl.DataFrame:
+        """(date, symbol, label) over active stock-days with a label: stock-level IC."""
+        d, s = np.nonzero(self.label_mask())
+        return pl.DataFrame(
+            {
+                "date": np.asarray(self.dates, dtype="datetime64[D]")[d],
+                "symbol": np.asarray(self.symbols)[s],
+                "label": np.asarray(self.label, dtype=np.float64)[d, s],
+            }
+        ).with_columns(pl.col("date").cast(pl.Date))
+
+
+# ---- building -----------------------------------------------------------------------------
+def stock_bars_as_series(stock: pl.LazyFrame) -> pl.LazyFrame:
+    """Adjusted stock bars with prev_close/ret/_vwap_gap/industry -> the industry-bar layout
+    `bar_features` reads, keyed by symbol (in its `industry` column): n_active 1 when traded."""
+    return stock.select(
+        pl.col("symbol").alias("industry"),
+        pl.col("industry").alias("_industry"),
+        "ts",
+        pl.col("ts").dt.date().alias("date"),
+        "open",
+        "high",
+        "low",
+        "close",
+        "ret",
+        "volume",
+        "amount",
+        (pl.col("volume") > 0).cast(pl.UInt32).alias("n_active"),
+        pl.lit(None, dtype=pl.Float64).alias("up_share"),
+        pl.col("_vwap_gap").alias("vwap_gap"),
+    )
+
+
+def block_features(
+    stock: pl.DataFrame,
+    industry_ret: pl.DataFrame,
+    spec: FeatureSpec,
+    names: Sequence[str],
+) -> pl.DataFrame:
+    """One block of adjusted stock bars (symbol, ts, OHLCV, ret, _vwap_gap, industry) ->
+    (symbol, date, slot, <names>); `industry_ret` is (industry, ts, ind_ret)."""
+    series = stock_bars_as_series(stock.lazy())
+    base = [n for n in names if n != RELATIVE]
+    feats = bar_features(
+        series,
+        spec.bar_minutes,
+        base,
+        volume_window=spec.volume_window,
+        session=spec.session,
+    )
+    rel = (
+        series.select(
+            pl.col("industry").alias("symbol"), "ts", pl.col("_industry").alias("ind"), "ret"
+        )
+        .join(industry_ret.lazy().rename({"industry": "ind"}), on=["ind", "ts"], how="left")
+        .select("symbol", "ts", (pl.col("ret") - pl.col("ind_ret")).alias(RELATIVE))
+    )
+    return (
+        feats.rename({"industry": "symbol"})
+        .join(rel, on=["symbol", "ts"], how="left")
+        .select("symbol", "date", "slot", *names)
+        .collect()
+    )
+
+
+def _date_blocks(n: int, block_days: int) -> list[tuple[int, int]]:
+    return [(i, min(n, i + block_days)) for i in range(0, n, block_days)]
+
+
+def _stock_labels(
+    close: np.ndarray, traded: np.ndarray, universe: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forward h-day returns of traded stock-days (the close carried over suspensions), and
+    the label: their excess over the mean of the date's `universe` (active, classified
+    stocks), rank-normalised within it -> (label, fwd_ret), both [D, S]."""
+    D, S = close.shape
+    filled = pl.DataFrame(close).select(pl.all().forward_fill()).to_numpy()
+    fwd = np.full((D, S), np.nan, dtype=np.float64)
+    if D > horizon:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            fwd[: D - horizon] = filled[horizon:] / close[: D - horizon] - 1
+    fwd[~traded] = np.nan
+    within = np.where(universe, fwd, np.nan)
+    with warnings.catch_warnings():  # an all-empty date has no mean: NaN, as intended
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        excess = within - np.nanmean(within, axis=1, keepdims=True)
+    d, s = np.nonzero(np.isfinite(excess))
+    ranked = pl.DataFrame({"date": d, "s": s, "e": excess[d, s]}).with_columns(
+        rank_normalise("e").alias("label")
+    )
+    label = np.full((D, S), np.nan, dtype=np.float32)
+    label[ranked["date"].to_numpy(), ranked["s"].to_numpy()] = ranked["label"].to_numpy()
+    return label, fwd.astype(np.float32)
+
+
+def build_stock_panel(
+    stock_blocks,
+    industry_ret: pl.DataFrame,
+    dates: Sequence[date],
+    industries: Sequence[str],
+    symbols: Sequence[str],
+    spec: FeatureSpec,
+    out_dir: str | Path,
+    *,
+    lookback_days: int,
+    block_days: int = 20,
+    min_listed_days: int | None = None,
+    storage: str = "float32",
+    manifest: dict | None = None,
+) -> StockPanel:
+    """Write the stock panel into `out_dir` (atomically) and return it memory-mapped.
+
+    Args:
+        stock_blocks: callable (first_date, last_date) -> adjusted stock bars of those days as
+            a DataFrame (symbol, ts, OHLCV, prev_close, ret, _vwap_gap, industry), sorted by
+            symbol and ts.
+        industry_ret: (industry, ts, ind_ret) every industry bar's return.
+        dates, industries, symbols: the panel's axes (dates: the industry panel's calendar).
+        lookback_days: days each block reads before its first (baselines, previous closes).
+        min_listed_days: days since a stock's first bar before it counts as active (default:
+            the volume window); stocks trading on the first date count as listed long ago.
+        storage: `float32` or `float16` for the feature array.
+    """
+    if storage not in STORAGE:
+        raise ConfigError(f"stock panel storage {storage!r}: use one of {list(STORAGE)}")
+    names = stock_feature_names(spec)
+    dates = list(dates)
+    D, S, P, F = len(dates), len(symbols), spec.bars_per_day, len(names)
+    if D == 0 or S == 0:
+        raise DataError("no stocks or dates to build a stock panel from", file="store", count=0)
+    d_idx = {d: i for i, d in enumerate(dates)}
+    s_idx = {s: i for i, s in enumerate(symbols)}
+    n_idx = {n: i for i, n in enumerate(industries)}
+    target = Path(out_dir)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir(parents=True)
+    try:
+        x = np.lib.format.open_memmap(tmp / "x.npy", "w+", STORAGE[storage], (D, S, P, F))
+        x[:] = np.nan
+        close = np.full((D, S), np.nan)
+        traded = np.zeros((D, S), dtype=bool)
+        member = np.full((D, S), -1, dtype=np.int16)
+        amount = np.zeros((D, S), dtype=np.float32)
+        for lo, hi in _date_blocks(D, block_days):
+            first = dates[max(0, lo - lookback_days)]
+            stock = stock_blocks(first, dates[hi - 1])
+            if stock.is_empty():
+                continue
+            feats = block_features(stock, industry_ret, spec, names).filter(
+                pl.col("date") >= dates[lo]
+            )
+            feats = feats.filter(pl.col("symbol").is_in(list(symbols)))
+            di = feats["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64).to_numpy()
+            si = feats["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
+            keep = di >= 0
+            vals = feats.select(names).to_numpy().astype(np.float32)
+            x[di[keep], si[keep], feats["slot"].to_numpy()[keep]] = vals[keep]
+            day = (
+                stock.filter(pl.col("ts").dt.date() >= dates[lo])
+                .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+                .agg(
+                    pl.col("close").sort_by("ts").last(),
+                    (pl.col("volume") > 0).any().alias("traded"),
+                    pl.col("amount").sum(),
+                    pl.col("industry").last(),
+                )
+                .filter(pl.col("symbol").is_in(list(symbols)))
+            )
+            di = day["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64).to_numpy()
+            si = day["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
+            ok = di >= 0
+            di, si = di[ok], si[ok]
+            close[di, si] = day["close"].to_numpy()[ok]
+            traded[di, si] = day["traded"].to_numpy()[ok]
+            amount[di, si] = day["amount"].to_numpy()[ok]
+            ind = day["industry"].replace_strict(n_idx, default=-1, return_dtype=pl.Int64)
+            member[di, si] = ind.to_numpy()[ok]
+        x.flush()
+        del x
+        seen = np.where(np.isfinite(close).any(axis=0), np.isfinite(close).argmax(axis=0), D)
+        listed_since = np.where(seen == 0, -(10**6), seen)  # on the first date: long listed
+        min_days = spec.volume_window if min_listed_days is None else min_listed_days
+        active = traded & (np.arange(D)[:, None] - listed_since[None, :] >= min_days)
+        label, fwd = _stock_labels(close, traded, active & (member >= 0), spec.horizon)
+        arrays = {
+            "label": label,
+            "fwd_ret": fwd,
+            "active": active,
+            "member": member,
+            "amount": amount,
+        }
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr, allow_pickle=False)
+        man = {
+            **(manifest or {}),
+            "version": STOCK_CACHE_VERSION,
+            "spec": spec.to_dict(),
+            "features": list(names),
+            "storage": storage,
+            "dates": [d.isoformat() for d in dates],
+            "symbols": list(symbols),
+            "industries": list(industries),
+            "shape": [D, S, P, F],
+        }
+        (tmp / "manifest.json").write_text(json.dumps(man, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_stock_panel(target)
+
+
+def load_stock_panel(directory: str | Path, mmap: bool = True) -> StockPanel:
+    """Load a saved stock panel; arrays are memory-mapped read-only when `mmap`."""
+    d = Path(directory)
+    man = json.loads((d / "manifest.json").read_text())
+    arrays = {
+        n: np.load(d / f"{n}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        for n in STOCK_ARRAYS
+    }
+    return StockPanel(
+        dates=[date.fromisoformat(s) for s in man["dates"]],
+        symbols=man["symbols"],
+        industries=man["industries"],
+        features=tuple(man["features"]),
+        spec=FeatureSpec.from_dict(man["spec"]),
+        extra={"manifest": man},
+        **arrays,
+    )
+
+
+def stock_cache_key(spec: FeatureSpec, inputs: dict, storage: str) -> str:
+    """Directory key: the spec, the code, the inputs' hashes and the storage dtype."""
+    import inspect
+    import sys
+
+    code = inspect.getsource(sys.modules[__name__])
+    blob = json.dumps(
+        {"spec": spec.to_dict(), "inputs": inputs, "storage": storage}, sort_keys=True
+    )
+    return hashlib.sha256((blob + definition_hash() + code).encode()).hexdigest()[:16]

@@ -1,0 +1,115 @@
+"""The run's stock panel (model.level=stock|pooled): built from the store once, then cached.
+
+The cache directory is keyed by the feature spec, the code, the storage dtype and the inputs
+(store version, the industry bars' hash, the classification's and adjustment file's hashes), so
+a changed input never reuses a stale panel.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from rotation_dl.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPanel
+    """The stock panel over `panel`'s calendar and industries, from the run's store."""
+    from rotation_dl.data.industry_build import open_for_build
+    from rotation_dl.data.stock_bars import adjusted_stock_bars
+    from rotation_dl.data.store import scan_store
+    from rotation_dl.features.panel import file_hash
+    from rotation_dl.features.stock_panel import (
+        build_stock_panel,
+        load_stock_panel,
+        stock_cache_key,
+    )
+    from rotation_dl.stages.inputs import (
+        ensure_store,
+        layout_of,
+        read_classification_of,
+        require_constituents,
+    )
+
+    what = f"model.level={cfg.model.level}"
+    require_constituents(cfg, what)
+    d, f = cfg.data, cfg.features
+    store = ensure_store(cfg)
+    manifest, version = open_for_build(store, None, d.store_version)
+    daily = manifest.frequency == "daily"
+    cls = read_classification_of(cfg, what)
+    inputs = {
+        "store_version": version,
+        "industry_bars": panel.source_hash,
+        "classification": file_hash(d.classification),
+        "adjustment": file_hash(d.adjustment) if d.adjustment else None,
+        "adjusted_daily": file_hash(d.adjusted_daily) if d.adjusted_daily else None,
+        "min_listed_days": f.min_listed_days,
+    }
+    spec = panel.spec
+    key = stock_cache_key(spec, inputs, f.stock_storage)
+    target = layout_of(cfg).panel_cache / f"stock-{key}"
+    if (target / "manifest.json").exists():
+        log.info("stock panel cache hit: %s", target)
+        return load_stock_panel(target)
+    factors = adjustment_factors(cfg, store, daily, version)
+    classified = set(cls["symbol"].to_list())
+    stored = scan_store(store, version=version).select(pl.col("symbol").unique()).collect()
+    symbols = sorted(s for s in stored["symbol"].to_list() if s in classified)
+    industry_ret = pl.read_parquet(industry_bars, columns=["industry", "ts", "ret"]).rename(
+        {"ret": "ind_ret"}
+    )
+
+    def blocks(first, last) -> pl.DataFrame:
+        return adjusted_stock_bars(
+            store,
+            first,
+            last,
+            cls,
+            daily=daily,
+            factors=factors,
+            version=version,
+            on_unmapped="drop",
+            source=str(d.classification),
+        )
+
+    log.info("building the stock panel: %d stocks x %d days", len(symbols), len(panel.dates))
+    return build_stock_panel(
+        blocks,
+        industry_ret,
+        panel.dates,
+        panel.industries,
+        symbols,
+        spec,
+        target,
+        lookback_days=spec.volume_window + 1,
+        block_days=f.stock_block_days,
+        min_listed_days=f.min_listed_days,
+        storage=f.stock_storage,
+        manifest={"inputs": inputs, "provenance": {"store_version": version}},
+    )
+
+
+def adjustment_factors(cfg: RunConfig, store: Path, daily: bool, version: int | None):
+    """The run's adjustment factors (symbol, date, factor) for the stock panel: the factor
+    file, factors implied by adjusted daily closes (the industry build's causal rule, over the
+    whole history at once), a daily store's pre_close, or None (prices as stored)."""
+    from rotation_dl.data.industry import factors_from_adjusted_daily
+    from rotation_dl.data.industry_build import as_bars, pre_close_factors
+    from rotation_dl.data.readers import read_adjustment, read_daily_closes
+    from rotation_dl.data.store import scan_store
+
+    d = cfg.data
+    if d.adjustment is not None:
+        return read_adjustment(d.adjustment, columns=d.adjustment_columns)
+    if d.adjusted_daily is not None:
+        closes = read_daily_closes(d.adjusted_daily, columns=d.adjusted_daily_columns)
+        raw = as_bars(scan_store(store, version=version), daily)
+        return factors_from_adjusted_daily(raw, closes, cfg.industry.factor_tolerance).collect()
+    if daily:
+        return pre_close_factors(store, None, version)
+    return None
