@@ -407,3 +407,77 @@ def test_stock_models_refuse_industry_series(tmp_path):
     assert "model.level=stock needs constituent stock bars" in last and "Traceback" not in (
         proc.stderr
     )
+
+
+# ---- export and production scoring ---------------------------------------------------------
+@pytest.mark.parametrize("level", ["stock", "pooled"])
+def test_export_parity_and_score_match_the_training_stack(shared, tmp_path, level):
+    """ONNX equals torch (<= 1e-5); `score` (torch blocked) rebuilds the latest windows of
+    every stock from the store and gives the walk-forward's own stock and industry scores."""
+    import onnxruntime as ort
+    from test_export import BLOCK_TORCH
+
+    from rotation_dl.export.metadata import read_model
+    from rotation_dl.export.onnx_export import load_checkpoint
+
+    out = tmp_path / level
+    args = [*SMALL, *shared, f"paths.output_dir={out}", f"paths.checkpoints={out / 'ck'}",
+            f"model={level}", "model.hidden=16", "model.layers=1", "trainer.max_epochs=2",
+            "walkforward.max_folds=1"]  # fmt: skip
+    train(compose_run(args))
+
+    def cli(*cmd, env=None):
+        proc = subprocess.run(
+            [sys.executable, "-m", "rotation_dl.cli", *cmd, *args],
+            cwd=REPO, capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    assert f"{level} level" in cli("export").stdout
+    onnx_path = next((out / "ck" / "onnx").glob("*.onnx"))
+    model, meta = read_model(onnx_path)
+    assert meta["level"] == level and meta["stock_features"][-1] == "rel_ret"
+    net, _ = load_checkpoint(meta["checkpoint"])
+    torch.manual_seed(1)
+    x = torch.randn(2, 7, 4, 8, len(meta["stock_features"]))
+    member = torch.tensor([[0, 1, 1, 2, -1, 0, 3]] * 2)
+    valid = member >= 0
+    weight = torch.rand(2, 7)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        if level == "stock":
+            want = net.encoder(x).numpy()
+            got = sess.run(None, {"x": x.numpy()})[0]
+        else:
+            want = torch.cat(net(x, member, valid, weight), dim=1).numpy()
+            feeds = {"x": x.numpy(), "member": member.numpy(), "valid": valid.float().numpy()}
+            got = np.concatenate(sess.run(None, feeds), axis=1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+    block = tmp_path / "block"
+    block.mkdir(exist_ok=True)
+    (block / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {**__import__("os").environ, "PYTHONPATH": str(block)}
+    cli("score", env=env)
+    table = next((out / "score").glob("score_*[0-9].parquet"))
+    asof = date_of(table)
+    stocks = pl.read_parquet(table.with_name(table.stem + "_stocks.parquet"))
+    assert {"symbol", "industry", "score", "rank", "industry_rank", "score_change"} <= set(
+        stocks.columns
+    )
+    fp = pl.read_parquet(out / "factor_panel.parquet").filter(pl.col("date") == asof)
+    assert fp.height, "asof lies in the out-of-sample block"
+    j = fp.join(pl.read_parquet(table), on="industry").filter(pl.col("score").is_not_null())
+    np.testing.assert_allclose(j["score"], j["score_right"], atol=1e-5)
+    sfp = pl.read_parquet(out / "stock_factor_panel.parquet").filter(pl.col("date") == asof)
+    js = sfp.join(stocks, on="symbol")
+    assert js.height == sfp.height == stocks.height > 50
+    np.testing.assert_allclose(js["score"], js["score_right"], atol=1e-5)
+    assert not list((out / "score").glob(".*"))  # nothing temporary left
+
+
+def date_of(path: Path):
+    from datetime import date
+
+    return date.fromisoformat(path.stem.removeprefix("score_")[:10])

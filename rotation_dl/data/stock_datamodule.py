@@ -93,7 +93,8 @@ class StockDataModule(L.LightningDataModule):
     """Windows of every constituent's last `window` days, one fold at a time.
 
     Batches after transfer are dicts: x [B, S', W, P, F]; stock targets y_stock, m_stock
-    [B, S']; member [B, S'] (industry index, -1 none); weight [B, S'] (the day's amount);
+    [B, S']; member [B, S'] (industry index, -1 none); valid [B, S'] (active and classified:
+    the stocks an industry aggregates or pools); weight [B, S'] (the day's amount);
     industry targets y, mask [B, N]; day [B]; stocks [S'].
     """
 
@@ -148,6 +149,7 @@ class StockDataModule(L.LightningDataModule):
         self._y_stock, self._m_stock = torch.from_numpy(y), torch.from_numpy(m)
         self._member = torch.from_numpy(np.array(sp.member, dtype=np.int64))
         self._weight = torch.from_numpy(np.array(sp.amount, dtype=np.float32))
+        self._valid = torch.from_numpy(np.asarray(sp.active) & (np.asarray(sp.member) >= 0))
         self._y = torch.from_numpy(np.nan_to_num(np.asarray(self.panel.label), nan=0.0))
         self._mask = torch.from_numpy(self.panel.label_mask())
         first = self.window - 1
@@ -218,6 +220,7 @@ class StockDataModule(L.LightningDataModule):
             "m_stock": self._m_stock[d][:, s],
             "member": self._member[d][:, s],
             "weight": self._weight[d][:, s],
+            "valid": self._valid[d][:, s],
             "y": self._y[d],
             "mask": self._mask[d],
             "day": days,
@@ -234,7 +237,8 @@ class StockDataModule(L.LightningDataModule):
             return batch
         device = batch.device
         if self._x.device != device:  # first batch: the whole panel moves to the device
-            for name in ("_x", "_y_stock", "_m_stock", "_member", "_weight", "_y", "_mask"):
+            for name in ("_x", "_y_stock", "_m_stock", "_member", "_weight", "_valid", "_y",
+                         "_mask"):  # fmt: skip
                 setattr(self, name, getattr(self, name).to(device))
         return self.gather(batch, train=self._training())
 

@@ -29,15 +29,59 @@ log = logging.getLogger(__name__)
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Network and metadata from a training checkpoint (weights_only load)."""
+    """Network and metadata from a training checkpoint (weights_only load). Constituent
+    models give their whole network (encoder, and pooling for `pooled`)."""
     state = safe_load_checkpoint(path)
     hp = state["hyper_parameters"]
-    net = build_net(GRUConfig(**hp["net"]))
+    cfg = GRUConfig(**hp["net"])
+    if cfg.level == "industry":
+        net = build_net(cfg)
+    else:
+        from rotation_dl.models.constituents import build_constituent_net
+
+        net = build_constituent_net(cfg, int(hp["n_industries"]))
     weights = {
         k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")
     }
     net.load_state_dict(weights)
     return net.eval(), {"net": hp["net"], "loss": hp.get("loss"), **(hp.get("meta") or {})}
+
+
+class _PooledGraph(torch.nn.Module):
+    """The pooled network with ONNX-friendly inputs (validity as 0/1 floats)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, member, valid):
+        return self.net(x, member, valid > 0.5, valid)  # pooling weighs by attention only
+
+
+def _graph_and_inputs(net: torch.nn.Module, meta: dict, window: int, bars: int, n_feat: int):
+    """(module, example inputs, input names, output names, dynamic axes) of the exported
+    graph: industry models and `stock` encoders take x only (a stock model's industry
+    aggregate is computed by the scorer, `aggregate` in the metadata); `pooled` takes the
+    constituents' membership too and returns stock and industry scores."""
+    level = meta["net"].get("level", "industry")
+    x = torch.zeros(1, 2, window, bars, n_feat)
+    axes = {"x": {0: "batch", 1: "assets", 2: "window"}, "score": {0: "batch", 1: "assets"}}
+    if level == "industry":
+        return net, (x,), ["x"], ["score"], axes
+    if level == "stock":
+        return net.encoder, (x,), ["x"], ["score"], axes
+    member = torch.zeros(1, 2, dtype=torch.long)
+    valid = torch.ones(1, 2)
+    stock_axes = {0: "batch", 1: "assets"}
+    axes = {
+        "x": axes["x"],
+        "member": stock_axes,
+        "valid": stock_axes,
+        "stock_score": stock_axes,
+        "score": {0: "batch"},
+    }
+    names = ["x", "member", "valid"]
+    return _PooledGraph(net), (x, member, valid), names, ["stock_score", "score"], axes
 
 
 def _atomic_save(model: Any, path: Path) -> None:
@@ -90,7 +134,8 @@ def export_onnx(
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     bars = spec.bars_per_day
     window = int(meta["window"])
-    example = torch.zeros(1, 2, window, bars, len(spec.features))
+    n_feat = len(meta.get("stock_features") or spec.features)
+    graph, example, in_names, out_names, axes = _graph_and_inputs(net, meta, window, bars, n_feat)
     out = Path(out_path)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.raw")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,17 +143,14 @@ def export_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                net,
-                (example,),
+                graph,
+                example,
                 str(tmp),
                 dynamo=False,
                 opset_version=opset,
-                input_names=["x"],
-                output_names=["score"],
-                dynamic_axes={
-                    "x": {0: "batch", 1: "industries", 2: "window"},
-                    "score": {0: "batch", 1: "industries"},
-                },
+                input_names=in_names,
+                output_names=out_names,
+                dynamic_axes=axes,
             )
         model = onnx.load(str(tmp))
     finally:
@@ -121,10 +163,14 @@ def export_onnx(
         "export_code_version": code_version(),
         "input": {
             "name": "x",
-            "layout": "[batch, industry, window, bar, feature]",
+            "layout": "[batch, industry, window, bar, feature]"
+            if meta["net"].get("level", "industry") == "industry"
+            else "[batch, stock, window, bar, feature]",
             "bars_per_day": bars,
             "window": window,
+            "names": in_names,
         },
+        "level": meta["net"].get("level", "industry"),
         "precision": "fp32",
     }
     _atomic_save(_stamp(model, full_meta), out)

@@ -66,11 +66,16 @@ class OnnxScorer:
                 m["feature_spec"] != first["feature_spec"]
                 or m["window"] != first["window"]
                 or m["industries"] != first["industries"]
+                or m.get("level", "industry") != first.get("level", "industry")
+                or m["net"].get("aggregate") != first["net"].get("aggregate")
             ):
                 raise ModelFileError(
-                    f"{p}: feature spec, window or industries differ from "
+                    f"{p}: feature spec, window, industries, level or aggregation differ from "
                     f"{self.paths[0]}; an ensemble needs one input spec"
                 )
+        self.level: str = first.get("level", "industry")
+        self.aggregate: str = first["net"].get("aggregate", "mean")
+        self.stock_features = list(first.get("stock_features") or [])
         try:
             self.spec = FeatureSpec.from_dict(first["feature_spec"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -90,12 +95,62 @@ class OnnxScorer:
         return self.sessions[0].get_providers()[0]
 
     def run(self, raw_windows: np.ndarray) -> np.ndarray:
-        """Raw (un-normalised) windows [B, N, W, P, F] -> mean score over the ensemble [B, N]."""
+        """Raw (un-normalised) windows [B, N, W, P, F] -> mean score over the ensemble [B, N]
+        (N industries, or stocks for a `stock` model)."""
         outs = []
         for sess, norm in zip(self.sessions, self.norms, strict=True):
             x = apply_norm(raw_windows, norm)
             outs.append(sess.run(None, {"x": np.ascontiguousarray(x, dtype=np.float32)})[0])
         return np.mean(outs, axis=0)
+
+    def run_pooled(
+        self, raw_windows: np.ndarray, member: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A `pooled` model: raw stock windows [B, S, W, P, F] and member [B, S] (industry
+        index into `industries`, -1 none) -> ensemble means of (stock [B, S], industry [B, N])
+        scores."""
+        stock, ind = [], []
+        feeds = {
+            "member": np.ascontiguousarray(member, dtype=np.int64),
+            "valid": (member >= 0).astype(np.float32),
+        }
+        for sess, norm in zip(self.sessions, self.norms, strict=True):
+            x = np.ascontiguousarray(apply_norm(raw_windows, norm), dtype=np.float32)
+            s, n = sess.run(None, {"x": x, **feeds})
+            stock.append(s)
+            ind.append(n)
+        return np.mean(stock, axis=0), np.mean(ind, axis=0)
+
+
+def aggregate_stock_scores(
+    scores: np.ndarray,
+    member: np.ndarray,
+    n_industries: int,
+    how: str = "mean",
+    weight: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stock scores [S] of one date -> (industry scores [N], constituent counts [N]); stocks
+    with member -1 are left out. The numpy twin of `models.constituents.aggregate_scores`."""
+    ok = member >= 0
+    s, m = scores[ok].astype(np.float64), member[ok]
+    counts = np.bincount(m, minlength=n_industries).astype(np.float64)
+    if how == "median":
+        out = np.zeros(n_industries)
+        for k in np.unique(m):
+            out[k] = np.median(s[m == k])
+        return out, counts
+    if how == "zmean" and len(s):
+        s = (s - s.mean()) / max(s.std(), 1e-6)
+    w = np.ones_like(s)
+    if how == "amount_weighted":
+        if weight is None:
+            raise ValueError("amount_weighted aggregation needs the stocks' amounts")
+        aw = np.clip(weight[ok].astype(np.float64), 0, None)
+        total_aw = np.bincount(m, weights=aw, minlength=n_industries)
+        w = np.where(total_aw[m] > 0, aw, 1.0)  # no amount in an industry: equal weights
+    num = np.bincount(m, weights=w * s, minlength=n_industries)
+    den = np.bincount(m, weights=w, minlength=n_industries)
+    return num / np.maximum(den, 1e-12), counts
 
 
 def latest_complete_week_end(dates: Sequence[date]) -> date:
@@ -126,6 +181,7 @@ class WeeklyScore:
     table: pl.DataFrame
     holdings: list[str]
     provider: str
+    stocks: pl.DataFrame | None = None  # constituent models: the stock scores behind them
 
 
 def score_from_industry_bars(
@@ -185,6 +241,116 @@ def score_from_industry_bars(
         if len(days) > 1
         else {}
     )
+    return weekly_score(
+        now, before, scorer.industries, asof, prev, rule,
+        current_holdings, scorer.provider,
+    )  # fmt: skip
+
+
+def score_from_stock_panel(
+    sp,  # features.stock_panel.StockPanel over the model's industries
+    scorer: OnnxScorer,
+    *,
+    asof: date | None = None,
+    rule: SelectionRule | None = None,
+    current_holdings: Sequence[str] | None = None,
+) -> WeeklyScore:
+    """A constituent model: every active classified stock's window on `asof` (default: the
+    latest complete week's last day) and the week before -> stock scores -> industry scores
+    (aggregated as the model was trained, or pooled by the graph), ranks and holdings. The
+    stock scores ride along in `WeeklyScore.stocks`."""
+    rule = rule or SelectionRule()
+    if list(sp.industries) != scorer.industries:
+        raise ScoringError("the stock panel's industries differ from the model's")
+    if list(sp.features) != scorer.stock_features:
+        raise ScoringError(
+            f"the model reads stock features {scorer.stock_features}, the panel has "
+            f"{list(sp.features)}"
+        )
+    dates = sp.dates
+    asof = asof or latest_complete_week_end(dates)
+    if asof not in dates:
+        raise ScoringError(f"{asof} is not a trading day in the data ({dates[0]}..{dates[-1]})")
+    idx = dates.index(asof)
+    need = scorer.spec.warmup_days(scorer.window) - 1
+    if idx < need:
+        raise ScoringError(
+            f"{asof}: not enough history: needs {need + 1} trading days up to it, "
+            f"the data has {idx + 1}"
+        )
+    prev = previous_week_end(dates, asof)
+    days = [idx] + ([dates.index(prev)] if prev is not None and dates.index(prev) >= need else [])
+    n = len(scorer.industries)
+    active, member = np.asarray(sp.active), np.asarray(sp.member)
+    amount = np.asarray(sp.amount)
+    per_day, frames = [], []
+    for d in days:
+        stocks = np.nonzero(active[d] & (member[d] >= 0))[0]
+        x = np.asarray(sp.x[d - scorer.window + 1 : d + 1])[:, stocks]  # [W, S', P, F]
+        x = x.transpose(1, 0, 2, 3)[None].astype(np.float32)  # [1, S', W, P, F]
+        if scorer.level == "pooled":
+            st, ind = scorer.run_pooled(x, member[d, stocks][None])
+            stock_scores, ind_scores = st[0], ind[0]
+            counts = np.bincount(member[d, stocks], minlength=n)
+        else:
+            stock_scores = scorer.run(x)[0]
+            ind_scores, counts = aggregate_stock_scores(
+                stock_scores, member[d, stocks], n, scorer.aggregate, amount[d, stocks]
+            )
+        per_day.append(
+            {
+                ind: (float(ind_scores[j]) if counts[j] > 0 else None)
+                for j, ind in enumerate(scorer.industries)
+            }
+        )
+        frames.append(
+            pl.DataFrame(
+                {
+                    "symbol": np.asarray(sp.symbols)[stocks],
+                    "industry": np.asarray(scorer.industries)[member[d, stocks]],
+                    "score": stock_scores.astype(np.float64),
+                }
+            )
+        )
+    table = frames[0].with_columns(
+        pl.col("score").rank("ordinal", descending=True).alias("rank"),
+        pl.col("score").rank("ordinal", descending=True).over("industry").alias("industry_rank"),
+    )
+    if len(frames) > 1:
+        before = frames[1].select("symbol", pl.col("score").alias("prev_score"))
+        table = table.join(before, on="symbol", how="left").with_columns(
+            (pl.col("score") - pl.col("prev_score")).alias("score_change")
+        )
+    else:
+        table = table.with_columns(
+            pl.lit(None, pl.Float64).alias("prev_score"),
+            pl.lit(None, pl.Float64).alias("score_change"),
+        )
+    return weekly_score(
+        per_day[0],
+        per_day[1] if len(per_day) > 1 else {},
+        scorer.industries,
+        asof,
+        prev,
+        rule,
+        current_holdings,
+        scorer.provider,
+        stocks=table.sort("rank"),
+    )
+
+
+def weekly_score(
+    now: dict,
+    before: dict,
+    industries: Sequence[str],
+    asof: date,
+    prev: date | None,
+    rule: SelectionRule,
+    current_holdings: Sequence[str] | None,
+    provider: str,
+    stocks: pl.DataFrame | None = None,
+) -> WeeklyScore:
+    """Industry scores of `asof` and the week before -> ranks, rank changes and holdings."""
     held_before = (
         list(current_holdings)
         if current_holdings is not None
@@ -194,7 +360,7 @@ def score_from_industry_bars(
     rank_now = {ind: r for r, ind in enumerate(rank_order(now), 1)}
     rank_prev = {ind: r for r, ind in enumerate(rank_order(before), 1)} if before else {}
     rows = []
-    for ind in scorer.industries:
+    for ind in industries:
         held, was = ind in holdings, ind in held_before
         rows.append(
             {
@@ -223,7 +389,7 @@ def score_from_industry_bars(
             "score": pl.Float64,
         },
     )
-    return WeeklyScore(asof, prev, table.sort("rank"), holdings, scorer.provider)
+    return WeeklyScore(asof, prev, table.sort("rank"), holdings, provider, stocks)
 
 
 def write_score(
@@ -231,6 +397,10 @@ def write_score(
 ) -> dict:
     """The score table as parquet and CSV and a JSON payload (holdings, provider, models),
     each written atomically; returns the payload."""
+    if result.stocks is not None:  # constituent models: the stock scores first
+        stem = parquet.name.removesuffix(".parquet")
+        atomic_write_parquet(result.stocks, parquet.with_name(f"{stem}_stocks.parquet"))
+        atomic_write_bytes(csv.with_name(f"{stem}_stocks.csv"), result.stocks.write_csv().encode())
     atomic_write_parquet(result.table, parquet)
     atomic_write_bytes(csv, result.table.write_csv().encode())
     payload = {

@@ -1,7 +1,9 @@
 """Per-bar industry features (METHODOLOGY section 2), each a named, selectable polars expression.
 
 All features at bar b of day t use only bars at or before b of day t and earlier days: the volume
-and amount baselines are means over the *previous* `volume_window` days at the same bar slot.
+and amount baselines are means over the *previous* `volume_window` trading days at the same bar
+slot (by trading-day index: the same rows on an industry grid, and for a stock with missing days
+a shorter window rather than one reaching further back).
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ _ACTIVE = pl.col("n_active") > 0
 
 
 def _relative_to_trailing(col: str, window: int) -> pl.Expr:
-    base = pl.col(col).shift(1).rolling_mean(window, min_samples=max(1, window // 4))
+    """log1p(col) minus log1p of its mean at the same bar slot over the previous `window`
+    trading days (by day index, so a stock's missing days shorten the window instead of
+    stretching it back in time; on a complete industry grid this is the previous N rows)."""
+    base = pl.col(col).rolling_mean_by(
+        "_day", window_size=f"{window}i", min_samples=max(1, window // 4), closed="left"
+    )
     return (pl.col(col).log1p() - base.over("industry", "_slot").log1p()).fill_nan(None)
 
 
@@ -104,7 +111,8 @@ def bar_features(
     if unknown:
         raise ConfigError(f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
     lf = industry_bars.sort("industry", "ts").with_columns(
-        bar_slot(pl.col("ts"), bar_minutes, session).alias("_slot")
+        bar_slot(pl.col("ts"), bar_minutes, session).alias("_slot"),
+        pl.col("date").rank("dense").cast(pl.Int64).alias("_day"),  # trading-day index
     )
     day_close = (
         lf.group_by("industry", "date")

@@ -152,8 +152,7 @@ class ConstituentModule(RotationModule):
 
     def scores(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(stock scores [B, S'], industry scores [B, N]) of a gathered batch."""
-        valid = batch["member"] >= 0
-        stock, ind = self(batch["x"], batch["member"], valid, batch["weight"])
+        stock, ind = self(batch["x"], batch["member"], batch["valid"], batch["weight"])
         return stock.float(), ind.float()
 
     def _ic(self, pred, y, mask) -> tuple[torch.Tensor, int]:
@@ -165,10 +164,8 @@ class ConstituentModule(RotationModule):
         stock, ind = self.scores(batch)
         y_s, m_s = batch["y_stock"], batch["m_stock"]
         # an industry counts when it is a target and has a constituent in the batch
-        has = (
-            (batch["member"][:, None, :] == torch.arange(ind.shape[1], device=ind.device)[:, None])
-            & (batch["member"] >= 0)[:, None, :]
-        ).any(dim=2)
+        ids = torch.arange(ind.shape[1], device=ind.device)[:, None]
+        has = ((batch["member"][:, None, :] == ids) & batch["valid"][:, None, :]).any(dim=2)
         m_i = batch["mask"] & has
         if self.cfg.level == "stock":
             loss = self.loss_fn(stock, y_s, m_s)

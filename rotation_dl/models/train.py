@@ -114,7 +114,7 @@ def predict_constituent_days(
             batch = {k: v.to(device) for k, v in batch.items()}
             s, n = module.scores(batch)
             ind.append({"day": batch["day"].cpu(), "score": n.cpu()})
-            valid = batch["member"] >= 0
+            valid = batch["valid"]
             stock.append(
                 {
                     "day": batch["day"].cpu(),

@@ -58,7 +58,8 @@ def variant_probe(layout: RunLayout, meta: dict) -> tuple[np.ndarray, np.ndarray
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     w = int(meta["window"])
     path = layout.industry_bars
-    if path.exists():
+    n_feat = len(meta.get("stock_features") or spec.features)
+    if path.exists() and meta.get("level", "industry") == "industry":
         ib = pl.read_parquet(path).filter(pl.col("industry").is_in(meta["industries"]))
         panel = build_panel(ib, spec)
         mask = panel.label_mask()
@@ -69,7 +70,7 @@ def variant_probe(layout: RunLayout, meta: dict) -> tuple[np.ndarray, np.ndarray
             return probe, labels, f"the last {len(days)} labelled dates of {path.name}"
     rng = np.random.default_rng(0)
     n = len(meta["industries"])
-    probe = rng.standard_normal((16, n, w, spec.bars_per_day, len(spec.features)))
+    probe = rng.standard_normal((16, n, w, spec.bars_per_day, n_feat))
     return probe, rng.standard_normal((16, n)), "a random probe (no industry bars for this run)"
 
 
@@ -85,10 +86,14 @@ def export(cfg: RunConfig) -> ExportResult:
         )
         result.models.append(path)
         result.lines.append(
-            f"export: {ref.path} -> {path} ({meta['net']['arch']}, window {meta['window']}, "
-            f"{len(meta['feature_spec']['features'])} features, opset {meta['opset']})"
+            f"export: {ref.path} -> {path} ({meta['net']['arch']}, {meta['level']} level, "
+            f"window {meta['window']}, "
+            f"{len(meta.get('stock_features') or meta['feature_spec']['features'])} features, "
+            f"opset {meta['opset']})"
         )
-        if cfg.export.variants:
+        if cfg.export.variants and meta.get("level") == "pooled":
+            result.lines.append("  variants: not made for pooled models (fp32 only)")
+        elif cfg.export.variants:
             probe, labels, source = variant_probe(layout, meta)
             for kind in cfg.export.variants:
                 vp = make_variant(path, kind, layout.onnx_variant(path, kind))

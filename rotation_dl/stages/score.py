@@ -89,14 +89,18 @@ def score(cfg: RunConfig) -> ScoreResult:
         chunk_partitions=10_000,  # a few weeks of bars: one pass
     )
     holdings = read_holdings(s.holdings) if s.holdings else None
-    result = score_from_industry_bars(
-        ib.frame,
-        scorer,
-        asof=asof,
-        rule=cfg.portfolio.rule(len(scorer.industries)),
-        current_holdings=holdings,
-        bar_minutes=ib.bar_minutes,
-    )
+    rule = cfg.portfolio.rule(len(scorer.industries))
+    if scorer.level == "industry":
+        result = score_from_industry_bars(
+            ib.frame,
+            scorer,
+            asof=asof,
+            rule=rule,
+            current_holdings=holdings,
+            bar_minutes=ib.bar_minutes,
+        )
+    else:
+        result = score_constituents(cfg_for_model, scorer, ib.frame, layout, asof, rule, holdings)
     payload = write_score(
         result,
         layout.score_file(result.asof),
@@ -105,3 +109,32 @@ def score(cfg: RunConfig) -> ScoreResult:
         scorer.paths,
     )
     return ScoreResult(result, payload, models, layout.score_dir)
+
+
+def score_constituents(cfg, scorer, industry_bars: pl.DataFrame, layout, asof, rule, holdings):
+    """A constituent model: the last weeks' stock panel (built in a temporary folder, removed
+    afterwards) -> every stock's window -> stock and industry scores."""
+    import tempfile
+
+    from rotation_dl.errors import ScoringError
+    from rotation_dl.export.scoring import score_from_stock_panel
+    from rotation_dl.stages.stock_panel import build_stock_panel_for
+
+    ib = industry_bars.filter(pl.col("industry").is_in(scorer.industries))
+    missing = sorted(set(scorer.industries) - set(ib["industry"].unique().to_list()))
+    if missing:
+        raise ScoringError(
+            f"{len(missing)} industr{'y' if len(missing) == 1 else 'ies'} the model was trained "
+            f"on are missing from the data: {missing[:5]}"
+        )
+    dates = sorted(ib["date"].unique().to_list())
+    industry_ret = ib.select("industry", "ts", pl.col("ret").alias("ind_ret"))
+    with tempfile.TemporaryDirectory(prefix="rotation_dl-score-") as tmp:
+        sp = build_stock_panel_for(
+            cfg, scorer.spec, dates, scorer.industries, industry_ret, Path(tmp) / "panel"
+        )
+        result = score_from_stock_panel(
+            sp, scorer, asof=asof, rule=rule, current_holdings=holdings
+        )
+        del sp  # the memory-mapped arrays close before their folder goes
+        return result

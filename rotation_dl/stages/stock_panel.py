@@ -1,13 +1,16 @@
-"""The run's stock panel (model.level=stock|pooled): built from the store once, then cached.
+"""The run's stock panel (model.level=stock|pooled): built from the store once, then cached;
+and the short one production scoring builds for its latest dates.
 
-The cache directory is keyed by the feature spec, the code, the storage dtype and the inputs
-(store version, the industry bars' hash, the classification's and adjustment file's hashes), so
-a changed input never reuses a stale panel.
+The training cache directory is keyed by the feature spec, the code, the storage dtype and the
+inputs (store version, the industry bars' hash, the classification's and adjustment files'
+hashes), so a changed input never reuses a stale panel.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -17,87 +20,17 @@ from rotation_dl.config import RunConfig
 log = logging.getLogger(__name__)
 
 
-def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPanel
-    """The stock panel over `panel`'s calendar and industries, from the run's store."""
-    from rotation_dl.data.industry_build import open_for_build
-    from rotation_dl.data.stock_bars import adjusted_stock_bars
-    from rotation_dl.data.store import scan_store
-    from rotation_dl.features.panel import file_hash
-    from rotation_dl.features.stock_panel import (
-        build_stock_panel,
-        load_stock_panel,
-        stock_cache_key,
-    )
-    from rotation_dl.stages.inputs import (
-        ensure_store,
-        layout_of,
-        read_classification_of,
-        require_constituents,
-    )
-
-    what = f"model.level={cfg.model.level}"
-    require_constituents(cfg, what)
-    d, f = cfg.data, cfg.features
-    store = ensure_store(cfg)
-    manifest, version = open_for_build(store, None, d.store_version)
-    daily = manifest.frequency == "daily"
-    cls = read_classification_of(cfg, what)
-    inputs = {
-        "store_version": version,
-        "industry_bars": panel.source_hash,
-        "classification": file_hash(d.classification),
-        "adjustment": file_hash(d.adjustment) if d.adjustment else None,
-        "adjusted_daily": file_hash(d.adjusted_daily) if d.adjusted_daily else None,
-        "min_listed_days": f.min_listed_days,
-    }
-    spec = panel.spec
-    key = stock_cache_key(spec, inputs, f.stock_storage)
-    target = layout_of(cfg).panel_cache / f"stock-{key}"
-    if (target / "manifest.json").exists():
-        log.info("stock panel cache hit: %s", target)
-        return load_stock_panel(target)
-    factors = adjustment_factors(cfg, store, daily, version)
-    classified = set(cls["symbol"].to_list())
-    stored = scan_store(store, version=version).select(pl.col("symbol").unique()).collect()
-    symbols = sorted(s for s in stored["symbol"].to_list() if s in classified)
-    industry_ret = pl.read_parquet(industry_bars, columns=["industry", "ts", "ret"]).rename(
-        {"ret": "ind_ret"}
-    )
-
-    def blocks(first, last) -> pl.DataFrame:
-        return adjusted_stock_bars(
-            store,
-            first,
-            last,
-            cls,
-            daily=daily,
-            factors=factors,
-            version=version,
-            on_unmapped="drop",
-            source=str(d.classification),
-        )
-
-    log.info("building the stock panel: %d stocks x %d days", len(symbols), len(panel.dates))
-    return build_stock_panel(
-        blocks,
-        industry_ret,
-        panel.dates,
-        panel.industries,
-        symbols,
-        spec,
-        target,
-        lookback_days=spec.volume_window + 1,
-        block_days=f.stock_block_days,
-        min_listed_days=f.min_listed_days,
-        storage=f.stock_storage,
-        manifest={"inputs": inputs, "provenance": {"store_version": version}},
-    )
-
-
-def adjustment_factors(cfg: RunConfig, store: Path, daily: bool, version: int | None):
-    """The run's adjustment factors (symbol, date, factor) for the stock panel: the factor
-    file, factors implied by adjusted daily closes (the industry build's causal rule, over the
-    whole history at once), a daily store's pre_close, or None (prices as stored)."""
+def adjustment_factors(
+    cfg: RunConfig,
+    store: Path,
+    daily: bool,
+    version: int | None,
+    start: date | None = None,
+    end: date | None = None,
+) -> pl.DataFrame | None:
+    """The run's adjustment factors (symbol, date, factor) for stock bars: the factor file,
+    factors implied by adjusted daily closes (the industry build's causal rule, over
+    [start, end] at once), a daily store's pre_close, or None (prices as stored)."""
     from rotation_dl.data.industry import factors_from_adjusted_daily
     from rotation_dl.data.industry_build import as_bars, pre_close_factors
     from rotation_dl.data.readers import read_adjustment, read_daily_closes
@@ -107,9 +40,114 @@ def adjustment_factors(cfg: RunConfig, store: Path, daily: bool, version: int | 
     if d.adjustment is not None:
         return read_adjustment(d.adjustment, columns=d.adjustment_columns)
     if d.adjusted_daily is not None:
-        closes = read_daily_closes(d.adjusted_daily, columns=d.adjusted_daily_columns)
-        raw = as_bars(scan_store(store, version=version), daily)
+        closes = read_daily_closes(
+            d.adjusted_daily, columns=d.adjusted_daily_columns, start=start, end=end
+        )
+        raw = as_bars(scan_store(store, start, end, version=version), daily)
         return factors_from_adjusted_daily(raw, closes, cfg.industry.factor_tolerance).collect()
     if daily:
-        return pre_close_factors(store, None, version)
+        return pre_close_factors(store, end, version)
     return None
+
+
+def build_stock_panel_for(
+    cfg: RunConfig,
+    spec,  # features.spec.FeatureSpec
+    dates: Sequence[date],
+    industries: Sequence[str],
+    industry_ret: pl.DataFrame,
+    target: Path,
+    *,
+    manifest: dict | None = None,
+):  # -> StockPanel
+    """The stock panel over `dates` (an industry panel's calendar, or scoring's last weeks)
+    from the run's store, written to `target`."""
+    from rotation_dl.data.industry_build import open_for_build
+    from rotation_dl.data.stock_bars import adjusted_stock_bars
+    from rotation_dl.data.store import scan_store
+    from rotation_dl.features.stock_panel import build_stock_panel
+    from rotation_dl.stages.inputs import ensure_store, read_classification_of
+
+    d, f = cfg.data, cfg.features
+    store = ensure_store(cfg)
+    manifest_, version = open_for_build(store, None, d.store_version)
+    daily = manifest_.frequency == "daily"
+    what = f"model.level={cfg.model.level}"
+    cls = read_classification_of(cfg, what)
+    lookback = spec.volume_window + 1
+    first = dates[0]
+    factors = adjustment_factors(cfg, store, daily, version, first, dates[-1])
+    classified = set(cls["symbol"].to_list())
+    stored = (
+        scan_store(store, first, dates[-1], version=version)
+        .filter(pl.col("date" if daily else "ts").cast(pl.Date) >= first)
+        .select(pl.col("symbol").unique())
+        .collect()
+    )
+    symbols = sorted(s for s in stored["symbol"].to_list() if s in classified)
+
+    def blocks(lo: date, hi: date) -> pl.DataFrame:
+        return adjusted_stock_bars(
+            store,
+            lo,
+            hi,
+            cls,
+            daily=daily,
+            factors=factors,
+            version=version,
+            on_unmapped="drop",
+            source=str(d.classification),
+        )
+
+    log.info("building the stock panel: %d stocks x %d days", len(symbols), len(dates))
+    return build_stock_panel(
+        blocks,
+        industry_ret,
+        dates,
+        industries,
+        symbols,
+        spec,
+        target,
+        lookback_days=lookback,
+        block_days=f.stock_block_days,
+        min_listed_days=f.min_listed_days,
+        storage=f.stock_storage,
+        manifest={**(manifest or {}), "provenance": {"store_version": version}},
+    )
+
+
+def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPanel
+    """The training stock panel over `panel`'s calendar and industries (cached)."""
+    from rotation_dl.data.industry_build import open_for_build
+    from rotation_dl.features.panel import file_hash
+    from rotation_dl.features.stock_panel import load_stock_panel, stock_cache_key
+    from rotation_dl.stages.inputs import ensure_store, layout_of, require_constituents
+
+    d, f = cfg.data, cfg.features
+    require_constituents(cfg, f"model.level={cfg.model.level}")
+    _, version = open_for_build(ensure_store(cfg), None, d.store_version)
+    inputs = {
+        "store_version": version,
+        "industry_bars": panel.source_hash,
+        "classification": file_hash(d.classification),
+        "adjustment": file_hash(d.adjustment) if d.adjustment else None,
+        "adjusted_daily": file_hash(d.adjusted_daily) if d.adjusted_daily else None,
+        "min_listed_days": f.min_listed_days,
+    }
+    key = stock_cache_key(panel.spec, inputs, f.stock_storage)
+    target = layout_of(cfg).panel_cache / f"stock-{key}"
+    if (target / "manifest.json").exists():
+        log.info("stock panel cache hit: %s", target)
+        return load_stock_panel(target)
+    industry_ret = pl.read_parquet(industry_bars, columns=["industry", "ts", "ret"]).rename(
+        {"ret": "ind_ret"}
+    )
+    return build_stock_panel_for(
+        cfg,
+        panel.spec,
+        panel.dates,
+        panel.industries,
+        industry_ret,
+        target,
+        manifest={"inputs": inputs},
+    )
