@@ -481,3 +481,41 @@ def date_of(path: Path):
     from datetime import date
 
     return date.fromisoformat(path.stem.removeprefix("score_")[:10])
+
+
+@pytest.mark.slow
+def test_ddp_two_process_gloo_matches_single_process(shared, tmp_path):
+    """`model=stock` under 2-process DDP on CPU (gloo) gives the single-process panels.
+
+    Batches hold every training date and every stock (max_stocks=null) and the loss is the
+    per-date IC averaged over dates, so each step's gradient is the same mean in both runs (DDP
+    averages the two ranks' halves); tolerance 1e-4 on scores demeaned per date: the IC loss
+    leaves the output bias without a gradient, so Adam moves it by float noise (a shift of
+    every score on a date, invisible to ranks and to the cross-sectional loss)."""
+    common = [*SMALL, *shared, "trainer.batch_dates=256", "model.max_stocks=null", "loss=ic",
+              "trainer.max_epochs=2", "walkforward.max_folds=1", "trainer.patience=10"]  # fmt: skip
+
+    def run(name, *extra):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "rotation_dl.cli", "train", *common, *extra,
+             f"paths.output_dir={out}", f"paths.checkpoints={out / 'ck'}"],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    train(compose_run([*common, f"paths.output_dir={tmp_path / 'warm'}"]))  # build caches once
+    run("single")
+    ddp = run("ddp", "trainer=ddp_cpu")
+    assert ddp.stderr.count("fold 1/1 seed 0") == 2, "two ranks ran"
+    assert ddp.stdout.count("train: ") == 1, "only rank zero reports"
+    for name, key in (("factor_panel", "industry"), ("stock_factor_panel", "symbol")):
+        a, b = (
+            pl.read_parquet(tmp_path / n / f"{name}.parquet").sort("date", key)
+            for n in ("single", "ddp")
+        )
+        assert a.select("date", key).equals(b.select("date", key))
+        a, b = (f.select(pl.col("score") - pl.col("score").mean().over("date")) for f in (a, b))
+        np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-4)
+    assert not list((tmp_path / "ddp").rglob("*.tmp"))

@@ -308,7 +308,7 @@ def load_stock_panel(directory: str | Path, mmap: bool = True) -> StockPanel:
         industries=man["industries"],
         features=tuple(man["features"]),
         spec=FeatureSpec.from_dict(man["spec"]),
-        extra={"manifest": man},
+        extra={"manifest": man, "dir": str(d)},
         **arrays,
     )
 

@@ -281,6 +281,7 @@ def train_walk_forward(
             "stocks": len(sp.symbols),
             "features": list(sp.features),
             "storage": str(sp.x.dtype),
+            "path": sp.extra.get("dir"),
         }
         atomic_write_parquet(result.stock_panel, layout.stock_factor_panel, provenance)
     atomic_write_parquet(result.factor_panel, layout.factor_panel, provenance)
