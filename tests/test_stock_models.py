@@ -133,6 +133,27 @@ def test_rel_ret_is_the_stock_return_minus_its_industry_return(shared, tmp_path)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
+def test_stock_bars_are_resampled_to_the_industry_bar_size(shared, tmp_path):
+    """industry.bar_minutes=60 on a 30-minute store: 4 slots a day; a 60-minute bar's close is
+    its second 30-minute bar's and its high the higher of the two (same previous close)."""
+    sp30, _, _ = _stock_panel(shared, tmp_path / "a")
+    sp60, _, _ = _stock_panel(
+        shared,
+        tmp_path / "b",
+        "industry.bar_minutes=60",
+        f"paths.industry_bars={tmp_path / 'ib60.parquet'}",
+    )
+    assert sp60.x.shape[2] == 4 and sp30.x.shape[2] == 8
+    for name, pick in (("close_rel", lambda x: x[..., 1::2]),
+                       ("high_rel", lambda x: np.maximum(x[..., 0::2], x[..., 1::2]))):  # fmt: skip
+        k = sp30.features.index(name)
+        a = np.asarray(sp60.x[40:60, :, :, k])
+        b = pick(np.asarray(sp30.x[40:60, :, :, k]))
+        both = np.isfinite(a) & np.isfinite(b)
+        assert both.mean() > 0.9
+        np.testing.assert_allclose(a[both], b[both], rtol=1e-6, err_msg=name)
+
+
 def _blocks_from(bars: pl.DataFrame, cls: pl.DataFrame, adj: pl.DataFrame):
     stock = stock_bar_returns(
         map_industries(adjust_bars(add_vwap_gap(bars.lazy()), adj), cls), presorted=False

@@ -14,7 +14,9 @@ import polars as pl
 
 from rotation_dl.data.industry import add_vwap_gap, adjust_bars, map_industries, stock_bar_returns
 from rotation_dl.data.industry_build import as_bars
+from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import scan_store
+from rotation_dl.session import Session
 
 
 def adjusted_stock_bars(
@@ -28,10 +30,20 @@ def adjusted_stock_bars(
     version: int | None = None,
     on_unmapped: Literal["fail", "drop"] = "drop",
     source: str = "classification",
+    bar_minutes: int | None = None,
+    store_minutes: int | None = None,
+    session: Session | None = None,
 ) -> pl.DataFrame:
     """Stock bars of [first, last] adjusted by `factors` (symbol, date, factor; None: as
-    stored), with industry, prev_close, ret and _vwap_gap; sorted by symbol and ts."""
-    bars = add_vwap_gap(as_bars(scan_store(store, first, last, version=version), daily))
+    stored), with industry, prev_close, ret and _vwap_gap; sorted by symbol and ts. Intraday
+    bars are resampled to `bar_minutes` first when it differs from the store's
+    `store_minutes` (as the industry-bar build does)."""
+    bars = as_bars(scan_store(store, first, last, version=version), daily)
+    if not daily and bar_minutes and store_minutes and bar_minutes != store_minutes:
+        if session is None:
+            raise ValueError("resampling stock bars needs the trading session")
+        bars = resample_bars(bars, bar_minutes, session, source_minutes=store_minutes)
+    bars = add_vwap_gap(bars)
     if factors is not None:
         bars = adjust_bars(bars, factors.filter(pl.col("date") <= last).lazy())
     mapped = map_industries(bars, classification, on_unmapped, source=source)

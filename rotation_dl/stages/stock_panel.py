@@ -97,6 +97,9 @@ def build_stock_panel_for(
             version=version,
             on_unmapped="drop",
             source=str(d.classification),
+            bar_minutes=spec.bar_minutes,
+            store_minutes=manifest_.bar_minutes,
+            session=spec.session,
         )
 
     log.info("building the stock panel: %d stocks x %d days", len(symbols), len(dates))
