@@ -144,8 +144,11 @@ def test_stock_bars_are_resampled_to_the_industry_bar_size(shared, tmp_path):
         f"paths.industry_bars={tmp_path / 'ib60.parquet'}",
     )
     assert sp60.x.shape[2] == 4 and sp30.x.shape[2] == 8
-    for name, pick in (("close_rel", lambda x: x[..., 1::2]),
-                       ("high_rel", lambda x: np.maximum(x[..., 0::2], x[..., 1::2]))):  # fmt: skip
+    picks = {
+        "close_rel": lambda x: x[..., 1::2],
+        "high_rel": lambda x: np.maximum(x[..., 0::2], x[..., 1::2]),
+    }
+    for name, pick in picks.items():
         k = sp30.features.index(name)
         a = np.asarray(sp60.x[40:60, :, :, k])
         b = pick(np.asarray(sp30.x[40:60, :, :, k]))
@@ -513,8 +516,16 @@ def test_ddp_two_process_gloo_matches_single_process(shared, tmp_path):
     averages the two ranks' halves); tolerance 1e-4 on scores demeaned per date: the IC loss
     leaves the output bias without a gradient, so Adam moves it by float noise (a shift of
     every score on a date, invisible to ranks and to the cross-sectional loss)."""
-    common = [*SMALL, *shared, "trainer.batch_dates=256", "model.max_stocks=null", "loss=ic",
-              "trainer.max_epochs=2", "walkforward.max_folds=1", "trainer.patience=10"]  # fmt: skip
+    common = [
+        *SMALL,
+        *shared,
+        "trainer.batch_dates=256",
+        "model.max_stocks=null",
+        "loss=ic",
+        "trainer.max_epochs=2",
+        "walkforward.max_folds=1",
+        "trainer.patience=10",
+    ]
 
     def run(name, *extra):
         out = tmp_path / name
@@ -540,3 +551,36 @@ def test_ddp_two_process_gloo_matches_single_process(shared, tmp_path):
         a, b = (f.select(pl.col("score") - pl.col("score").mean().over("date")) for f in (a, b))
         np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), atol=1e-4)
     assert not list((tmp_path / "ddp").rglob("*.tmp"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fits", [True, False])
+def test_on_device_panel_and_streamed_blocks_give_the_cpu_batches(small_market, tmp_path, fits):
+    """CUDA: the panel on the GPU (it fits the budget) or streamed date blocks through pinned
+    memory (it does not) give the CPU batch, and a bf16-autocast step of each model runs."""
+    m, bars = small_market
+    sp, panel = _panel_pair(m, bars, tmp_path, "gpu", block_days=10)
+    fold = walk_forward_folds(
+        len(panel.dates), warmup=8, min_train_days=10, val_days=3, retrain_every=5, gap=3
+    )[0]
+    cpu = StockDataModule(sp, panel, fold, window=4)
+    cpu.setup()
+    budget = 1.0 if fits else 1e-9
+    gpu = StockDataModule(sp, panel, fold, window=4, on_device=True, panel_memory_gb=budget)
+    gpu.setup()
+    assert gpu.in_memory is fits
+    days = torch.arange(8, 20)
+    want = cpu.gather(days)
+    moved = gpu.on_before_batch_transfer(days, 0)
+    moved = {k: v.cuda() for k, v in moved.items()} if isinstance(moved, dict) else moved.cuda()
+    got = gpu.on_after_batch_transfer(moved, 0)
+    assert got["x"].is_cuda
+    for k in want:
+        np.testing.assert_allclose(got[k].cpu().numpy(), want[k].numpy(), atol=1e-6, err_msg=k)
+    for level in ("stock", "pooled"):
+        cfg = GRUConfig(n_features=sp.n_features, hidden=8, layers=1, level=level)
+        net = (StockScorer if level == "stock" else PooledScorer)(cfg, 3).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            s, n = net(got["x"], got["member"], got["valid"], got["weight"])
+        (s.float().mean() + n.float().mean()).backward()
+        assert torch.isfinite(s.float()).all() and torch.isfinite(n.float()).all()

@@ -131,7 +131,13 @@ def score_constituents(cfg, scorer, industry_bars: pl.DataFrame, layout, asof, r
     industry_ret = ib.select("industry", "ts", pl.col("ret").alias("ind_ret"))
     with tempfile.TemporaryDirectory(prefix="rotation_dl-score-") as tmp:
         sp = build_stock_panel_for(
-            cfg, scorer.spec, dates, scorer.industries, industry_ret, Path(tmp) / "panel"
+            cfg,
+            scorer.spec,
+            dates,
+            scorer.industries,
+            industry_ret,
+            Path(tmp) / "panel",
+            block_days=len(dates),  # a few weeks: one read of the store
         )
         result = score_from_stock_panel(
             sp, scorer, asof=asof, rule=rule, current_holdings=holdings

@@ -59,9 +59,11 @@ def build_stock_panel_for(
     target: Path,
     *,
     manifest: dict | None = None,
+    block_days: int | None = None,
 ):  # -> StockPanel
     """The stock panel over `dates` (an industry panel's calendar, or scoring's last weeks)
-    from the run's store, written to `target`."""
+    from the run's store, written to `target`; `block_days` overrides
+    `features.stock_block_days` (scoring reads its few weeks in one block)."""
     from rotation_dl.data.industry_build import open_for_build
     from rotation_dl.data.stock_bars import adjusted_stock_bars
     from rotation_dl.data.store import scan_store
@@ -112,7 +114,7 @@ def build_stock_panel_for(
         spec,
         target,
         lookback_days=lookback,
-        block_days=f.stock_block_days,
+        block_days=block_days or f.stock_block_days,
         min_listed_days=f.min_listed_days,
         storage=f.stock_storage,
         manifest={**(manifest or {}), "provenance": {"store_version": version}},
