@@ -40,7 +40,30 @@ class EpochSeededSampler(Sampler[int]):
         return self.n
 
 
-class PanelDataModule(L.LightningDataModule):
+class DateBatches:
+    """Loaders over the date indices in `self.days[stage]`, `self.batch_dates` per batch,
+    shuffled for training by (seed, epoch) only (shared by the industry and stock modules)."""
+
+    days: dict[str, list[int]]
+    batch_dates: int
+    seed: int
+
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        days = torch.tensor(self.days[stage], dtype=torch.long)
+        sampler = EpochSeededSampler(len(days), self.seed, shuffle)
+        return DataLoader(days, batch_size=self.batch_dates, sampler=sampler, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class PanelDataModule(DateBatches, L.LightningDataModule):
     """Windows of the last `window` days for every industry, one fold at a time.
 
     Batches after transfer are dicts: x [B, N, W, P, F], y [B, N], mask [B, N], day [B].
@@ -92,20 +115,6 @@ class PanelDataModule(L.LightningDataModule):
             "val": [d for d in range(max(first, f.val[0]), f.val[1]) if usable[d]],
             "test": list(range(max(first, f.test[0]), f.test[1])),
         }
-
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
-        days = torch.tensor(self.days[stage], dtype=torch.long)
-        sampler = EpochSeededSampler(len(days), self.seed, shuffle)
-        return DataLoader(days, batch_size=self.batch_dates, sampler=sampler, num_workers=0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     # ---- gathering windows --------------------------------------------------------------
     def gather(self, days: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -70,25 +70,19 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
     # a units mistake shows in any rows: the file's first rows (read alone, the reader stops
     # there) keep the pass cheap; only if none of them traded is the whole file searched
     units = lf.head(UNITS_SAMPLE).filter(traded).select(ratio_of)
-    try:
-        days, symbols, ratio = pl.collect_all(  # one scan, aggregated as it streams
-            [
-                lf.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n")),
-                lf.select(pl.col("symbol").unique()),
-                units,
-            ]
-        )
-    except RotationDLError:
-        raise
-    except Exception as exc:  # a file that scans but cannot be read through
-        raise UnreadableFileError(
-            f"cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", file=file
-        ) from exc
+    days, symbols, ratio = _collect(  # one scan, aggregated as it streams
+        [
+            lf.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n")),
+            lf.select(pl.col("symbol").unique()),
+            units,
+        ],
+        file,
+    )
     if days.height == 0:
         raise EmptyInputError("has no rows", file=file, count=0)
     r = ratio.item() if has_amount else None  # None too when no row has all three
     if has_amount and r is None:
-        r = _collect_item(lf.filter(traded).select(ratio_of), file)
+        r = _collect([lf.filter(traded).select(ratio_of)], file)[0].item()
     return FileProfile(
         path,
         dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
@@ -98,9 +92,10 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
     )
 
 
-def _collect_item(lf: pl.LazyFrame, file: str) -> object:
+def _collect(queries: list[pl.LazyFrame], file: str) -> list[pl.DataFrame]:
+    """Collect queries over one file together; read failures become UnreadableFileError."""
     try:
-        return lf.collect().item()
+        return pl.collect_all(queries)
     except RotationDLError:
         raise
     except Exception as exc:  # a file that scans but cannot be read through

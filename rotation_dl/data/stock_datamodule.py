@@ -17,9 +17,8 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from rotation_dl.data.datamodule import EpochSeededSampler
+from rotation_dl.data.datamodule import DateBatches
 from rotation_dl.data.walkforward import Fold
 from rotation_dl.features.normalize import NormStats
 from rotation_dl.features.panel import Panel
@@ -89,7 +88,7 @@ def sample_stocks(
     return np.sort(chosen)
 
 
-class StockDataModule(L.LightningDataModule):
+class StockDataModule(DateBatches, L.LightningDataModule):
     """Windows of every constituent's last `window` days, one fold at a time.
 
     Batches after transfer are dicts: x [B, S', W, P, F]; stock targets y_stock, m_stock
@@ -159,22 +158,6 @@ class StockDataModule(L.LightningDataModule):
             "val": [d for d in range(max(first, f.val[0]), f.val[1]) if usable[d]],
             "test": list(range(max(first, f.test[0]), f.test[1])),
         }
-
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
-        days = torch.tensor(self.days[stage], dtype=torch.long)
-        sampler = EpochSeededSampler(len(days), self.seed, shuffle)
-        loader = DataLoader(days, batch_size=self.batch_dates, sampler=sampler, num_workers=0)
-        loader.stage = stage  # type: ignore[attr-defined]
-        return loader
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     # ---- gathering windows ----------------------------------------------------------------
     def stocks_for(self, days: torch.Tensor, train: bool) -> torch.Tensor:

@@ -174,6 +174,27 @@ def previous_week_end(dates: Sequence[date], asof: date) -> date | None:
     return max(before) if before else None
 
 
+def scored_days(
+    dates: Sequence[date], asof: date | None, warmup_days: int
+) -> tuple[date, date | None, list[int]]:
+    """(asof, the week before's last day, indices of asof and, when it has the history, that
+    day): asof defaults to the latest complete week's last day; ScoringError when asof is not
+    a trading day or lacks `warmup_days` of history."""
+    asof = asof or latest_complete_week_end(dates)
+    if asof not in dates:
+        raise ScoringError(f"{asof} is not a trading day in the data ({dates[0]}..{dates[-1]})")
+    idx = list(dates).index(asof)
+    need = warmup_days - 1  # index of the first scorable day
+    if idx < need:
+        raise ScoringError(
+            f"{asof}: not enough history: needs {need + 1} trading days up to it, "
+            f"the data has {idx + 1}"
+        )
+    prev = previous_week_end(dates, asof)
+    before = list(dates).index(prev) if prev is not None else -1
+    return asof, prev, [idx] + ([before] if before >= need else [])
+
+
 @dataclass
 class WeeklyScore:
     asof: date
@@ -212,19 +233,8 @@ def score_from_industry_bars(
     panel = build_panel(ib, spec)
     if panel.bars_per_day != spec.bars_per_day:
         raise ScoringError("bars per day of the data differ from the model's feature spec")
-    dates = panel.dates
-    asof = asof or latest_complete_week_end(dates)
-    if asof not in dates:
-        raise ScoringError(f"{asof} is not a trading day in the data ({dates[0]}..{dates[-1]})")
-    idx = dates.index(asof)
-    need = spec.warmup_days(scorer.window) - 1  # index of the first scorable day
-    if idx < need:
-        raise ScoringError(
-            f"{asof}: not enough history: needs {need + 1} trading days up to it, "
-            f"the data has {idx + 1}"
-        )
-    prev = previous_week_end(dates, asof)
-    days = [idx] + ([dates.index(prev)] if prev is not None and dates.index(prev) >= need else [])
+    asof, prev, days = scored_days(panel.dates, asof, spec.warmup_days(scorer.window))
+    idx = days[0]
     order = [panel.industries.index(i) for i in scorer.industries]
     x = panel.windows(days, scorer.window, order)  # [B, N, W, P, F]
     scores = scorer.run(x)
@@ -267,19 +277,7 @@ def score_from_stock_panel(
             f"the model reads stock features {scorer.stock_features}, the panel has "
             f"{list(sp.features)}"
         )
-    dates = sp.dates
-    asof = asof or latest_complete_week_end(dates)
-    if asof not in dates:
-        raise ScoringError(f"{asof} is not a trading day in the data ({dates[0]}..{dates[-1]})")
-    idx = dates.index(asof)
-    need = scorer.spec.warmup_days(scorer.window) - 1
-    if idx < need:
-        raise ScoringError(
-            f"{asof}: not enough history: needs {need + 1} trading days up to it, "
-            f"the data has {idx + 1}"
-        )
-    prev = previous_week_end(dates, asof)
-    days = [idx] + ([dates.index(prev)] if prev is not None and dates.index(prev) >= need else [])
+    asof, prev, days = scored_days(sp.dates, asof, scorer.spec.warmup_days(scorer.window))
     n = len(scorer.industries)
     active, member = np.asarray(sp.active), np.asarray(sp.member)
     amount = np.asarray(sp.amount)
