@@ -94,8 +94,10 @@ def bar_features(
     *,
     volume_window: int,
     session: Session,
+    sort: bool = True,
 ) -> pl.LazyFrame:
-    """Industry bars -> (industry, date, ts, slot, <features>) sorted by industry and time.
+    """Industry bars -> (industry, date, ts, slot, <features>), sorted by industry and time
+    unless `sort=False`.
 
     Args:
         industry_bars: INDUSTRY_BAR_SCHEMA rows (a full industry x bar grid).
@@ -103,6 +105,8 @@ def bar_features(
         features: names from FEATURES, in the order the model sees them.
         volume_window: trailing days for the volume/amount baselines.
         session: trading session (bar slots).
+        sort: sort by (industry, ts) first; False when each key's rows already come in time
+            order (every expression works per key, so only that order matters).
 
     Returns:
         A lazy frame; features are null where undefined (first day, warm-up, inactive bars).
@@ -110,7 +114,9 @@ def bar_features(
     unknown = [f for f in features if f not in FEATURES]
     if unknown:
         raise ConfigError(f"unknown feature(s) {unknown}; choose from {list(FEATURES)}")
-    lf = industry_bars.sort("industry", "ts").with_columns(
+    if sort:
+        industry_bars = industry_bars.sort("industry", "ts")
+    lf = industry_bars.with_columns(
         bar_slot(pl.col("ts"), bar_minutes, session).alias("_slot"),
         pl.col("date").rank("dense").cast(pl.Int64).alias("_day"),  # trading-day index
     )

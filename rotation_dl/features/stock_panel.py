@@ -14,8 +14,10 @@ Arrays over the industry panel's calendar (D days) and the classified stocks (S)
     amount  [D, S]        the day's traded amount (for amount-weighted aggregation)
 
 The build streams the store `block_days` days at a time (each block reads `volume_window + 1`
-days before it for the baselines and previous closes, and keeps only its own days) into
-memory-mapped arrays, so peak memory depends on the block, not on the length of history. The
+days before it for the baselines and previous closes, and keeps only its own days) and appends
+each block's features to the `.npy` file (written, never mapped while building), so peak memory
+depends on the block and the [day, stock] masks, not on the length of history; the result is
+memory-mapped on load. The
 cache directory holds plain `.npy` files and a manifest with the hashes of every input; it is
 written under a temporary name and renamed.
 """
@@ -130,6 +132,7 @@ def block_features(
         base,
         volume_window=spec.volume_window,
         session=spec.session,
+        sort=False,  # each stock's rows come in time order; a string sort costs seconds
     )
     rel = (
         series.select(
@@ -143,6 +146,31 @@ def block_features(
         .join(rel, on=["symbol", "ts"], how="left")
         .select("symbol", "date", "slot", *names)
         .collect()
+    )
+
+
+def industry_returns_of(stock: pl.DataFrame, weighting: str = "equal") -> pl.DataFrame:
+    """(industry, ts, ind_ret): each industry bar's return from its traded constituents' bar
+    returns, the `ret` of industry bars (equal or amount weighted)."""
+    from rotation_dl.data.industry import aggregate_industry_returns
+
+    agg = aggregate_industry_returns(stock.lazy(), weighting)  # type: ignore[arg-type]
+    col = "ret_aw" if weighting == "amount" else "ret_ew"
+    return agg.select("industry", "ts", pl.col(col).alias("ind_ret")).collect()
+
+
+def _day_rows(stock: pl.DataFrame, first: date, symbols: list[str]) -> pl.DataFrame:
+    """(symbol, date, close, traded, amount, industry) per stock-day from `first` on."""
+    return (
+        stock.filter(pl.col("ts").dt.date() >= first)
+        .group_by("symbol", pl.col("ts").dt.date().alias("date"))
+        .agg(
+            pl.col("close").sort_by("ts").last(),
+            (pl.col("volume") > 0).any().alias("traded"),
+            pl.col("amount").sum(),
+            pl.col("industry").last(),
+        )
+        .filter(pl.col("symbol").is_in(symbols))
     )
 
 
@@ -178,7 +206,7 @@ def _stock_labels(
 
 def build_stock_panel(
     stock_blocks,
-    industry_ret: pl.DataFrame,
+    industry_ret: pl.DataFrame | str,
     dates: Sequence[date],
     industries: Sequence[str],
     symbols: Sequence[str],
@@ -197,7 +225,9 @@ def build_stock_panel(
         stock_blocks: callable (first_date, last_date) -> adjusted stock bars of those days as
             a DataFrame (symbol, ts, OHLCV, prev_close, ret, _vwap_gap, industry), sorted by
             symbol and ts.
-        industry_ret: (industry, ts, ind_ret) every industry bar's return.
+        industry_ret: (industry, ts, ind_ret) every industry bar's return, or the weighting
+            (`equal`, `amount`) to compute it from each block's stock bars as the industry-bar
+            build does (scoring: no industry bars needed).
         dates, industries, symbols: the panel's axes (dates: the industry panel's calendar).
         lookback_days: days each block reads before its first (baselines, previous closes).
         min_listed_days: days since a stock's first bar before it counts as active (default:
@@ -218,48 +248,45 @@ def build_stock_panel(
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir(parents=True)
     try:
-        x = np.lib.format.open_memmap(tmp / "x.npy", "w+", STORAGE[storage], (D, S, P, F))
-        x[:] = np.nan
         close = np.full((D, S), np.nan)
         traded = np.zeros((D, S), dtype=bool)
         member = np.full((D, S), -1, dtype=np.int16)
         amount = np.zeros((D, S), dtype=np.float32)
-        for lo, hi in _date_blocks(D, block_days):
-            first = dates[max(0, lo - lookback_days)]
-            stock = stock_blocks(first, dates[hi - 1])
-            if stock.is_empty():
-                continue
-            feats = block_features(stock, industry_ret, spec, names).filter(
-                pl.col("date") >= dates[lo]
-            )
-            feats = feats.filter(pl.col("symbol").is_in(list(symbols)))
-            di = feats["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64).to_numpy()
-            si = feats["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
-            keep = di >= 0
-            vals = feats.select(names).to_numpy().astype(np.float32)
-            x[di[keep], si[keep], feats["slot"].to_numpy()[keep]] = vals[keep]
-            day = (
-                stock.filter(pl.col("ts").dt.date() >= dates[lo])
-                .group_by("symbol", pl.col("ts").dt.date().alias("date"))
-                .agg(
-                    pl.col("close").sort_by("ts").last(),
-                    (pl.col("volume") > 0).any().alias("traded"),
-                    pl.col("amount").sum(),
-                    pl.col("industry").last(),
-                )
-                .filter(pl.col("symbol").is_in(list(symbols)))
-            )
-            di = day["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64).to_numpy()
-            si = day["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
-            ok = di >= 0
-            di, si = di[ok], si[ok]
-            close[di, si] = day["close"].to_numpy()[ok]
-            traded[di, si] = day["traded"].to_numpy()[ok]
-            amount[di, si] = day["amount"].to_numpy()[ok]
-            ind = day["industry"].replace_strict(n_idx, default=-1, return_dtype=pl.Int64)
-            member[di, si] = ind.to_numpy()[ok]
-        x.flush()
-        del x
+        dtype = np.dtype(STORAGE[storage])
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                  "shape": (D, S, P, F)}  # fmt: skip
+        with open(tmp / "x.npy", "wb") as fh:  # blocks are consecutive days: appended in order
+            np.lib.format.write_array_header_1_0(fh, header)
+            for lo, hi in _date_blocks(D, block_days):
+                block = np.full((hi - lo, S, P, F), np.nan, dtype=dtype)
+                stock = stock_blocks(dates[max(0, lo - lookback_days)], dates[hi - 1])
+                if not stock.is_empty():
+                    ind_ret = (
+                        industry_ret
+                        if isinstance(industry_ret, pl.DataFrame)
+                        else industry_returns_of(stock, industry_ret)
+                    )
+                    feats = block_features(stock, ind_ret, spec, names).filter(
+                        (pl.col("date") >= dates[lo]) & pl.col("symbol").is_in(list(symbols))
+                    )
+                    di = feats["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64)
+                    di = di.to_numpy()
+                    si = feats["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
+                    keep = di >= 0
+                    vals = feats.select(names).to_numpy().astype(np.float32)
+                    block[di[keep] - lo, si[keep], feats["slot"].to_numpy()[keep]] = vals[keep]
+                    day = _day_rows(stock, dates[lo], list(symbols))
+                    di = day["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64)
+                    di = di.to_numpy()
+                    si = day["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
+                    ok = di >= 0
+                    di, si = di[ok], si[ok]
+                    close[di, si] = day["close"].to_numpy()[ok]
+                    traded[di, si] = day["traded"].to_numpy()[ok]
+                    amount[di, si] = day["amount"].to_numpy()[ok]
+                    ind = day["industry"].replace_strict(n_idx, default=-1, return_dtype=pl.Int64)
+                    member[di, si] = ind.to_numpy()[ok]
+                fh.write(block.tobytes())  # written, not mapped: memory stays one block
         seen = np.where(np.isfinite(close).any(axis=0), np.isfinite(close).argmax(axis=0), D)
         listed_since = np.where(seen == 0, -(10**6), seen)  # on the first date: long listed
         min_days = spec.volume_window if min_listed_days is None else min_listed_days

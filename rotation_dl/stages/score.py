@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from rotation_dl.config import RunConfig
@@ -73,24 +74,28 @@ def score(cfg: RunConfig) -> ScoreResult:
     scorer = OnnxScorer(models, prefer=s.providers)
     store = ensure_store(cfg)
     asof = date.fromisoformat(str(s.asof)) if s.asof else None
-    start, end = score_range(store, asof, s.lookback_days, cfg.data.store_version)
+    if scorer.level != "industry":  # what its windows and volume baselines need, no more
+        lookback = scorer.window + scorer.spec.volume_window + 6
+    else:
+        lookback = s.lookback_days
+    start, end = score_range(store, asof, lookback, cfg.data.store_version)
     cfg_for_model = cfg
     if scorer.spec.session != cfg.trading_session():  # the model's own session decides
         from dataclasses import replace
 
         session = tuple(map(tuple, scorer.spec.session.to_strings()))
         cfg_for_model = replace(cfg, market=replace(cfg.market, session=session))
-    ib = build_for(
-        cfg_for_model,
-        None,
-        bar_minutes=scorer.spec.bar_minutes or None,
-        start=start,
-        end=end,
-        chunk_partitions=10_000,  # a few weeks of bars: one pass
-    )
     holdings = read_holdings(s.holdings) if s.holdings else None
     rule = cfg.portfolio.rule(len(scorer.industries))
     if scorer.level == "industry":
+        ib = build_for(
+            cfg_for_model,
+            None,
+            bar_minutes=scorer.spec.bar_minutes or None,
+            start=start,
+            end=end,
+            chunk_partitions=10_000,  # a few weeks of bars: one pass
+        )
         result = score_from_industry_bars(
             ib.frame,
             scorer,
@@ -100,7 +105,7 @@ def score(cfg: RunConfig) -> ScoreResult:
             bar_minutes=ib.bar_minutes,
         )
     else:
-        result = score_constituents(cfg_for_model, scorer, ib.frame, layout, asof, rule, holdings)
+        result = score_constituents(cfg_for_model, scorer, store, start, end, asof, rule, holdings)
     payload = write_score(
         result,
         layout.score_file(result.asof),
@@ -111,36 +116,49 @@ def score(cfg: RunConfig) -> ScoreResult:
     return ScoreResult(result, payload, models, layout.score_dir)
 
 
-def score_constituents(cfg, scorer, industry_bars: pl.DataFrame, layout, asof, rule, holdings):
-    """A constituent model: the last weeks' stock panel (built in a temporary folder, removed
-    afterwards) -> every stock's window -> stock and industry scores."""
+def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holdings):
+    """A constituent model: the stock panel of [start, end] (built in a temporary folder,
+    removed afterwards; industry returns from the same stock bars, no industry-bar build) ->
+    every stock's window -> stock and industry scores."""
     import tempfile
 
     from rotation_dl.errors import ScoringError
     from rotation_dl.export.scoring import score_from_stock_panel
     from rotation_dl.stages.stock_panel import build_stock_panel_for
 
-    ib = industry_bars.filter(pl.col("industry").is_in(scorer.industries))
-    missing = sorted(set(scorer.industries) - set(ib["industry"].unique().to_list()))
-    if missing:
-        raise ScoringError(
-            f"{len(missing)} industr{'y' if len(missing) == 1 else 'ies'} the model was trained "
-            f"on are missing from the data: {missing[:5]}"
-        )
-    dates = sorted(ib["date"].unique().to_list())
-    industry_ret = ib.select("industry", "ts", pl.col("ret").alias("ind_ret"))
+    days = scan_trading_days(store, start, end, cfg.data.store_version)
+    if not days:
+        raise ScoringError(f"{store}: no bars between {start} and {end}")
     with tempfile.TemporaryDirectory(prefix="rotation_dl-score-") as tmp:
         sp = build_stock_panel_for(
             cfg,
             scorer.spec,
-            dates,
+            days,
             scorer.industries,
-            industry_ret,
+            cfg.industry.weighting,
             Path(tmp) / "panel",
-            block_days=len(dates),  # a few weeks: one read of the store
+            block_days=len(days),  # a few weeks: one read of the store
         )
+        present = set(np.unique(np.asarray(sp.member)[np.asarray(sp.member) >= 0]).tolist())
+        missing = [ind for k, ind in enumerate(scorer.industries) if k not in present]
+        if missing:
+            raise ScoringError(
+                f"{len(missing)} industr{'y' if len(missing) == 1 else 'ies'} the model was "
+                f"trained on have no stocks in the data: {missing[:5]}"
+            )
         result = score_from_stock_panel(
             sp, scorer, asof=asof, rule=rule, current_holdings=holdings
         )
         del sp  # the memory-mapped arrays close before their folder goes
         return result
+
+
+def scan_trading_days(store: Path, start, end, version: int | None) -> list:
+    """The distinct trading days with bars in [start, end] (end None: to the last)."""
+    from rotation_dl.data.store import read_manifest, scan_store
+
+    daily = read_manifest(store).frequency == "daily"
+    day = pl.col("date") if daily else pl.col("ts").dt.date()
+    rows = scan_store(store, start, end, version=version).select(day.unique().alias("d"))
+    found = rows.collect()["d"].to_list()
+    return sorted(d for d in found if d >= start and (end is None or d <= end))

@@ -55,7 +55,7 @@ def build_stock_panel_for(
     spec,  # features.spec.FeatureSpec
     dates: Sequence[date],
     industries: Sequence[str],
-    industry_ret: pl.DataFrame,
+    industry_ret: pl.DataFrame | str,
     target: Path,
     *,
     manifest: dict | None = None,
