@@ -95,6 +95,7 @@ def bar_features(
     volume_window: int,
     session: Session,
     sort: bool = True,
+    keep: Sequence[str] = (),
 ) -> pl.LazyFrame:
     """Industry bars -> (industry, date, ts, slot, <features>), sorted by industry and time
     unless `sort=False`.
@@ -107,6 +108,7 @@ def bar_features(
         session: trading session (bar slots).
         sort: sort by (industry, ts) first; False when each key's rows already come in time
             order (every expression works per key, so only that order matters).
+        keep: input columns passed through after the features (e.g. precomputed ones).
 
     Returns:
         A lazy frame; features are null where undefined (first day, warm-up, inactive bars).
@@ -136,6 +138,7 @@ def bar_features(
         "ts",
         pl.col("_slot").alias("slot"),
         *[FEATURES[f].expr(volume_window).cast(pl.Float64).alias(f) for f in features],
+        *keep,
     )
 
 

@@ -124,7 +124,12 @@ def block_features(
 ) -> pl.DataFrame:
     """One block of adjusted stock bars (symbol, ts, OHLCV, ret, _vwap_gap, industry) ->
     (symbol, date, slot, <names>); `industry_ret` is (industry, ts, ind_ret)."""
-    series = stock_bars_as_series(stock.lazy())
+    ind = industry_ret.lazy().rename({"industry": "_industry"})
+    series = (
+        stock_bars_as_series(stock.lazy())
+        .join(ind, on=["_industry", "ts"], how="left", maintain_order="left")
+        .with_columns((pl.col("ret") - pl.col("ind_ret")).alias(RELATIVE))
+    )
     base = [n for n in names if n != RELATIVE]
     feats = bar_features(
         series,
@@ -133,20 +138,9 @@ def block_features(
         volume_window=spec.volume_window,
         session=spec.session,
         sort=False,  # each stock's rows come in time order; a string sort costs seconds
+        keep=[RELATIVE] if RELATIVE in names else [],
     )
-    rel = (
-        series.select(
-            pl.col("industry").alias("symbol"), "ts", pl.col("_industry").alias("ind"), "ret"
-        )
-        .join(industry_ret.lazy().rename({"industry": "ind"}), on=["ind", "ts"], how="left")
-        .select("symbol", "ts", (pl.col("ret") - pl.col("ind_ret")).alias(RELATIVE))
-    )
-    return (
-        feats.rename({"industry": "symbol"})
-        .join(rel, on=["symbol", "ts"], how="left")
-        .select("symbol", "date", "slot", *names)
-        .collect()
-    )
+    return feats.rename({"industry": "symbol"}).select("symbol", "date", "slot", *names).collect()
 
 
 def industry_returns_of(stock: pl.DataFrame, weighting: str = "equal") -> pl.DataFrame:
@@ -172,6 +166,14 @@ def _day_rows(stock: pl.DataFrame, first: date, symbols: list[str]) -> pl.DataFr
         )
         .filter(pl.col("symbol").is_in(symbols))
     )
+
+
+def _positions(days: pl.Series, calendar: np.ndarray) -> np.ndarray:
+    """Index of each date in the sorted `calendar` (-1 where it is not in it)."""
+    values = days.to_numpy().astype("datetime64[D]")
+    pos = np.searchsorted(calendar, values)
+    pos = np.minimum(pos, len(calendar) - 1)
+    return np.where(calendar[pos] == values, pos, -1)
 
 
 def _date_blocks(n: int, block_days: int) -> list[tuple[int, int]]:
@@ -241,8 +243,8 @@ def build_stock_panel(
     D, S, P, F = len(dates), len(symbols), spec.bars_per_day, len(names)
     if D == 0 or S == 0:
         raise DataError("no stocks or dates to build a stock panel from", file="store", count=0)
-    d_idx = {d: i for i, d in enumerate(dates)}
-    s_idx = {s: i for i, s in enumerate(symbols)}
+    day_array = np.asarray(dates, dtype="datetime64[D]")
+    symbol_enum = pl.Enum(list(symbols))  # symbol -> its index by one hashed cast
     n_idx = {n: i for i, n in enumerate(industries)}
     target = Path(out_dir)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -269,16 +271,14 @@ def build_stock_panel(
                     feats = block_features(stock, ind_ret, spec, names).filter(
                         (pl.col("date") >= dates[lo]) & pl.col("symbol").is_in(list(symbols))
                     )
-                    di = feats["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64)
-                    di = di.to_numpy()
-                    si = feats["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
+                    di = _positions(feats["date"], day_array)
+                    si = feats["symbol"].cast(symbol_enum).to_physical().to_numpy()
                     keep = di >= 0
                     vals = feats.select(names).to_numpy().astype(np.float32)
                     block[di[keep] - lo, si[keep], feats["slot"].to_numpy()[keep]] = vals[keep]
                     day = _day_rows(stock, dates[lo], list(symbols))
-                    di = day["date"].replace_strict(d_idx, default=-1, return_dtype=pl.Int64)
-                    di = di.to_numpy()
-                    si = day["symbol"].replace_strict(s_idx, return_dtype=pl.Int64).to_numpy()
+                    di = _positions(day["date"], day_array)
+                    si = day["symbol"].cast(symbol_enum).to_physical().to_numpy()
                     ok = di >= 0
                     di, si = di[ok], si[ok]
                     close[di, si] = day["close"].to_numpy()[ok]
