@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_train.py
 	$(PY) scripts/bench_eval.py
 	$(PY) scripts/bench_infer.py
+	$(PY) scripts/bench_stock.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check rotation_dl tests scripts
