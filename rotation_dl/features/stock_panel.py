@@ -17,9 +17,8 @@ The build streams the store `block_days` days at a time (each block reads `volum
 days before it for the baselines and previous closes, and keeps only its own days) and appends
 each block's features to the `.npy` file (written, never mapped while building), so peak memory
 depends on the block and the [day, stock] masks, not on the length of history; the result is
-memory-mapped on load. The
-cache directory holds plain `.npy` files and a manifest with the hashes of every input; it is
-written under a temporary name and renamed.
+memory-mapped on load. The cache directory holds plain `.npy` files and a manifest with the
+hashes of every input; it is written under a temporary name and renamed.
 """
 
 from __future__ import annotations
