@@ -29,6 +29,38 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_dir_for(target: Path) -> Path:
+    """A fresh temporary folder name beside `target`, carrying this process's pid so that
+    `remove_stale_temp_dirs` can tell a dead run's leftovers from a live one's."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def remove_stale_temp_dirs(target: Path) -> list[Path]:
+    """Remove the `temp_dir_for` folders beside `target` (of any name: a changed input gives
+    a new one) whose process died, i.e. the leftovers of killed builds."""
+    import re
+    import shutil
+
+    removed = []
+    for d in target.parent.glob(".*.tmp"):
+        m = re.fullmatch(r"\..+\.(\d+)-[0-9a-f]{8}\.tmp", d.name)
+        if m and d.is_dir() and not process_alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 PROVENANCE_KEY = "rotation_dl.provenance"  # parquet key-value metadata: what a file was built from
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.backtest.ic import ic_series, summarize_ic
+from rotation_dl.export.scoring import aggregate_stock_scores
 from rotation_dl.features.bars import daily_closes
 from rotation_dl.features.labels import forward_excess_rank
 from rotation_dl.features.stock_panel import load_stock_panel
@@ -31,22 +32,21 @@ from rotation_dl.features.stock_panel import load_stock_panel
 RULES = ("mean", "zmean", "amount_weighted", "median")
 
 
-def aggregate(scores: pl.DataFrame, how: str) -> pl.DataFrame:
-    """(date, symbol, industry, amount, score) of valid stocks -> (date, industry, score):
-    the same rules as models.constituents.aggregate_scores."""
-    s = pl.col("score")
-    if how == "zmean":
-        scores = scores.with_columns(
-            ((s - s.mean().over("date")) / s.std(ddof=0).over("date").clip(1e-6)).alias("score")
+def aggregate(scores: pl.DataFrame, how: str, industries: list[str]) -> pl.DataFrame:
+    """(date, symbol, industry, amount, score) of valid stocks -> (date, industry, score),
+    date by date with the scorer's rule (`export.scoring.aggregate_stock_scores`)."""
+    frames = []
+    for (day,), f in scores.partition_by("date", as_dict=True).items():
+        member = f["industry"].cast(pl.Enum(industries)).to_physical().to_numpy()
+        ind, counts = aggregate_stock_scores(
+            f["score"].to_numpy(), member, len(industries), how, f["amount"].to_numpy()
         )
-    if how == "median":
-        agg = s.median()
-    elif how == "amount_weighted":
-        w = pl.col("amount").clip(0)
-        agg = pl.when(w.sum() > 0).then((s * w).sum() / w.sum()).otherwise(s.mean())
-    else:
-        agg = s.mean()
-    return scores.group_by("date", "industry").agg(agg.alias("score"))
+        frames.append(
+            pl.DataFrame({"industry": industries, "score": ind, "n": counts})
+            .filter(pl.col("n") > 0)
+            .select(pl.lit(day).alias("date"), "industry", "score")
+        )
+    return pl.concat(frames)
 
 
 def stock_seed_scores(checkpoints: Path, panel_dir: Path) -> pl.DataFrame:
@@ -124,11 +124,12 @@ def main() -> None:
     metrics = json.loads((stock_run / "train_metrics.json").read_text())
     panel_dir = args.stock_panel or metrics["stock_panel"]["path"]
     scores = stock_seed_scores(Path(args.stock_checkpoints), Path(panel_dir))
+    industries = load_stock_panel(panel_dir).industries
     dates = pl.read_parquet(stock_run / "factor_panel.parquet")["date"].unique().implode()
     rows = {}
     for how in RULES:
         per_seed = {
-            int(k): aggregate(f.drop("seed"), how)
+            int(k): aggregate(f.drop("seed"), how, industries)
             for (k,), f in scores.partition_by("seed", as_dict=True).items()
         }
         rows[f"stock ({how})"] = summary(per_seed, labels, dates, h)

@@ -584,3 +584,32 @@ def test_on_device_panel_and_streamed_blocks_give_the_cpu_batches(small_market, 
             s, n = net(got["x"], got["member"], got["valid"], got["weight"])
         (s.float().mean() + n.float().mean()).backward()
         assert torch.isfinite(s.float()).all() and torch.isfinite(n.float()).all()
+
+
+def test_damaged_stock_panel_cache_is_rebuilt_and_concurrent_builds_keep_one(shared, tmp_path):
+    """A truncated cached array is rebuilt (not a traceback), to the same numbers; a build
+    that finishes after another of the same key keeps the first one's folder; a killed
+    build's temporary folder is removed by the next build."""
+    from rotation_dl.features.stock_panel import CorruptPanelError, load_stock_panel
+
+    sp, panel, cfg = _stock_panel(shared, tmp_path)
+    before = np.array(sp.x)
+    folder = Path(sp.extra["dir"])
+    (folder / "x.npy").write_bytes((folder / "x.npy").read_bytes()[:5000])
+    with pytest.raises(CorruptPanelError, match="x.npy"):
+        load_stock_panel(folder)
+    again, _, _ = _stock_panel(shared, tmp_path)
+    np.testing.assert_array_equal(np.asarray(again.x), before)
+    inode = (folder / "manifest.json").stat().st_ino
+    killed = folder.parent / ".stock-0000.999999999-abcdef12.tmp"  # a dead build's leftovers
+    (killed / "x.npy").parent.mkdir()
+    (killed / "x.npy").write_bytes(b"partial")
+    from rotation_dl.stages.stock_panel import build_stock_panel_for
+
+    ind_ret = pl.read_parquet(cfg.paths.industry_bars, columns=["industry", "ts", "ret"])
+    late = build_stock_panel_for(
+        cfg, panel.spec, panel.dates, panel.industries, ind_ret.rename({"ret": "ind_ret"}), folder
+    )
+    assert (folder / "manifest.json").stat().st_ino == inode  # the first build was kept
+    np.testing.assert_array_equal(np.asarray(late.x), before)
+    assert not [p for p in folder.parent.iterdir() if p.name.endswith(".tmp")]  # removed

@@ -39,7 +39,12 @@ from typing import Literal
 
 import polars as pl
 
-from rotation_dl.artifacts import COMPRESSION, atomic_write_bytes, atomic_write_parquet
+from rotation_dl.artifacts import (
+    COMPRESSION,
+    atomic_write_bytes,
+    atomic_write_parquet,
+    process_alive,
+)
 from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError, StoreLockedError
 
 __all__ = ["atomic_write_bytes", "atomic_write_parquet"]  # re-exported for existing callers
@@ -281,22 +286,12 @@ def staging_dir(root: Path) -> Path:
     return Path(root) / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_staging(root: Path) -> list[Path]:
     """Remove staging folders of ingests that died (their pid is gone); returns them."""
     removed = []
     for d in Path(root).glob(".staging-*"):
         pid = d.name.split("-")[1]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not process_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return removed

@@ -38,6 +38,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rotation_dl.artifacts import (
+    atomic_write_bytes,
+    atomic_write_parquet,
+    remove_stale_temp_dirs,
+    temp_dir_for,
+)
 from rotation_dl.errors import ConfigError
 from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import A_SHARE, Session
@@ -421,14 +427,40 @@ def write_sample_market(
     """
     cfg = cfg or SampleConfig()
     out = Path(out_dir)
-    bars_dir = out / "bars"
-    bars_dir.mkdir(parents=True, exist_ok=True)
-    for day, bars in iter_sample_days(cfg, session):
-        bars.write_parquet(bars_dir / f"{day:%Y%m%d}.parquet")
+    out.mkdir(parents=True, exist_ok=True)
     tables = _tables(cfg)
-    paths = {"bars": bars_dir, "classification": out / "classification.csv"}
-    tables["classification"].write_csv(paths["classification"])
+    paths = {"bars": out / "bars", "classification": out / "classification.csv"}
+    atomic_write_bytes(paths["classification"], tables["classification"].write_csv().encode())
     for name in [n for n in tables if n != "classification"]:
         paths[name] = out / f"{name}.parquet"
-        tables[name].write_parquet(paths[name])
+        atomic_write_parquet(tables[name], paths[name])
+    publish_dir(out, "bars", lambda tmp: _write_day_files(tmp, cfg, session))
     return paths
+
+
+def _write_day_files(folder: Path, cfg: SampleConfig, session: Session) -> None:
+    for day, bars in iter_sample_days(cfg, session):
+        bars.write_parquet(folder / f"{day:%Y%m%d}.parquet")
+
+
+def publish_dir(parent: Path, name: str, fill) -> Path:
+    """Fill a temporary folder and rename it to `parent/name` in one step: readers see no
+    folder or a complete one (the side tables are written before it). When a concurrent writer
+    published first, its folder is kept (it holds the same files) and ours is dropped."""
+    import os
+    import shutil
+
+    target = parent / name
+    remove_stale_temp_dirs(target)
+    tmp = temp_dir_for(target)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rotation_dl.data.synthetic import SampleConfig, garch_returns, latent_flow, sample_days
+from rotation_dl.artifacts import atomic_write_parquet
+from rotation_dl.data.synthetic import (
+    SampleConfig,
+    garch_returns,
+    latent_flow,
+    publish_dir,
+    sample_days,
+)
 from rotation_dl.errors import ConfigError
 from rotation_dl.schema import BAR_SCHEMA
 
@@ -112,8 +119,8 @@ def write_series_market(out_dir: str | Path, cfg: SampleConfig) -> dict[str, Pat
     """Write the series market as a raw feed: `bars/series.parquet` and `signal.parquet`."""
     market = make_series_market(cfg)
     out = Path(out_dir)
-    (out / "bars").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     paths = {"bars": out / "bars", "signal": out / "signal.parquet"}
-    market.bars.write_parquet(paths["bars"] / "series.parquet")
-    market.signal.write_parquet(paths["signal"])
+    atomic_write_parquet(market.signal, paths["signal"])
+    publish_dir(out, "bars", lambda tmp: market.bars.write_parquet(tmp / "series.parquet"))
     return paths

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from rotation_dl.artifacts import read_provenance
+from rotation_dl.artifacts import read_provenance, remove_stale_temp_dirs, temp_dir_for
 from rotation_dl.errors import ConfigError, DataError
 from rotation_dl.features.bars import bar_features, daily_closes
 from rotation_dl.features.labels import forward_excess_rank
@@ -172,8 +171,11 @@ def _manifest(panel: Panel, source_hash: str) -> dict:
 def save_panel(panel: Panel, directory: str | Path, source_hash: str = "") -> Path:
     """Write the panel as .npy arrays + manifest.json, atomically (temp dir + rename)."""
     target = Path(directory)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_dirs(target):  # left by a build that was killed
+        log.info("removed %s, the temporary folder of an interrupted build", stale)
+    tmp = temp_dir_for(target)
+    tmp.mkdir()
     try:
         for name in ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(panel, name), allow_pickle=False)

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rotation_dl.artifacts import remove_stale_temp_dirs, temp_dir_for
 from rotation_dl.errors import ConfigError, DataError
 from rotation_dl.features.bars import bar_features
 from rotation_dl.features.labels import rank_normalise
@@ -246,8 +246,11 @@ def build_stock_panel(
     symbol_enum = pl.Enum(list(symbols))  # symbol -> its index by one hashed cast
     n_idx = {n: i for i, n in enumerate(industries)}
     target = Path(out_dir)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temp_dirs(target):  # left by a build that was killed
+        log.info("removed %s, the temporary folder of an interrupted build", stale)
+    tmp = temp_dir_for(target)
+    tmp.mkdir()
     try:
         close = np.full((D, S), np.nan)
         traded = np.zeros((D, S), dtype=bool)
@@ -312,22 +315,40 @@ def build_stock_panel(
             "shape": [D, S, P, F],
         }
         (tmp / "manifest.json").write_text(json.dumps(man, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)  # a folder: refused when the target exists
+        except OSError:
+            if not (target / "manifest.json").exists():
+                raise
+            # a concurrent build of the same key finished first: its panel is this one (same
+            # key, same inputs); keep it rather than pull it from under its readers
+            log.info("stock panel %s was built concurrently; using that one", target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return load_stock_panel(target)
 
 
+class CorruptPanelError(ValueError):
+    """A cached stock panel that cannot be read as its manifest describes it."""
+
+
 def load_stock_panel(directory: str | Path, mmap: bool = True) -> StockPanel:
-    """Load a saved stock panel; arrays are memory-mapped read-only when `mmap`."""
+    """Load a saved stock panel; arrays are memory-mapped read-only when `mmap`. Raises
+    CorruptPanelError when a file is missing, truncated or of the wrong shape."""
     d = Path(directory)
-    man = json.loads((d / "manifest.json").read_text())
-    arrays = {
-        n: np.load(d / f"{n}.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-        for n in STOCK_ARRAYS
-    }
+    path = d / "manifest.json"
+    try:
+        man = json.loads(path.read_text())
+        shape = tuple(man["shape"])
+        arrays = {}
+        for n in STOCK_ARRAYS:
+            path = d / f"{n}.npy"
+            arrays[n] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
+        raise CorruptPanelError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    wrong = [n for n, a in arrays.items() if a.shape != (shape if n == "x" else shape[:2])]
+    if wrong:
+        raise CorruptPanelError(f"{d}: {wrong} do not have the manifest's shape {shape}")
     return StockPanel(
         dates=[date.fromisoformat(s) for s in man["dates"]],
         symbols=man["symbols"],

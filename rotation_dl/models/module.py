@@ -33,10 +33,15 @@ class RotationModule(L.LightningModule):
         meta: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.net = build_net(GRUConfig(**net))
+        self.save_hyperparameters(logger=False)  # a subclass's own init arguments too
+        self.cfg = GRUConfig(**net)
+        self.net = self.build_network(self.cfg)
         self.loss_fn = make_loss(LossConfig(**(loss or {})))
         self._forward = torch.compile(self.net) if compile else self.net
+
+    def build_network(self, cfg: GRUConfig) -> torch.nn.Module:
+        """The network the module trains (industry-level GRU here)."""
+        return build_net(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)
@@ -125,27 +130,12 @@ class ConstituentModule(RotationModule):
         meta: dict[str, Any] | None = None,
         n_industries: int = 1,
     ) -> None:
-        L.LightningModule.__init__(self)
-        self.save_hyperparameters(
-            {
-                "net": net,
-                "loss": loss,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "scheduler": scheduler,
-                "epoch_seed": epoch_seed,
-                "compile": compile,
-                "meta": meta,
-                "n_industries": n_industries,
-            },
-            logger=False,
-        )
+        super().__init__(net, loss, lr, weight_decay, scheduler, epoch_seed, compile, meta)
+
+    def build_network(self, cfg: GRUConfig) -> torch.nn.Module:
         from rotation_dl.models.constituents import build_constituent_net
 
-        self.cfg = GRUConfig(**net)
-        self.net = build_constituent_net(self.cfg, n_industries)
-        self.loss_fn = make_loss(LossConfig(**(loss or {})))
-        self._forward = torch.compile(self.net) if compile else self.net
+        return build_constituent_net(cfg, int(self.hparams.n_industries))
 
     def forward(self, x, member, valid, weight):  # type: ignore[override]
         return self._forward(x, member, valid, weight)

@@ -181,6 +181,11 @@ def train_fold(
             pl.read_parquet(stock_file) if constituent and stock_file.exists() else None,
         )
     L.seed_everything(seed, workers=True, verbose=False)
+    common = {
+        "seed": seed,
+        "on_device": tc.on_device,
+        "shuffle_labels": tc.shuffle_labels,
+    }
     if constituent:
         from rotation_dl.data.stock_datamodule import StockDataModule
 
@@ -192,24 +197,14 @@ def train_fold(
             fold,
             window,
             tc.batch_dates,
-            seed=seed,
-            on_device=tc.on_device,
-            shuffle_labels=tc.shuffle_labels,
+            **common,
             max_stocks=net.max_stocks,
             max_constituents=net.max_constituents,
             panel_memory_gb=tc.panel_memory_gb,
             stock_targets=net.level == "stock",
         )
     else:
-        dm = PanelDataModule(
-            panel,
-            fold,
-            window,
-            tc.batch_dates,
-            seed=seed,
-            on_device=tc.on_device,
-            shuffle_labels=tc.shuffle_labels,
-        )
+        dm = PanelDataModule(panel, fold, window, tc.batch_dates, **common)
     dm.setup()
     assert dm.norm is not None
     module_meta = {

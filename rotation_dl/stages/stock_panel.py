@@ -9,6 +9,7 @@ hashes), so a changed input never reuses a stale panel.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -125,7 +126,11 @@ def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPane
     """The training stock panel over `panel`'s calendar and industries (cached)."""
     from rotation_dl.data.industry_build import open_for_build
     from rotation_dl.features.panel import file_hash
-    from rotation_dl.features.stock_panel import load_stock_panel, stock_cache_key
+    from rotation_dl.features.stock_panel import (
+        CorruptPanelError,
+        load_stock_panel,
+        stock_cache_key,
+    )
     from rotation_dl.stages.inputs import ensure_store, layout_of, require_constituents
 
     d, f = cfg.data, cfg.features
@@ -142,8 +147,13 @@ def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPane
     key = stock_cache_key(panel.spec, inputs, f.stock_storage)
     target = layout_of(cfg).panel_cache / f"stock-{key}"
     if (target / "manifest.json").exists():
-        log.info("stock panel cache hit: %s", target)
-        return load_stock_panel(target)
+        try:
+            panel_ = load_stock_panel(target)
+            log.info("stock panel cache hit: %s", target)
+            return panel_
+        except CorruptPanelError as exc:  # a damaged cache is rebuilt, never trusted
+            log.warning("stock panel cache unreadable, rebuilding it (%s)", exc)
+            shutil.rmtree(target, ignore_errors=True)
     industry_ret = pl.read_parquet(industry_bars, columns=["industry", "ts", "ret"]).rename(
         {"ret": "ind_ret"}
     )

@@ -267,15 +267,16 @@ def train_walk_forward(
     }
     provenance = {**panel.extra.get("provenance", {}), "data_hash": panel.source_hash}
     if sp is not None and result.stock_panel is not None:
+        stock_labels = sp.labels_frame()
         stock_ic = ic_series(
             result.stock_panel.filter(pl.col("active")),
-            sp.labels_frame(),
+            stock_labels,
             key="symbol",
             return_col="label",
         )
         metrics["oos_stock_rank_ic"] = summarize_ic(stock_ic["rank_ic"], spec.horizon).to_dict()
         metrics["seed_oos_stock_rank_ic"] = seed_rank_ics(
-            result.stock_seed_scores, sp.labels_frame(), key="symbol", return_col="label"
+            result.stock_seed_scores, stock_labels, key="symbol", return_col="label"
         )
         metrics["stock_panel"] = {
             "stocks": len(sp.symbols),
