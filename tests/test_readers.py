@@ -144,6 +144,35 @@ def test_adjustment_factor_must_be_positive(tmp_path):
         read_adjustment(path)
 
 
+def test_adjustment_read_for_a_date_range_adjusts_those_days_as_the_whole_file(tmp_path):
+    """start/end keep each code's factor in force on start and what follows up to end: bars
+    of [start, end] come out as adjusted by the whole file."""
+    from rotation_dl.data.industry import adjust_bars
+
+    d = [date(2025, 1, day) for day in (2, 3, 6, 7, 8, 9, 10)]
+    factors = pl.DataFrame(
+        {
+            "symbol": ["600000.SH"] * 4 + ["000001"] * 2 + ["SH#600004"],
+            "date": [d[0], d[1], d[3], d[6], d[2], d[5], d[4]],
+            "factor": [1.0, 1.1, 1.2, 1.3, 2.0, 2.5, 4.0],
+        }
+    )
+    path = write(factors, tmp_path / "adj.parquet")
+    bars = pl.DataFrame(
+        {
+            "symbol": [s for s in ("600000.SH", "000001.SZ", "600004.SH") for _ in d[2:6]],
+            "date": d[2:6] * 3,
+            **{c: [10.0] * 12 for c in ("open", "high", "low", "close")},
+        }
+    )
+    part = read_adjustment(path, start=d[2], end=d[5])
+    assert part.height == 5  # 600000: 1.1 in force, 1.2; 000001: 2.0, 2.5; 600004: 4.0
+    assert set(part["symbol"]) == {"600000.SH", "000001.SZ", "600004.SH"}
+    whole = adjust_bars(bars.lazy(), read_adjustment(path)).collect()
+    assert adjust_bars(bars.lazy(), part).collect().equals(whole)
+    assert whole["close"].to_list()[:4] == [11.0, 12.0, 12.0, 12.0]
+
+
 def test_unplaceable_codes_are_refused_at_ingest_with_count_and_examples(tmp_path):
     good = day_bars(["600000.SH"]).with_columns(pl.lit("SH#600000").alias("symbol"))
     bad = day_bars(["600001.SH", "600002.SH", "600003.SH"]).with_columns(

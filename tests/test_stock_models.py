@@ -216,6 +216,43 @@ def test_block_build_equals_one_pass_and_float16_is_close(small_market, tmp_path
                                atol=1e-4)  # fmt: skip
 
 
+def test_a_panel_over_the_last_days_with_history_equals_the_full_panel(small_market, tmp_path):
+    """Scoring's panel: the last days only, their look-back read from `history` days before
+    them: the full build's features, masks, membership and amounts on those days (a stock
+    listed inside the history counts from its listing, as in the full build)."""
+    m, bars = small_market
+    full, panel = _panel_pair(m, bars, tmp_path, "full", block_days=1000)
+    first = bars.group_by("symbol").agg(pl.col("ts").min().dt.date().alias("d"))
+    listing = max(panel.dates.index(d) for d in first["d"])  # the latest new listing
+    assert listing > 0, "the sample lists some stocks part-way through"
+    k, h = listing + 3, 7  # h >= volume window + 1 and >= min_listed_days (volume window 6)
+    late = bars.filter(pl.col("ts").dt.date() >= panel.dates[k - h])
+    from rotation_dl.features.spec import FeatureSpec
+    from rotation_dl.session import A_SHARE
+
+    spec = FeatureSpec.build(None, 30, 3, 6, 1, A_SHARE)
+    ib = industry_bars(bars.lazy(), m.classification, adjustment=m.adj_factors).collect()
+    last = build_stock_panel(
+        _blocks_from(late, m.classification, m.adj_factors),
+        ib.select("industry", "ts", pl.col("ret").alias("ind_ret")),
+        panel.dates[k:],
+        panel.industries,
+        sorted(m.classification["symbol"].to_list()),
+        spec,
+        tmp_path / "last",
+        lookback_days=h,
+        block_days=1000,
+        history=panel.dates[k - h : k],
+        labels=False,
+    )
+    np.testing.assert_array_equal(np.asarray(last.x), np.asarray(full.x[k:]))
+    for name in ("active", "member", "amount"):
+        np.testing.assert_array_equal(getattr(last, name), getattr(full, name)[k:], name)
+    assert np.isnan(last.label).all() and np.isnan(last.fwd_ret).all()
+    new = last.symbols.index(first.filter(pl.col("d") == panel.dates[listing])["symbol"][0])
+    assert not last.active[0, new] and last.active[:, new].any()  # counted from its listing
+
+
 def test_no_look_ahead_in_features_statistics_and_scores(small_market, tmp_path):
     """Perturb every bar after day t: stock features, normalisation statistics and stock and
     industry scores at days <= t are unchanged."""
@@ -435,7 +472,7 @@ def test_stock_models_refuse_industry_series(tmp_path):
 
 # ---- export and production scoring ---------------------------------------------------------
 @pytest.mark.parametrize("level", ["stock", "pooled"])
-def test_export_parity_and_score_match_the_training_stack(shared, tmp_path, level):
+def test_export_parity_and_score_match_the_training_stack(shared, tmp_path, level, monkeypatch):
     """ONNX equals torch (<= 1e-5); `score` (torch blocked) rebuilds the latest windows of
     every stock from the store and gives the walk-forward's own stock and industry scores."""
     import onnxruntime as ort
@@ -478,6 +515,15 @@ def test_export_parity_and_score_match_the_training_stack(shared, tmp_path, leve
             feeds = {"x": x.numpy(), "member": member.numpy(), "valid": valid.float().numpy()}
             got = np.concatenate(sess.run(None, feeds), axis=1)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    if level == "stock":  # stocks scored in chunks on parallel threads: the one-call scores
+        from rotation_dl.export import scoring
+
+        monkeypatch.setattr(scoring, "STOCK_CHUNK", 3)
+        scorer = scoring.OnnxScorer([onnx_path], prefer="cpu")
+        scorer.workers = 2
+        raw = x.numpy() * 3 + 1
+        one = sess.run(None, {"x": scoring.apply_norm(raw, scorer.norms[0]).astype(np.float32)})
+        np.testing.assert_allclose(scorer.run(raw), one[0], rtol=0, atol=1e-6)
 
     block = tmp_path / "block"
     block.mkdir(exist_ok=True)
@@ -537,7 +583,8 @@ def test_ddp_two_process_gloo_matches_single_process(shared, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    train(compose_run([*common, f"paths.output_dir={tmp_path / 'warm'}"]))  # build caches once
+    warm = tmp_path / "warm"
+    train(compose_run([*common, f"paths.output_dir={warm}", f"paths.checkpoints={warm / 'ck'}"]))
     run("single")
     ddp = run("ddp", "trainer=ddp_cpu")
     assert ddp.stderr.count("fold 1/1 seed 0") == 2, "two ranks ran"

@@ -399,8 +399,14 @@ def read_adjustment(
     *,
     columns: Mapping[str, str] | None = None,
     symbol_format: Literal["ashare", "keep"] = "ashare",
+    start: date | None = None,
+    end: date | None = None,
 ) -> pl.DataFrame:
-    """Read adjustment factors (symbol, date, factor; adjusted = raw x factor)."""
+    """Read adjustment factors (symbol, date, factor; adjusted = raw x factor).
+
+    With `start`/`end`, only what adjusts bars of [start, end] as of each day: rows dated up to
+    `end`, from each code's factor in force on `start` on. Codes are normalised once per unique
+    code."""
     cols = dict(columns or {})
     file = str(path)
     sym_src = cols.get("symbol", "symbol")
@@ -408,14 +414,17 @@ def read_adjustment(
     schema = lf.collect_schema()
     needed = {c: cols.get(c, c) for c in ADJUSTMENT_SCHEMA}
     _require_columns(schema, needed, file)
-    sym = pl.col(needed["symbol"])
-    df = lf.select(
-        (normalize_symbol(sym) if symbol_format == "ashare" else sym.cast(pl.String)).alias(
-            "symbol"
-        ),
+    lf = lf.select(
+        pl.col(needed["symbol"]).cast(pl.String).alias("symbol"),
         pl.col(needed["date"]).cast(pl.Date).alias("date"),
         pl.col(needed["factor"]).cast(pl.Float64).alias("factor"),
-    ).collect()
+    )
+    if end is not None:
+        lf = lf.filter(pl.col("date") <= end)
+    if start is not None:  # each code's latest factor on or before start, and what follows
+        in_force = pl.col("date").filter(pl.col("date") <= start).max().over("symbol")
+        lf = lf.filter(pl.col("date") >= in_force.fill_null(start))
+    df = normalize_symbols(lf.collect(), symbol_format)
     bad = df.filter(~pl.col("factor").is_finite() | (pl.col("factor") <= 0))
     if bad.height:
         from rotation_dl.errors import ValueRangeError

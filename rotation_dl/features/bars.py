@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 import polars as pl
 
 from rotation_dl.errors import ConfigError
+from rotation_dl.features.daygrid import with_day_statistics
 from rotation_dl.session import Session
 
 
@@ -22,25 +24,23 @@ class Feature:
     """A built-in feature: what it is, and its polars expression given the volume window.
 
     Expressions read the prepared frame of `bar_features`: the industry bar columns plus
-    `_prev_day_close` (the industry's previous day close) and `_slot` (bar index in the day).
+    `_prev_day_close` (the industry's previous day close), `_slot` (bar index in the day) and,
+    for a feature with a `baseline` column, `_base_<column>` (its trailing mean at the same
+    bar slot, see `features.daygrid`).
     """
 
     doc: str
     expr: Callable[[int], pl.Expr]
+    baseline: str | None = None
 
 
 _PDC = pl.col("_prev_day_close")
 _ACTIVE = pl.col("n_active") > 0
 
 
-def _relative_to_trailing(col: str, window: int) -> pl.Expr:
-    """log1p(col) minus log1p of its mean at the same bar slot over the previous `window`
-    trading days (by day index, so a stock's missing days shorten the window instead of
-    stretching it back in time; on a complete industry grid this is the previous N rows)."""
-    base = pl.col(col).rolling_mean_by(
-        "_day", window_size=f"{window}i", min_samples=max(1, window // 4), closed="left"
-    )
-    return (pl.col(col).log1p() - base.over("industry", "_slot").log1p()).fill_nan(None)
+def _relative_to_trailing(col: str) -> pl.Expr:
+    """log1p(col) minus log1p of its trailing mean (`_base_<col>`)."""
+    return (pl.col(col).log1p() - pl.col(f"_base_{col}").log1p()).fill_nan(None)
 
 
 # The one list of built-in features, in default model order (config: features.names=null).
@@ -61,11 +61,13 @@ FEATURES: dict[str, Feature] = {
     ),
     "log_volume_rel": Feature(
         "log volume - log of its mean at the same bar over the previous N days",
-        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("volume", w)),
+        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("volume")),
+        baseline="volume",
     ),
     "log_amount_rel": Feature(
         "log amount - log of its mean at the same bar over the previous N days",
-        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("amount", w)),
+        lambda w: pl.when(_ACTIVE).then(_relative_to_trailing("amount")),
+        baseline="amount",
     ),
     "vwap_gap": Feature("constituents' mean VWAP / close - 1", lambda w: pl.col("vwap_gap")),
     "up_share": Feature(
@@ -96,6 +98,7 @@ def bar_features(
     session: Session,
     sort: bool = True,
     keep: Sequence[str] = (),
+    since: date | None = None,
 ) -> pl.LazyFrame:
     """Industry bars -> (industry, date, ts, slot, <features>), sorted by industry and time
     unless `sort=False`.
@@ -109,6 +112,8 @@ def bar_features(
         sort: sort by (industry, ts) first; False when each key's rows already come in time
             order (every expression works per key, so only that order matters).
         keep: input columns passed through after the features (e.g. precomputed ones).
+        since: rows of earlier days are read for the baselines and previous closes only, and
+            left out of the result (the per-row features are computed for the rest alone).
 
     Returns:
         A lazy frame; features are null where undefined (first day, warm-up, inactive bars).
@@ -122,14 +127,10 @@ def bar_features(
         bar_slot(pl.col("ts"), bar_minutes, session).alias("_slot"),
         pl.col("date").rank("dense").cast(pl.Int64).alias("_day"),  # trading-day index
     )
-    day_close = (
-        lf.group_by("industry", "date")
-        .agg(pl.col("close").last().alias("_day_close"))
-        .sort("industry", "date")
-        .with_columns(pl.col("_day_close").shift(1).over("industry").alias("_prev_day_close"))
-        .drop("_day_close")
-    )
-    lf = lf.join(day_close, on=["industry", "date"], how="left", maintain_order="left")
+    baselines = dict.fromkeys(FEATURES[f].baseline for f in features if FEATURES[f].baseline)
+    lf = with_day_statistics(lf, list(baselines), volume_window)
+    if since is not None:
+        lf = lf.filter(pl.col("date") >= since)
     if "vwap_gap" not in lf.collect_schema():
         lf = lf.with_columns(pl.lit(None, dtype=pl.Float64).alias("vwap_gap"))
     return lf.select(

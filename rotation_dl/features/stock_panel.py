@@ -120,26 +120,30 @@ def block_features(
     industry_ret: pl.DataFrame,
     spec: FeatureSpec,
     names: Sequence[str],
+    since: date | None = None,
 ) -> pl.DataFrame:
     """One block of adjusted stock bars (symbol, ts, OHLCV, ret, _vwap_gap, industry) ->
-    (symbol, date, slot, <names>); `industry_ret` is (industry, ts, ind_ret)."""
-    ind = industry_ret.lazy().rename({"industry": "_industry"})
-    series = (
-        stock_bars_as_series(stock.lazy())
-        .join(ind, on=["_industry", "ts"], how="left", maintain_order="left")
-        .with_columns((pl.col("ret") - pl.col("ind_ret")).alias(RELATIVE))
-    )
+    (symbol, date, slot, <names>) of the days from `since` on (earlier days: read for the
+    baselines only); `industry_ret` is (industry, ts, ind_ret)."""
     base = [n for n in names if n != RELATIVE]
     feats = bar_features(
-        series,
+        stock_bars_as_series(stock.lazy()),
         spec.bar_minutes,
         base,
         volume_window=spec.volume_window,
         session=spec.session,
         sort=False,  # each stock's rows come in time order; a string sort costs seconds
-        keep=[RELATIVE] if RELATIVE in names else [],
+        keep=["_industry", "ret"],
+        since=since,
     )
-    return feats.rename({"industry": "symbol"}).select("symbol", "date", "slot", *names).collect()
+    ind = industry_ret.lazy().rename({"industry": "_industry"})
+    feats = feats.join(ind, on=["_industry", "ts"], how="left", maintain_order="left")
+    rel = (pl.col("ret") - pl.col("ind_ret")).alias(RELATIVE)
+    return (
+        feats.rename({"industry": "symbol"})
+        .select("symbol", "date", "slot", *[rel if n == RELATIVE else n for n in names])
+        .collect()
+    )
 
 
 def industry_returns_of(stock: pl.DataFrame, weighting: str = "equal") -> pl.DataFrame:
@@ -153,12 +157,14 @@ def industry_returns_of(stock: pl.DataFrame, weighting: str = "equal") -> pl.Dat
 
 
 def _day_rows(stock: pl.DataFrame, first: date, symbols: list[str]) -> pl.DataFrame:
-    """(symbol, date, close, traded, amount, industry) per stock-day from `first` on."""
+    """(symbol, date, close, traded, amount, industry) per stock-day from `first` on; each
+    stock's rows come in time order (and a group keeps its rows' order), so `last` is the
+    day's last bar."""
     return (
         stock.filter(pl.col("ts").dt.date() >= first)
         .group_by("symbol", pl.col("ts").dt.date().alias("date"))
         .agg(
-            pl.col("close").sort_by("ts").last(),
+            pl.col("close").last(),
             (pl.col("volume") > 0).any().alias("traded"),
             pl.col("amount").sum(),
             pl.col("industry").last(),
@@ -219,6 +225,8 @@ def build_stock_panel(
     min_listed_days: int | None = None,
     storage: str = "float32",
     manifest: dict | None = None,
+    history: Sequence[date] = (),
+    labels: bool = True,
 ) -> StockPanel:
     """Write the stock panel into `out_dir` (atomically) and return it memory-mapped.
 
@@ -234,6 +242,11 @@ def build_stock_panel(
         min_listed_days: days since a stock's first bar before it counts as active (default:
             the volume window); stocks trading on the first date count as listed long ago.
         storage: `float32` or `float16` for the feature array.
+        history: trading days before `dates[0]` that blocks read for their look-back but the
+            panel does not hold (scoring: features of the last weeks only). A stock with bars
+            on the first history day counts as listed long ago, one first seen later as listed
+            on that day (as the training panel counts it when it listed there).
+        labels: False leaves `label` and `fwd_ret` NaN (scoring has no future to read).
     """
     if storage not in STORAGE:
         raise ConfigError(f"stock panel storage {storage!r}: use one of {list(STORAGE)}")
@@ -243,6 +256,8 @@ def build_stock_panel(
     if D == 0 or S == 0:
         raise DataError("no stocks or dates to build a stock panel from", file="store", count=0)
     day_array = np.asarray(dates, dtype="datetime64[D]")
+    read_days = [*history, *dates]  # what blocks may read: the look-back reaches into history
+    read_array, H = np.asarray(read_days, dtype="datetime64[D]"), len(history)
     symbol_enum = pl.Enum(list(symbols))  # symbol -> its index by one hashed cast
     n_idx = {n: i for i, n in enumerate(industries)}
     target = Path(out_dir)
@@ -256,6 +271,7 @@ def build_stock_panel(
         traded = np.zeros((D, S), dtype=bool)
         member = np.full((D, S), -1, dtype=np.int16)
         amount = np.zeros((D, S), dtype=np.float32)
+        first_seen = np.full(S, H + D)  # position in read_days of each stock's first day
         dtype = np.dtype(STORAGE[storage])
         header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
                   "shape": (D, S, P, F)}  # fmt: skip
@@ -263,37 +279,42 @@ def build_stock_panel(
             np.lib.format.write_array_header_1_0(fh, header)
             for lo, hi in _date_blocks(D, block_days):
                 block = np.full((hi - lo, S, P, F), np.nan, dtype=dtype)
-                stock = stock_blocks(dates[max(0, lo - lookback_days)], dates[hi - 1])
+                stock = stock_blocks(read_days[max(0, H + lo - lookback_days)], dates[hi - 1])
                 if not stock.is_empty():
                     ind_ret = (
                         industry_ret
                         if isinstance(industry_ret, pl.DataFrame)
                         else industry_returns_of(stock, industry_ret)
                     )
-                    feats = block_features(stock, ind_ret, spec, names).filter(
-                        (pl.col("date") >= dates[lo]) & pl.col("symbol").is_in(list(symbols))
+                    feats = block_features(stock, ind_ret, spec, names, dates[lo]).filter(
+                        pl.col("symbol").is_in(list(symbols))
                     )
                     di = _positions(feats["date"], day_array)
                     si = feats["symbol"].cast(symbol_enum).to_physical().to_numpy()
                     keep = di >= 0
                     vals = feats.select(names).to_numpy().astype(np.float32)
                     block[di[keep] - lo, si[keep], feats["slot"].to_numpy()[keep]] = vals[keep]
-                    day = _day_rows(stock, dates[lo], list(symbols))
-                    di = _positions(day["date"], day_array)
+                    # stock-days of the block; the first also reads history's (first bars)
+                    day = _day_rows(stock, read_days[0] if lo == 0 else dates[lo], list(symbols))
+                    di = _positions(day["date"], read_array)
                     si = day["symbol"].cast(symbol_enum).to_physical().to_numpy()
-                    ok = di >= 0
-                    di, si = di[ok], si[ok]
+                    np.minimum.at(first_seen, si[di >= 0], di[di >= 0])
+                    ok = di >= H
+                    di, si = di[ok] - H, si[ok]
                     close[di, si] = day["close"].to_numpy()[ok]
                     traded[di, si] = day["traded"].to_numpy()[ok]
                     amount[di, si] = day["amount"].to_numpy()[ok]
                     ind = day["industry"].replace_strict(n_idx, default=-1, return_dtype=pl.Int64)
                     member[di, si] = ind.to_numpy()[ok]
                 fh.write(block.tobytes())  # written, not mapped: memory stays one block
-        seen = np.where(np.isfinite(close).any(axis=0), np.isfinite(close).argmax(axis=0), D)
-        listed_since = np.where(seen == 0, -(10**6), seen)  # on the first date: long listed
+        # listed since its first day read; one with bars on the first day read: long ago
+        listed_since = np.where(first_seen == 0, -(10**6), first_seen - H)
         min_days = spec.volume_window if min_listed_days is None else min_listed_days
         active = traded & (np.arange(D)[:, None] - listed_since[None, :] >= min_days)
-        label, fwd = _stock_labels(close, traded, active & (member >= 0), spec.horizon)
+        if labels:
+            label, fwd = _stock_labels(close, traded, active & (member >= 0), spec.horizon)
+        else:
+            label = fwd = np.full((D, S), np.nan, dtype=np.float32)
         arrays = {
             "label": label,
             "fwd_ret": fwd,

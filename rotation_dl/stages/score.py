@@ -75,7 +75,7 @@ def score(cfg: RunConfig) -> ScoreResult:
     store = ensure_store(cfg)
     asof = date.fromisoformat(str(s.asof)) if s.asof else None
     if scorer.level != "industry":  # what its windows and volume baselines need, no more
-        lookback = scorer.window + scorer.spec.volume_window + 6
+        lookback = scorer.window + history_days(scorer.spec, cfg.features.min_listed_days) + 6
     else:
         lookback = s.lookback_days
     start, end = score_range(store, asof, lookback, cfg.data.store_version)
@@ -123,21 +123,28 @@ def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holding
     import tempfile
 
     from rotation_dl.errors import ScoringError
-    from rotation_dl.export.scoring import score_from_stock_panel
+    from rotation_dl.export.scoring import score_from_stock_panel, scored_days
     from rotation_dl.stages.stock_panel import build_stock_panel_for
 
     days = scan_trading_days(store, start, end, cfg.data.store_version)
     if not days:
         raise ScoringError(f"{store}: no bars between {start} and {end}")
+    spec, window = scorer.spec, scorer.window
+    asof, _, scored = scored_days(days, asof, spec.warmup_days(window), 0, window)
+    first = min(scored) - window + 1  # the panel holds the scored windows' days only ...
+    read_from = max(0, first - history_days(spec, cfg.features.min_listed_days))
+    history, panel_days = days[read_from:first], days[first : scored[0] + 1]
     with tempfile.TemporaryDirectory(prefix="rotation_dl-score-") as tmp:
-        sp = build_stock_panel_for(
+        sp = build_stock_panel_for(  # ... and reads their baselines' days before them
             cfg,
-            scorer.spec,
-            days,
+            spec,
+            panel_days,
             scorer.industries,
             cfg.industry.weighting,
             Path(tmp) / "panel",
-            block_days=len(days),  # a few weeks: one read of the store
+            block_days=len(panel_days),  # a few weeks: one read of the store
+            history=history,
+            labels=False,
         )
         present = set(np.unique(np.asarray(sp.member)[np.asarray(sp.member) >= 0]).tolist())
         missing = [ind for k, ind in enumerate(scorer.industries) if k not in present]
@@ -147,10 +154,17 @@ def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holding
                 f"trained on have no stocks in the data: {missing[:5]}"
             )
         result = score_from_stock_panel(
-            sp, scorer, asof=asof, rule=rule, current_holdings=holdings
+            sp, scorer, asof=asof, rule=rule, current_holdings=holdings, history=len(history)
         )
         del sp  # the memory-mapped arrays close before their folder goes
         return result
+
+
+def history_days(spec, min_listed_days: int | None) -> int:
+    """Trading days a constituent model's scoring reads before its first window day: the
+    volume baselines and previous close, and the listing age that makes a stock active."""
+    listed = spec.volume_window if min_listed_days is None else min_listed_days
+    return max(spec.volume_window + 1, listed)
 
 
 def scan_trading_days(store: Path, start, end, version: int | None) -> list:

@@ -39,7 +39,7 @@ def adjustment_factors(
 
     d = cfg.data
     if d.adjustment is not None:
-        return read_adjustment(d.adjustment, columns=d.adjustment_columns)
+        return read_adjustment(d.adjustment, columns=d.adjustment_columns, start=start, end=end)
     if d.adjusted_daily is not None:
         closes = read_daily_closes(
             d.adjusted_daily, columns=d.adjusted_daily_columns, start=start, end=end
@@ -61,10 +61,14 @@ def build_stock_panel_for(
     *,
     manifest: dict | None = None,
     block_days: int | None = None,
+    history: Sequence[date] = (),
+    labels: bool = True,
 ):  # -> StockPanel
     """The stock panel over `dates` (an industry panel's calendar, or scoring's last weeks)
     from the run's store, written to `target`; `block_days` overrides
-    `features.stock_block_days` (scoring reads its few weeks in one block)."""
+    `features.stock_block_days` (scoring reads its few weeks in one block); `history`: trading
+    days before `dates` read only for the look-back, `labels` False: none (see
+    `build_stock_panel`)."""
     from rotation_dl.data.industry_build import open_for_build
     from rotation_dl.data.stock_bars import adjusted_stock_bars
     from rotation_dl.data.store import scan_store
@@ -77,13 +81,13 @@ def build_stock_panel_for(
     daily = manifest_.frequency == "daily"
     what = f"model.level={cfg.model.level}"
     cls = read_classification_of(cfg, what)
-    lookback = spec.volume_window + 1
-    first = dates[0]
+    lookback = max(spec.volume_window + 1, len(history))
+    first = (list(history) or list(dates))[0]
     factors = adjustment_factors(cfg, store, daily, version, first, dates[-1])
     classified = set(cls["symbol"].to_list())
     stored = (
-        scan_store(store, first, dates[-1], version=version)
-        .filter(pl.col("date" if daily else "ts").cast(pl.Date) >= first)
+        scan_store(store, dates[0], dates[-1], version=version)
+        .filter(pl.col("date" if daily else "ts").cast(pl.Date) >= dates[0])
         .select(pl.col("symbol").unique())
         .collect()
     )
@@ -119,6 +123,8 @@ def build_stock_panel_for(
         min_listed_days=f.min_listed_days,
         storage=f.stock_storage,
         manifest={**(manifest or {}), "provenance": {"store_version": version}},
+        history=history,
+        labels=labels,
     )
 
 
