@@ -171,6 +171,11 @@ def test_adjustment_read_for_a_date_range_adjusts_those_days_as_the_whole_file(t
     whole = adjust_bars(bars.lazy(), read_adjustment(path)).collect()
     assert adjust_bars(bars.lazy(), part).collect().equals(whole)
     assert whole["close"].to_list()[:4] == [11.0, 12.0, 12.0, 12.0]
+    # presorted (stocks interleaved in date order, as the store reads them): the same rows
+    by_date = bars.sort("date", maintain_order=True)
+    fast = adjust_bars(by_date.lazy(), part, presorted=True).collect()
+    assert fast.equals(adjust_bars(by_date.lazy(), read_adjustment(path)).collect())
+    assert fast.sort("symbol", "date").equals(whole.sort("symbol", "date"))
 
 
 def test_unplaceable_codes_are_refused_at_ingest_with_count_and_examples(tmp_path):

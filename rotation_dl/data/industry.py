@@ -37,25 +37,31 @@ def add_vwap_gap(bars: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def adjust_bars(bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+def adjust_bars(
+    bars: pl.LazyFrame, factors: pl.LazyFrame | pl.DataFrame, presorted: bool = False
+) -> pl.LazyFrame:
     """Multiply prices by each stock's adjustment factor as of the day (its latest factor dated
     on or before it, else 1), so a sparse factor table (rows on ex-dates only) adjusts any
-    slice of history. Row order is kept.
+    slice of history. Row order is kept. `presorted`: each stock's rows already come in time
+    order, so the as-of join runs on the rows directly (no per-stock-day table joined back).
     """
     key = "ts" if "ts" in bars.collect_schema() else "date"
     day = pl.col("ts").dt.date() if key == "ts" else pl.col("date")
     bars = bars.with_columns(day.alias("_d"))
-    days = bars.select("symbol", "_d").unique().sort("_d")  # one row per stock-day: small
-    asof = days.join_asof(
-        factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor").sort("_d"),
-        on="_d",
-        by="symbol",
-        strategy="backward",
-        check_sortedness=False,  # both sides are sorted by day just above
-    )
+    right = factors.lazy().select("symbol", pl.col("date").alias("_d"), "factor").sort("_d")
+    if presorted:
+        asof = bars.join_asof(
+            right, on="_d", by="symbol", strategy="backward", check_sortedness=False
+        )  # sorted within each symbol, which is all an as-of join by symbol needs
+    else:
+        days = bars.select("symbol", "_d").unique().sort("_d")  # one row per stock-day: small
+        asof = bars.join(
+            days.join_asof(right, on="_d", by="symbol", strategy="backward",
+                           check_sortedness=False),  # both sides sorted by day just above
+            on=["symbol", "_d"], how="left", maintain_order="left",
+        )  # fmt: skip
     return (
-        bars.join(asof, on=["symbol", "_d"], how="left", maintain_order="left")
-        .with_columns(pl.col("factor").fill_null(1.0))
+        asof.with_columns(pl.col("factor").fill_null(1.0))
         .with_columns(
             [
                 (pl.col(c) * pl.col("factor")).alias(c)

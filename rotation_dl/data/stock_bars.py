@@ -46,8 +46,9 @@ def adjusted_stock_bars(
         bars = resample_bars(bars, bar_minutes, session, source_minutes=store_minutes)
     bars = add_vwap_gap(bars)
     if factors is not None:
-        bars = adjust_bars(bars, factors.filter(pl.col("date") <= last).lazy())
+        bars = adjust_bars(bars, factors.filter(pl.col("date") <= last).lazy(), presorted=True)
     mapped = map_industries(bars, classification, on_unmapped, source=source)
     # the store's partitions come in date order, each sorted by symbol and ts: every stock's
-    # rows are already in time order, which is all the per-symbol shift needs (no sort)
+    # rows are already in time order, which is all the as-of join above and the per-symbol
+    # shift need (no sort)
     return stock_bar_returns(mapped, presorted=True).collect()
