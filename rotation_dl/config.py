@@ -157,9 +157,9 @@ class FeatureConfig:
             window=self.window,
             stock_block_days=self.stock_block_days,
         )
-        if self.stock_storage not in ("float32", "float16"):
+        if self.stock_storage not in ("float32", "float16", "bfloat16"):
             raise ConfigError(
-                f"features.stock_storage={self.stock_storage!r}: use float32 or float16"
+                f"features.stock_storage={self.stock_storage!r}: use float32, float16 or bfloat16"
             )
         if self.min_listed_days is not None and self.min_listed_days < 0:
             raise ConfigError(

@@ -226,6 +226,7 @@ def test_every_option_of_every_group_builds_its_typed_config():
         ("launcher.kind=ray", "launcher.kind='ray' is not one of"),
         ("features.window=0", "features.window must be at least 1, got 0"),
         ("features.horizon=-2", "features.horizon must be at least 1, got -2"),
+        ("features.stock_storage=int8", "use float32, float16 or bfloat16"),
         ("seeds=[]", "seeds is empty"),
         ("portfolio.k=0", "portfolio.k must be at least 1, got 0"),
         ("model.hidden=abc", "model.hidden must be an integer, got 'abc'"),

@@ -202,7 +202,7 @@ def small_market():
     return m, m.bars.filter(pl.col("close") > 0)
 
 
-def test_block_build_equals_one_pass_and_float16_is_close(small_market, tmp_path):
+def test_block_build_equals_one_pass_and_16_bit_storage_is_close(small_market, tmp_path):
     m, bars = small_market
     one, _ = _panel_pair(m, bars, tmp_path, "one", block_days=1000)
     many, _ = _panel_pair(m, bars, tmp_path, "many", block_days=3)
@@ -214,6 +214,30 @@ def test_block_build_equals_one_pass_and_float16_is_close(small_market, tmp_path
     ok = np.isfinite(one.x) & (np.abs(one.x) < 60_000)
     np.testing.assert_allclose(np.asarray(half.x, np.float32)[ok], one.x[ok], rtol=2e-3,
                                atol=1e-4)  # fmt: skip
+    # bfloat16: float32's range at 8 bits of mantissa, its raw bits on disk, viewed on load
+    bf, panel = _panel_pair(m, bars, tmp_path, "bf16", block_days=7, storage="bfloat16")
+    assert (
+        bf.x.dtype.name == "bfloat16"
+        and (tmp_path / "bf16" / "x.npy").stat().st_size
+        < (tmp_path / "one" / "x.npy").stat().st_size * 0.51
+    )
+    wide = np.asarray(bf.x, np.float32)
+    np.testing.assert_array_equal(np.isnan(wide), np.isnan(one.x))
+    fin = np.isfinite(one.x)
+    np.testing.assert_allclose(wide[fin], one.x[fin], rtol=2**-8, atol=0)
+    fold = walk_forward_folds(
+        len(panel.dates), warmup=8, min_train_days=10, val_days=3, retrain_every=5, gap=3
+    )[0]
+    want = StockDataModule(one, panel, fold, window=4)
+    want.setup()
+    days = torch.arange(8, 20)
+    for budget in (1.0, 1e-9):  # the panel as one tensor, or date blocks read from the map
+        dm = StockDataModule(bf, panel, fold, window=4, norm=want.norm, panel_memory_gb=budget)
+        dm.setup()
+        assert dm.in_memory is (budget == 1.0)
+        got = dm.gather(days)["x"]
+        assert got.dtype == torch.float32
+        np.testing.assert_allclose(got.numpy(), want.gather(days)["x"].numpy(), atol=0.05)
 
 
 def test_a_panel_over_the_last_days_with_history_equals_the_full_panel(small_market, tmp_path):

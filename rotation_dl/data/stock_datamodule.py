@@ -88,6 +88,14 @@ def sample_stocks(
     return np.sort(chosen)
 
 
+def as_tensor(a: np.ndarray) -> torch.Tensor:
+    """A numpy feature array as a tensor without a copy; ml_dtypes' bfloat16 (which torch
+    cannot take from numpy) through its raw bits, as torch.bfloat16."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
 class StockDataModule(DateBatches, L.LightningDataModule):
     """Windows of every constituent's last `window` days, one fold at a time.
 
@@ -137,7 +145,7 @@ class StockDataModule(DateBatches, L.LightningDataModule):
             self.norm = fit_stock_norm(sp, np.arange(*f.train))
         self._mean = torch.tensor(self.norm.mean, dtype=torch.float32)
         self._std = torch.tensor(self.norm.std, dtype=torch.float32)
-        self._x = torch.from_numpy(np.array(sp.x)) if self.in_memory else sp.x
+        self._x = as_tensor(np.array(sp.x)) if self.in_memory else sp.x
         y = np.nan_to_num(np.asarray(sp.label, dtype=np.float32), nan=0.0)
         m = sp.label_mask()
         if self.shuffle_labels:  # permute stocks within each train/val date: no signal left
@@ -189,7 +197,7 @@ class StockDataModule(DateBatches, L.LightningDataModule):
         else:  # memory-mapped: read the batch's date block, then take its stocks
             lo, hi = int(idx.min()), int(idx.max()) + 1
             block = np.asarray(self._x[lo:hi])[:, stocks.numpy()]  # [days, S', P, F]
-            x = torch.from_numpy(block[(idx - lo).numpy()])
+            x = as_tensor(block[(idx - lo).numpy()])
             if torch.cuda.is_available():
                 x = x.pin_memory()
             device = x.device

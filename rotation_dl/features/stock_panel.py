@@ -4,7 +4,8 @@ Arrays over the industry panel's calendar (D days) and the classified stocks (S)
 
     x       [D, S, P, F]  per-bar stock features (the industry features' definitions applied to
                           the stock's own adjusted bars, plus `rel_ret`: the stock's bar return
-                          minus its industry's in the same bar); float32, or float16 storage
+                          minus its industry's in the same bar); float32, or float16 or
+                          bfloat16 storage
     label   [D, S]        forward h-day return minus the mean over the date's active classified
                           stocks, rank-normalised among them
     fwd_ret [D, S]        the raw forward h-day return (close carried over suspensions)
@@ -47,7 +48,26 @@ log = logging.getLogger(__name__)
 STOCK_CACHE_VERSION = 1
 STOCK_ARRAYS = ("x", "label", "fwd_ret", "active", "member", "amount")
 RELATIVE = "rel_ret"  # the stock's bar return minus its industry's, same bar
-STORAGE = {"float32": np.float32, "float16": np.float16}
+STORAGE = ("float32", "float16", "bfloat16")
+
+
+def storage_dtype(storage: str) -> np.dtype:
+    """The feature array's dtype; bfloat16 is ml_dtypes' (an onnx dependency), stored on disk
+    as its 16 raw bits (`.npy` has no bfloat16) and viewed back on load."""
+    if storage not in STORAGE:
+        raise ConfigError(f"stock panel storage {storage!r}: use one of {list(STORAGE)}")
+    if storage == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as exc:  # pragma: no cover - onnx brings it
+            raise ConfigError("bfloat16 storage needs the ml_dtypes package") from exc
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(storage)
+
+
+def _on_disk(dtype: np.dtype) -> np.dtype:
+    """The dtype a feature array is written as: bfloat16 as uint16 bits."""
+    return np.dtype(np.uint16) if dtype.kind == "V" or dtype.name == "bfloat16" else dtype
 
 
 def stock_feature_names(spec: FeatureSpec) -> tuple[str, ...]:
@@ -241,15 +261,14 @@ def build_stock_panel(
         lookback_days: days each block reads before its first (baselines, previous closes).
         min_listed_days: days since a stock's first bar before it counts as active (default:
             the volume window); stocks trading on the first date count as listed long ago.
-        storage: `float32` or `float16` for the feature array.
+        storage: `float32`, `float16` or `bfloat16` for the feature array.
         history: trading days before `dates[0]` that blocks read for their look-back but the
             panel does not hold (scoring: features of the last weeks only). A stock with bars
             on the first history day counts as listed long ago, one first seen later as listed
             on that day (as the training panel counts it when it listed there).
         labels: False leaves `label` and `fwd_ret` NaN (scoring has no future to read).
     """
-    if storage not in STORAGE:
-        raise ConfigError(f"stock panel storage {storage!r}: use one of {list(STORAGE)}")
+    dtype = storage_dtype(storage)
     names = stock_feature_names(spec)
     dates = list(dates)
     D, S, P, F = len(dates), len(symbols), spec.bars_per_day, len(names)
@@ -272,9 +291,8 @@ def build_stock_panel(
         member = np.full((D, S), -1, dtype=np.int16)
         amount = np.zeros((D, S), dtype=np.float32)
         first_seen = np.full(S, H + D)  # position in read_days of each stock's first day
-        dtype = np.dtype(STORAGE[storage])
-        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
-                  "shape": (D, S, P, F)}  # fmt: skip
+        header = {"descr": np.lib.format.dtype_to_descr(_on_disk(dtype)),
+                  "fortran_order": False, "shape": (D, S, P, F)}  # fmt: skip
         with open(tmp / "x.npy", "wb") as fh:  # blocks are consecutive days: appended in order
             np.lib.format.write_array_header_1_0(fh, header)
             for lo, hi in _date_blocks(D, block_days):
@@ -306,7 +324,8 @@ def build_stock_panel(
                     amount[di, si] = day["amount"].to_numpy()[ok]
                     ind = day["industry"].replace_strict(n_idx, default=-1, return_dtype=pl.Int64)
                     member[di, si] = ind.to_numpy()[ok]
-                fh.write(block.tobytes())  # written, not mapped: memory stays one block
+                # written, not mapped: memory stays one block
+                fh.write(block.view(_on_disk(dtype)).tobytes())
         # listed since its first day read; one with bars on the first day read: long ago
         listed_since = np.where(first_seen == 0, -(10**6), first_seen - H)
         min_days = spec.volume_window if min_listed_days is None else min_listed_days
@@ -367,6 +386,8 @@ def load_stock_panel(directory: str | Path, mmap: bool = True) -> StockPanel:
             arrays[n] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, KeyError) as exc:  # JSONDecodeError is a ValueError
         raise CorruptPanelError(f"{path}: {type(exc).__name__}: {exc}") from exc
+    if man.get("storage") == "bfloat16":  # its raw bits on disk
+        arrays["x"] = arrays["x"].view(storage_dtype("bfloat16"))
     wrong = [n for n, a in arrays.items() if a.shape != (shape if n == "x" else shape[:2])]
     if wrong:
         raise CorruptPanelError(f"{d}: {wrong} do not have the manifest's shape {shape}")
