@@ -39,7 +39,7 @@ def providers(prefer: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-STOCK_CHUNK = 1000  # stocks per onnxruntime call when a stock model's runs are spread
+STOCK_CHUNK = 1000  # at most this many stocks per onnxruntime call when runs are spread
 
 
 def cpu_workers() -> int:
@@ -53,10 +53,11 @@ def cpu_workers() -> int:
 class OnnxScorer:
     """One or several ONNX models (an ensemble averages their scores) sharing one input spec.
 
-    A `stock` model on the CPU scores its stocks in chunks of STOCK_CHUNK, one single-threaded
-    onnxruntime call per core at a time: a GRU gains little from onnxruntime's own threads
-    (measured: 5,000 stocks 0.4 s with one thread or two, 0.2 s as chunks on two cores), and
-    each stock's score depends on its own window only."""
+    A `stock` model on the CPU scores its stocks in near-equal chunks (at least one per core, at
+    most STOCK_CHUNK stocks each), one single-threaded onnxruntime call per core at a time: a
+    GRU gains little from onnxruntime's own threads (measured: 5,000 stocks 0.4 s with one
+    thread or two, 0.2 s as chunks on two cores), and each stock's score depends on its own
+    window only."""
 
     def __init__(self, paths: Sequence[str | Path], prefer: str = "auto") -> None:
         import onnxruntime as ort
@@ -121,7 +122,8 @@ class OnnxScorer:
         (N industries, or stocks for a `stock` model)."""
         outs = []
         n = raw_windows.shape[1]
-        spread = self.level == "stock" and self.workers > 1 and n > STOCK_CHUNK
+        n_parts = max(self.workers, -(-n // STOCK_CHUNK))  # at least one per core
+        spread = self.level == "stock" and self.workers > 1 and n >= 2 * n_parts
         for sess, norm in zip(self.sessions, self.norms, strict=True):
 
             def one(part: np.ndarray, sess=sess, norm=norm) -> np.ndarray:
@@ -131,7 +133,8 @@ class OnnxScorer:
             if spread:
                 from concurrent.futures import ThreadPoolExecutor
 
-                parts = [raw_windows[:, i : i + STOCK_CHUNK] for i in range(0, n, STOCK_CHUNK)]
+                cuts = np.linspace(0, n, n_parts + 1).astype(int)  # near-equal chunks
+                parts = [raw_windows[:, a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
                 with ThreadPoolExecutor(self.workers) as pool:  # onnxruntime frees the GIL
                     outs.append(np.concatenate(list(pool.map(one, parts)), axis=1))
             else:
