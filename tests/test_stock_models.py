@@ -276,6 +276,69 @@ def test_a_panel_over_the_last_days_with_history_equals_the_full_panel(small_mar
     new = last.symbols.index(first.filter(pl.col("d") == panel.dates[listing])["symbol"][0])
     assert not last.active[0, new] and last.active[:, new].any()  # counted from its listing
 
+    # a stock suspended (no bars) from before the first history day until the panel's second
+    # day: new to the short read, but `listed_before` says it traded earlier, as the full
+    # build knows, so it is active at once; its features equal the full build's from the
+    # volume window after its return on (before that, its previous close and baselines
+    # would reach across the read's start)
+    sym = last.symbols[np.nonzero(np.asarray(last.active)[0])[0][0]]
+    day = pl.col("ts").dt.date()
+    gap = ~((pl.col("symbol") == sym) & day.is_between(panel.dates[k - h - 3], panel.dates[k]))
+    full, _ = _panel_pair(m, bars.filter(gap), tmp_path, "full_gap", block_days=1000)
+    s = full.symbols.index(sym)
+    assert full.active[k + 1, s] and not full.active[k, s]  # back and active at once
+
+    gapped = industry_bars(bars.filter(gap).lazy(), m.classification, adjustment=m.adj_factors)
+
+    def short(name, listed_before):
+        return build_stock_panel(
+            _blocks_from(late.filter(gap), m.classification, m.adj_factors),
+            gapped.select("industry", "ts", pl.col("ret").alias("ind_ret")).collect(),
+            panel.dates[k:], panel.industries, sorted(m.classification["symbol"].to_list()),
+            spec, tmp_path / name, lookback_days=h, block_days=1000,
+            history=panel.dates[k - h : k], labels=False, listed_before=listed_before,
+        )  # fmt: skip
+
+    assert not short("no_hint", []).active[1, s]  # alone, the read takes it for a new listing
+    hinted = short("hint", [sym])
+    np.testing.assert_array_equal(hinted.active, full.active[k:])
+    others = np.arange(len(full.symbols)) != s
+    np.testing.assert_array_equal(np.asarray(hinted.x)[:, others], np.asarray(full.x[k:, others]))
+    after = 1 + spec.volume_window
+    np.testing.assert_array_equal(
+        np.asarray(hinted.x[after:, s]), np.asarray(full.x[k + after :, s])
+    )
+    assert not np.array_equal(np.nan_to_num(hinted.x[1, s]), np.nan_to_num(full.x[k + 1, s]))
+
+
+def test_traded_before_tells_a_suspended_stock_from_a_new_listing(tmp_path):
+    """Scoring's read starts on `first`: of the stocks without bars that day, those with bars
+    before it are back from a suspension (listed long ago), the others new listings."""
+    from datetime import date
+
+    from conftest import day_bars, next_days, write
+
+    from rotation_dl.data.ingest import ingest_bars
+    from rotation_dl.session import A_SHARE
+    from rotation_dl.stages.stock_panel import traded_before
+
+    days = next_days(30)
+    held = {"600000.SH": days, "600001.SH": days[:3] + days[6:], "600002.SH": days[5:]}
+    bars = pl.concat([day_bars([s], d) for s, ds in held.items() for d in ds])
+    placeholder = day_bars(["600003.SH"], days[4], price=0.0, volume=0.0)  # no price: no bar
+    bars = pl.concat([bars, placeholder, *(day_bars(["600003.SH"], d) for d in days[:4])])
+    write(bars, tmp_path / "bars" / "b.parquet")
+    ingest_bars(tmp_path / "bars", tmp_path / "store", session=A_SHARE)
+    store, symbols = tmp_path / "store", sorted([*held, "600003.SH"])
+
+    def on(i: int, trading_days: int) -> list[str]:
+        return traded_before(store, symbols, date.fromisoformat(days[i]), None, trading_days)
+
+    assert on(4, 5) == ["600001.SH", "600003.SH"]  # suspended, or only a placeholder
+    assert on(0, 5) == []  # nothing stored before
+    assert on(29, 5) == []  # 600003 last traded 25 days before: beyond the look-up, "new"
+    assert on(29, 40) == ["600003.SH"]
+
 
 def test_no_look_ahead_in_features_statistics_and_scores(small_market, tmp_path):
     """Perturb every bar after day t: stock features, normalisation statistics and stock and

@@ -247,6 +247,7 @@ def build_stock_panel(
     manifest: dict | None = None,
     history: Sequence[date] = (),
     labels: bool = True,
+    listed_before: Sequence[str] = (),
 ) -> StockPanel:
     """Write the stock panel into `out_dir` (atomically) and return it memory-mapped.
 
@@ -267,6 +268,8 @@ def build_stock_panel(
             on the first history day counts as listed long ago, one first seen later as listed
             on that day (as the training panel counts it when it listed there).
         labels: False leaves `label` and `fwd_ret` NaN (scoring has no future to read).
+        listed_before: stocks known to have traded before the first day read (a stock back
+            from a suspension that began before it): listed long ago, whenever first seen.
     """
     dtype = storage_dtype(storage)
     names = stock_feature_names(spec)
@@ -327,6 +330,8 @@ def build_stock_panel(
                 # written, not mapped: memory stays one block
                 fh.write(block.view(_on_disk(dtype)).tobytes())
         # listed since its first day read; one with bars on the first day read: long ago
+        known = [i for i, sym in enumerate(symbols) if sym in set(listed_before)]
+        first_seen[known] = 0
         listed_since = np.where(first_seen == 0, -(10**6), first_seen - H)
         min_days = spec.volume_window if min_listed_days is None else min_listed_days
         active = traded & (np.arange(D)[:, None] - listed_since[None, :] >= min_days)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -49,6 +49,33 @@ def adjustment_factors(
     if daily:
         return pre_close_factors(store, end, version)
     return None
+
+
+def traded_before(
+    store: Path, symbols: Sequence[str], first: date, version: int | None, trading_days: int
+) -> list[str]:
+    """Those of `symbols` without bars on `first` that have bars in the `trading_days` before
+    it: back from a suspension rather than newly listed (a short read range cannot tell the
+    two apart). Reads that stretch of the store, only for those few symbols; a suspension
+    longer than it still counts as a new listing."""
+    from rotation_dl.data.store import scan_store
+    from rotation_dl.errors import StoreError
+
+    def symbols_in(lf: pl.LazyFrame) -> set[str]:
+        return set(lf.select(pl.col("symbol").unique()).collect()["symbol"].to_list())
+
+    on_first = symbols_in(  # (feed placeholders without a price are no bars)
+        scan_store(store, first, first, version=version).filter(pl.col("close") > 0)
+    )
+    late = [s for s in symbols if s not in on_first]
+    if not late:
+        return []
+    try:
+        since = first - timedelta(days=int(trading_days * 7 / 5) + 10)  # calendar days
+        earlier = scan_store(store, since, first - timedelta(days=1), late, version)
+    except StoreError:  # nothing stored before `first`
+        return []
+    return sorted(symbols_in(earlier))
 
 
 def build_stock_panel_for(
@@ -92,6 +119,7 @@ def build_stock_panel_for(
         .collect()
     )
     symbols = sorted(s for s in stored["symbol"].to_list() if s in classified)
+    listed_before = traded_before(store, symbols, first, version, len(history)) if history else []
 
     def blocks(lo: date, hi: date) -> pl.DataFrame:
         return adjusted_stock_bars(
@@ -125,6 +153,7 @@ def build_stock_panel_for(
         manifest={**(manifest or {}), "provenance": {"store_version": version}},
         history=history,
         labels=labels,
+        listed_before=listed_before,
     )
 
 
