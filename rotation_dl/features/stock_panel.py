@@ -330,7 +330,8 @@ def build_stock_panel(
                 # written, not mapped: memory stays one block
                 fh.write(block.view(_on_disk(dtype)).tobytes())
         # listed since its first day read; one with bars on the first day read: long ago
-        known = [i for i, sym in enumerate(symbols) if sym in set(listed_before)]
+        before = set(listed_before)
+        known = [i for i, sym in enumerate(symbols) if sym in before]
         first_seen[known] = 0
         listed_since = np.where(first_seen == 0, -(10**6), first_seen - H)
         min_days = spec.volume_window if min_listed_days is None else min_listed_days
