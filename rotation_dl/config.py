@@ -48,6 +48,7 @@ from rotation_dl.data.readers import ColumnMapping
 from rotation_dl.data.synthetic import SampleConfig
 from rotation_dl.data.validate import IngestPolicy
 from rotation_dl.errors import ConfigError
+from rotation_dl.features.spec import STOCK_STORAGE
 from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.session import Session
 
@@ -157,9 +158,10 @@ class FeatureConfig:
             window=self.window,
             stock_block_days=self.stock_block_days,
         )
-        if self.stock_storage not in ("float32", "float16", "bfloat16"):
+        if self.stock_storage not in STOCK_STORAGE:
             raise ConfigError(
-                f"features.stock_storage={self.stock_storage!r}: use float32, float16 or bfloat16"
+                f"features.stock_storage={self.stock_storage!r}: use "
+                f"{', '.join(STOCK_STORAGE[:-1])} or {STOCK_STORAGE[-1]}"
             )
         if self.min_listed_days is not None and self.min_listed_days < 0:
             raise ConfigError(

@@ -34,11 +34,15 @@ def previous_day_close(key: np.ndarray, day: np.ndarray, close: np.ndarray) -> n
     null (a null last close gives NaN, not an earlier close)."""
     if len(key) == 0:
         return np.zeros(0)
-    k, d = dense_ids(key), day - day.min()
+    return _previous_day_close(dense_ids(key), day - day.min(), close)
+
+
+def _previous_day_close(k: np.ndarray, d: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """`previous_day_close` on dense key ids and 0-based days."""
     n_keys, n_days = int(k.max()) + 1, int(d.max()) + 1
     flat = d * n_keys + k
     last = np.full(n_days * n_keys, -1, dtype=np.int64)
-    np.maximum.at(last, flat, np.arange(len(key)))  # each (day, key)'s last row
+    np.maximum.at(last, flat, np.arange(len(k)))  # each (day, key)'s last row
     last = last.reshape(n_days, n_keys)
     has = last >= 0
     day_close = np.where(has, close[np.maximum(last, 0)], np.nan)
@@ -67,7 +71,20 @@ def trailing_slot_means(
     """
     if len(key) == 0:
         return [np.zeros(0) for _ in columns]
-    k, s, d = dense_ids(key), dense_ids(slot), day - day.min()
+    return _trailing_slot_means(
+        dense_ids(key), dense_ids(slot), day - day.min(), columns, window, min_samples
+    )
+
+
+def _trailing_slot_means(
+    k: np.ndarray,
+    s: np.ndarray,
+    d: np.ndarray,
+    columns: Sequence[np.ndarray],
+    window: int,
+    min_samples: int,
+) -> list[np.ndarray]:
+    """`trailing_slot_means` on dense key and slot ids and 0-based days."""
     n_slots = int(s.max()) + 1
     n_cells, n_days = int(k.max() + 1) * n_slots, int(d.max()) + 1
     cell = k * n_slots + s
@@ -97,16 +114,20 @@ def with_day_statistics(lf: pl.LazyFrame, baselines: Sequence[str], window: int)
 
     def compute(batch: pl.Series) -> pl.Series:
         df = batch.struct.unnest()
-        key, day = df["_k"].to_numpy(), df["_day"].to_numpy()
+        if df.is_empty():
+            values = [np.zeros(0) for _ in names]
+        else:  # dense ids and 0-based days once, for both statistics
+            key, day = dense_ids(df["_k"].to_numpy()), df["_day"].to_numpy()
+            day = day - day.min()
 
-        def floats(c: str) -> np.ndarray:
-            return df[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            def floats(c: str) -> np.ndarray:
+                return df[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
 
-        values = [previous_day_close(key, day, floats("close"))]
-        if baselines:
-            slot = df["_slot"].to_numpy().astype(np.int64)
-            cols = [floats(c) for c in baselines]
-            values += trailing_slot_means(key, slot, day, cols, window, max(1, window // 4))
+            values = [_previous_day_close(key, day, floats("close"))]
+            if baselines:
+                slot = dense_ids(df["_slot"].to_numpy().astype(np.int64))
+                cols = [floats(c) for c in baselines]
+                values += _trailing_slot_means(key, slot, day, cols, window, max(1, window // 4))
         return pl.DataFrame(
             {
                 n: pl.Series(n, v, dtype=pl.Float64).fill_nan(None)

@@ -18,6 +18,8 @@ from typing import Any
 from rotation_dl.errors import ConfigError
 from rotation_dl.session import Session
 
+STOCK_STORAGE = ("float32", "float16", "bfloat16")  # the stock panel's feature dtypes
+
 
 @dataclass(frozen=True)
 class FeatureSpec:

@@ -42,20 +42,19 @@ from rotation_dl.artifacts import remove_stale_temp_dirs, temp_dir_for
 from rotation_dl.errors import ConfigError, DataError
 from rotation_dl.features.bars import bar_features
 from rotation_dl.features.labels import rank_normalise
-from rotation_dl.features.spec import FeatureSpec, definition_hash
+from rotation_dl.features.spec import STOCK_STORAGE, FeatureSpec, definition_hash
 
 log = logging.getLogger(__name__)
 STOCK_CACHE_VERSION = 1
 STOCK_ARRAYS = ("x", "label", "fwd_ret", "active", "member", "amount")
 RELATIVE = "rel_ret"  # the stock's bar return minus its industry's, same bar
-STORAGE = ("float32", "float16", "bfloat16")
 
 
 def storage_dtype(storage: str) -> np.dtype:
     """The feature array's dtype; bfloat16 is ml_dtypes' (an onnx dependency), stored on disk
     as its 16 raw bits (`.npy` has no bfloat16) and viewed back on load."""
-    if storage not in STORAGE:
-        raise ConfigError(f"stock panel storage {storage!r}: use one of {list(STORAGE)}")
+    if storage not in STOCK_STORAGE:
+        raise ConfigError(f"stock panel storage {storage!r}: use one of {list(STOCK_STORAGE)}")
     if storage == "bfloat16":
         try:
             import ml_dtypes
@@ -67,7 +66,7 @@ def storage_dtype(storage: str) -> np.dtype:
 
 def _on_disk(dtype: np.dtype) -> np.dtype:
     """The dtype a feature array is written as: bfloat16 as uint16 bits."""
-    return np.dtype(np.uint16) if dtype.kind == "V" or dtype.name == "bfloat16" else dtype
+    return np.dtype(np.uint16) if dtype.name == "bfloat16" else dtype
 
 
 def stock_feature_names(spec: FeatureSpec) -> tuple[str, ...]:
