@@ -616,7 +616,12 @@ def test_export_parity_and_score_match_the_training_stack(shared, tmp_path, leve
     block.mkdir(exist_ok=True)
     (block / "sitecustomize.py").write_text(BLOCK_TORCH)
     env = {**__import__("os").environ, "PYTHONPATH": str(block)}
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a killed score's panel folder (its pid gone) is swept by the next score
+    stale = out / "score" / f".panel.{dead.pid}-0123abcd.tmp"
+    (stale / "panel").mkdir(parents=True)
     cli("score", env=env)
+    assert not stale.exists()
     table = next((out / "score").glob("score_*[0-9].parquet"))
     asof = date_of(table)
     stocks = pl.read_parquet(table.with_name(table.stem + "_stocks.parquet"))

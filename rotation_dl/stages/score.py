@@ -117,11 +117,13 @@ def score(cfg: RunConfig) -> ScoreResult:
 
 
 def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holdings):
-    """A constituent model: the stock panel of [start, end] (built in a temporary folder,
-    removed afterwards; industry returns from the same stock bars, no industry-bar build) ->
-    every stock's window -> stock and industry scores."""
-    import tempfile
+    """A constituent model: the stock panel of [start, end] (built in a temporary folder
+    beside the scores, removed afterwards, and a killed run's swept by the next; industry
+    returns from the same stock bars, no industry-bar build) -> every stock's window -> stock
+    and industry scores."""
+    import shutil
 
+    from rotation_dl.artifacts import remove_stale_temp_dirs, temp_dir_for
     from rotation_dl.errors import ScoringError
     from rotation_dl.export.scoring import score_from_stock_panel, scored_days
     from rotation_dl.stages.stock_panel import build_stock_panel_for
@@ -134,14 +136,18 @@ def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holding
     first = min(scored) - window + 1  # the panel holds the scored windows' days only ...
     read_from = max(0, first - history_days(spec, cfg.features.min_listed_days))
     history, panel_days = days[read_from:first], days[first : scored[0] + 1]
-    with tempfile.TemporaryDirectory(prefix="rotation_dl-score-") as tmp:
+    target = layout_of(cfg).score_dir / "panel"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(target)  # the panels of killed runs
+    work = temp_dir_for(target)  # this run's (its pid in the name)
+    try:
         sp = build_stock_panel_for(  # ... and reads their baselines' days before them
             cfg,
             spec,
             panel_days,
             scorer.industries,
             cfg.industry.weighting,
-            Path(tmp) / "panel",
+            work / "panel",
             block_days=len(panel_days),  # a few weeks: one read of the store
             history=history,
             labels=False,
@@ -158,6 +164,8 @@ def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holding
         )
         del sp  # the memory-mapped arrays close before their folder goes
         return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def history_days(spec, min_listed_days: int | None) -> int:
