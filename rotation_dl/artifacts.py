@@ -3,9 +3,13 @@ place, so a reader (or a killed run) never sees a half-written file."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def folder_lock(
+    root: Path, name: str, timeout_s: float, refuse: Callable[[str], Exception]
+) -> Iterator[None]:
+    """Hold the OS file lock `root/name` (released when the process dies, so a killed holder
+    never blocks anyone). A second holder waits up to `timeout_s`, then `refuse(holder)` is
+    raised, `holder` naming the process that has it."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / name, "a+") as fh:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    raise refuse(fh.read().strip() or "another process") from None
+                time.sleep(0.1)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def process_alive(pid: int) -> bool:

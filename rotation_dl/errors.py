@@ -114,6 +114,10 @@ class StoreLockedError(StoreError):
     """Another writer holds the store's writer lock for longer than the wait allows."""
 
 
+class RunLockedError(RotationDLError):
+    """Another process is writing the same run's output folder."""
+
+
 class ModelFileError(RotationDLError):
     """An ONNX model file is missing, truncated, altered or not a rotation_dl model."""
 

@@ -346,3 +346,23 @@ def test_seed_rank_ics_reports_each_seed_and_their_spread():
     assert np.isnan(out["per_seed"]["2"])
     assert out["n_seeds"] == 2 and out["mean"] == pytest.approx(0.0)
     assert out["std"] == pytest.approx(np.sqrt(2.0))
+
+
+def test_a_second_train_on_the_same_output_folder_is_refused_in_one_line(tmp_path, capsys):
+    """Two `train`s writing one output folder would interleave its logs and metrics: while one
+    holds the run lock, another stops at once with RunLockedError (exit 2, one line), and a
+    first run that fails leaves no folder behind."""
+    from rotation_dl.cli import main
+    from rotation_dl.stages.train import RUN_LOCK, run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out):
+        assert main(["train", f"paths.output_dir={out}", "logger=none"]) == 2
+        assert (out / RUN_LOCK).exists()  # the holder's lock is untouched
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another train (pid" in err[0] and str(out) in err[0], err
+
+    fresh = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError), run_lock(fresh):
+        raise RuntimeError("the run failed")
+    assert not (tmp_path / "a").exists()

@@ -25,13 +25,12 @@ naming `rotation-dl store-upgrade`, which converts it (`upgrade_store`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -43,6 +42,7 @@ from rotation_dl.artifacts import (
     COMPRESSION,
     atomic_write_bytes,
     atomic_write_parquet,
+    folder_lock,
     process_alive,
 )
 from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError, StoreLockedError
@@ -250,35 +250,17 @@ def store_has_pre_close(root: str | Path, version: int | None = None) -> bool:
 
 
 # ---- writing ----
-@contextlib.contextmanager
-def writer_lock(root: Path, timeout_s: float = 600.0) -> Iterator[None]:
+def writer_lock(root: Path, timeout_s: float = 600.0) -> contextlib.AbstractContextManager:
     """Hold the store's writer lock (an OS file lock, released when the process dies): a second
     writer waits up to `timeout_s`, then fails with StoreLockedError."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / LOCK
-    with open(path, "a+") as fh:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    fh.seek(0)
-                    holder = fh.read().strip() or "another process"
-                    raise StoreLockedError(
-                        f"{root}: another ingest ({holder}) has been writing for more than "
-                        f"{timeout_s:.0f} s; re-run when it has finished"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}")
-            fh.flush()
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def refuse(holder: str) -> StoreLockedError:
+        return StoreLockedError(
+            f"{root}: another ingest ({holder}) has been writing for more than "
+            f"{timeout_s:.0f} s; re-run when it has finished"
+        )
+
+    return folder_lock(root, LOCK, timeout_s, refuse)
 
 
 def staging_dir(root: Path) -> Path:

@@ -3,8 +3,10 @@ checkpoints (`train -m hparams_search=...` runs `stages.sweep` instead)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from rotation_dl.session import Session
 from rotation_dl.stages.inputs import ensure_industry_bars, layout_of
 
 log = logging.getLogger(__name__)
+RUN_LOCK = "_train.lock"  # in the run's output folder
 
 ExtraCallbacks = Callable[[int, int], Sequence[Any]]
 
@@ -297,6 +300,45 @@ def train(
 ) -> TrainResult:
     """Walk-forward GRU training of the run (industry bars are built first when missing); the
     plan goes to `progress` before training starts."""
+    with run_lock(layout_of(cfg).output_dir):
+        return _train(cfg, extra_callbacks, progress)
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: Path) -> Iterator[None]:
+    """One `train` at a time per output folder (its logs, metrics and factor panel): a second
+    one is refused at once with RunLockedError. DDP's other ranks, started by rank 0's run,
+    share its lock. A failed first run leaves no folder holding only the lock."""
+    from rotation_dl.artifacts import folder_lock
+    from rotation_dl.errors import RunLockedError
+
+    if any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "RANK", "NODE_RANK")):
+        yield
+        return
+    created = [d for d in (output_dir, *output_dir.parents) if not d.exists()]
+
+    def refuse(holder: str) -> RunLockedError:
+        return RunLockedError(
+            f"{output_dir}: another train ({holder}) is writing this run's outputs; wait for "
+            "it to finish or set paths.output_dir"
+        )
+
+    try:
+        with folder_lock(output_dir, RUN_LOCK, 0.0, refuse):
+            yield
+    finally:
+        if output_dir in created and [p.name for p in output_dir.iterdir()] == [RUN_LOCK]:
+            (output_dir / RUN_LOCK).unlink()
+            for d in created:  # deepest first
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
+
+
+def _train(
+    cfg: RunConfig,
+    extra_callbacks: ExtraCallbacks | None,
+    progress: Callable[[str], None] | None,
+) -> TrainResult:
     from rotation_dl.models.tracking import finish_wandb
 
     ib = ensure_industry_bars(cfg)
