@@ -251,15 +251,26 @@ def main() -> None:
     if args.compare_ref:  # the store write, this code vs the ref's, same raw files, alternating
         raw = base / f"raw_{args.stocks}x{args.days}x{args.bar_minutes}"
         ref_code = worktree(args.compare_ref)
-        now, then = [], []
+        now, then, full_now, full_then, scans = [], [], [], [], []
         for _ in range(2):
             now.append(_measure("ingest", raw, base / "work_cmp")["seconds"])
             then.append(_measure("ingest", raw, base / "work_cmp_ref", ref_code)["seconds"])
+            full_now.append(_measure("rotation_dl", raw, base / "work_cmp")["seconds"])
+            full_then.append(
+                _measure("rotation_dl", raw, base / "work_cmp_ref", ref_code)["seconds"]
+            )
+            scans.append(_measure("scan", raw, base / "work_cmp")["seconds"])
         compare = {
             "compare_ref": args.compare_ref,
             "ingest_seconds": now,
             "ingest_seconds_ref": then,
             "ingest_ratio_to_ref": min(now) / min(then),
+            # ingest + industry bars, both codes, alternating, with a scan in each round
+            "rotation_dl_seconds": full_now,
+            "rotation_dl_seconds_ref": full_then,
+            "scan_seconds": scans,
+            "ratio_to_scan_pairs": [a / b for a, b in zip(full_now, scans, strict=True)],
+            "ratio_to_scan_ref_pairs": [a / b for a, b in zip(full_then, scans, strict=True)],
         }
         print(f"compare  {compare}", file=sys.stderr)
     ours, scan = results["base/rotation_dl"], results["base/scan"]

@@ -1,14 +1,16 @@
 """Store -> industry bars, streamed by date chunks (the build behind `rotation-dl industry-bars`
-and production scoring), and the bar size of industry bars."""
+and production scoring), and the bar size of industry bars. Each chunk is aggregated by the
+numpy kernel (`industry_kernel`) while the next one is read on a background thread."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import polars as pl
 
@@ -16,14 +18,11 @@ from rotation_dl.artifacts import atomic_write_parquet
 from rotation_dl.data.daily import factors_from_pre_close
 from rotation_dl.data.industry import (
     Weighting,
-    add_return_index,
     add_vwap_gap,
     adjust_bars,
-    aggregate_industry_returns,
     factors_from_adjusted_daily,
-    map_industries,
-    stock_bar_returns,
 )
+from rotation_dl.data.industry_kernel import industry_chunk
 from rotation_dl.data.limits import LimitTally, enforce_adjusted
 from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
 from rotation_dl.data.resample import resample_bars
@@ -42,6 +41,8 @@ from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import Session
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -102,6 +103,20 @@ def _chunks(names: list[str], size: int) -> list[list[str]]:
     return [names[i : i + size] for i in range(0, len(names), size)]
 
 
+def prefetched(read: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """`read(item)` for each item in order, the next one read on a background thread while
+    the caller works on the current one (polars reads without holding the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending: Future | None = None
+        for item in items:
+            nxt = pool.submit(read, item)
+            if pending is not None:
+                yield pending.result()
+            pending = nxt
+        if pending is not None:
+            yield pending.result()
+
+
 def build_industry_bars(
     store: str | Path,
     classification: str | Path,
@@ -159,11 +174,14 @@ def build_industry_bars(
     tally = LimitTally() if max_limit_breaks_per_10k is not None else None
     parts: list[pl.DataFrame] = []
     industries: set[str] = set()
-    for chunk in _chunks(names, chunk_partitions):
+
+    def read_chunk(chunk: list[str]) -> tuple[date, pl.DataFrame]:
         lo, hi = partition_span(chunk[0])[0], partition_span(chunk[-1])[1]
         lo, hi = max(lo, start or lo), min(hi, end or hi)
-        bars = as_bars(scan_store(store, lo, hi, version=version), daily)
-        bars = bars.collect().lazy()  # one read of the chunk
+        return hi, as_bars(scan_store(store, lo, hi, version=version), daily).collect()
+
+    for hi, frame in prefetched(read_chunk, _chunks(names, chunk_partitions)):
+        bars = frame.lazy()  # one read of the chunk
         if closes is not None:
             factors = factors_from_adjusted_daily(
                 bars, closes, factor_tolerance, carry=carry_factor
@@ -187,18 +205,22 @@ def build_industry_bars(
                 .sort("symbol", "date")
                 .collect()
             )
-        mapped = map_industries(bars, cls, on_unmapped, source=str(classification))
-        stock = stock_bar_returns(mapped, presorted=True, prev_close=carry_close).collect()
-        if stock.is_empty():
+        chunk_result = industry_chunk(
+            bars.collect(),
+            cls,
+            industries,
+            weighting=weighting,
+            on_unmapped=on_unmapped,
+            source=str(classification),
+            prev_close=carry_close,
+            start_level=carry_level,
+        )
+        if chunk_result is None:
             continue
-        chunk_industries = stock["industry"].unique()
-        industries.update(chunk_industries.to_list())
-        agg = aggregate_industry_returns(stock.lazy(), weighting)
-        part = add_return_index(
-            agg, sorted(industries), stock["ts"].unique(), weighting, carry_level
-        ).collect()
+        industries.update(chunk_result.industries)
+        part = chunk_result.bars
         parts.append(part)
-        last = stock.group_by("symbol").agg(pl.col("close").last().alias("prev_close"))
+        last = chunk_result.last_close
         carry_close = (
             last
             if carry_close is None

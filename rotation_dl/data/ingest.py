@@ -2,8 +2,12 @@
 
 Streams: each file is first scanned for its trading dates, then read and validated a few days at
 a time (`chunk_rows` rows of whole days), so peak memory depends on the chunk, not on the length
-of history. A file already ingested with the same settings, unchanged since (size and
-modification time, recorded in `<store>/_sources.json`), is skipped without being read. Every
+of history. A parquet file of at most `chunk_rows` rows is read whole in one step and profiled
+from that read (its dates alone come first, from its footer when it holds one day); when any
+check fails, the whole-input checks run over every file first, so refusals keep their counts
+and their order. Staged writes run on a background thread, overlapping the next chunk. A file
+already ingested with the same settings, unchanged since (size and modification time, recorded
+in `<store>/_sources.json`), is skipped without being read. Every
 chunk is staged under `<store>/.staging-<pid>-<id>/`; only when all inputs have passed is the
 whole ingest committed to the store's Delta table, as one version under the writer lock
 (`store.commit_partitions`); any error removes the staging area, leaving the store as it was,
@@ -18,15 +22,27 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_bytes
+from rotation_dl.data.calendar import non_trading_days
 from rotation_dl.data.limits import LimitTally
-from rotation_dl.data.profile import check_symbols, check_trading_days, check_units, profile_file
+from rotation_dl.data.profile import (
+    FileProfile,
+    check_symbols,
+    check_trading_days,
+    check_units,
+    has_amount_column,
+    profile_file,
+    profile_frame,
+    small_file_dates,
+)
 from rotation_dl.data.readers import (
     ColumnMapping,
     list_files,
@@ -164,12 +180,20 @@ def daily_closes_of(clean: pl.DataFrame, daily: bool) -> pl.DataFrame:
     """(symbol, date, close, volume) per stock and day, sorted by symbol and date, from a
     validated chunk (sorted by symbol and ts): the last bar's close for intraday bars."""
     day = pl.col("ts").dt.date().alias("date")
-    if daily:
+    if daily or clean.is_empty():
         return clean.select("symbol", day, "close", "volume")
+    keys = clean.select(
+        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).alias("new"),
+        pl.col("ts").dt.cast_time_unit("us").to_physical().alias("t"),
+    )
+    d = keys["t"].to_numpy() // 86_400_000_000
+    first = np.flatnonzero(keys["new"].to_numpy() | np.diff(d, prepend=d[0] - 1).astype(bool))
+    last = np.append(first[1:], clean.height) - 1  # runs of one (symbol, day): sorted rows
+    volume = np.add.reduceat(clean["volume"].to_numpy(), first)
     return (
-        clean.group_by("symbol", day)
-        .agg(pl.col("close").last(), pl.col("volume").sum())
-        .sort("symbol", "date")
+        clean[last]
+        .select("symbol", day, "close")
+        .with_columns(pl.Series("volume", volume, dtype=pl.Float64))
     )
 
 
@@ -214,13 +238,54 @@ def _to_canonical(df: pl.DataFrame, daily: bool) -> pl.DataFrame:
     return df.select(*BAR_SCHEMA)
 
 
-def _split_partitions(df: pl.DataFrame, manifest: StoreManifest) -> list[tuple[str, pl.DataFrame]]:
-    """Split a validated chunk into its store partitions (no split when it is just one)."""
+def _split_partitions(
+    df: pl.DataFrame, manifest: StoreManifest, dates: list[date]
+) -> list[tuple[str, pl.DataFrame]]:
+    """Split a validated chunk (rows on `dates`) into its store partitions; no split when the
+    dates make just one."""
+    names = {partition_name(d, manifest.partition) for d in dates}
+    if df.is_empty():
+        return []
+    if len(names) == 1:
+        return [(names.pop(), df)]
     day = pl.col("ts").dt.date() if manifest.key == "ts" else pl.col("date")
     key = day if manifest.partition == "date" else day.dt.truncate("1mo")
     keyed = df.with_columns(key.alias("_part"))
     groups = keyed.partition_by("_part", as_dict=True, include_key=False)
     return [(partition_name(d, manifest.partition), frag) for (d,), frag in groups.items()]
+
+
+class StagingWriter:
+    """Writes staged fragments on one background thread, so a chunk's write overlaps the next
+    chunk's read and validation (polars writes without holding the GIL). At most one batch
+    waits, so memory stays at about two chunks; a write's error surfaces at the next
+    `submit` or `wait`."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-write")
+        self._pending: Future | None = None
+
+    @staticmethod
+    def _write(frames: list[tuple[Path, pl.DataFrame]]) -> None:
+        for out, frame in frames:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            frame.write_parquet(out, compression=COMPRESSION, statistics=True)
+
+    def submit(self, frames: list[tuple[Path, pl.DataFrame]]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._write, frames)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Let a running write finish (its error, if any, is dropped: one is already raised)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            wait([pending])
+        self._pool.shutdown(wait=True)
 
 
 def ingest_bars(
@@ -294,12 +359,38 @@ def ingest_bars(
             report.frequency, report.bar_minutes = existing.frequency, existing.bar_minutes
         return report
     files = fresh
-    profiles = [profile_file(f, mapping, timezone) for f in files]
-    check_symbols(profiles, mapping)
-    report.notes += check_units(profiles, mapping)
-    skip = check_trading_days(profiles, calendar, timezone, policy.on_non_trading_day, today)
+    # files read whole in one step are profiled from that read (no pass of their own); only
+    # their dates are needed first, for the calendar (a file per day: from its footer)
+    small = {}
+    if chunk_days is None:
+        for f in files:
+            found = small_file_dates(f, mapping, timezone, chunk_rows)
+            if found is not None:
+                small[f] = found
+    profiles = {f: profile_file(f, mapping, timezone) for f in files if f not in small}
+
+    def check_every_file() -> None:
+        """The whole-input checks over every file, as if all were profiled first: raises
+        what they find, with counts over all files (only called once something failed)."""
+        every = [profiles.get(f) or profile_file(f, mapping, timezone) for f in files]
+        check_symbols(every, mapping)
+        check_units(every, mapping)
+        check_trading_days(every, calendar, timezone, policy.on_non_trading_day, today)
+
+    try:
+        check_symbols(list(profiles.values()), mapping)
+        check_units(list(profiles.values()), mapping)
+    except DataError:
+        if small:
+            check_every_file()  # counts over every file
+        raise
+    file_dates = {d for p in profiles.values() for d in p.rows_per_date}
+    file_dates |= {d for found in small.values() for d in found}
+    skip = non_trading_days(file_dates, calendar, timezone, today)
+    if skip and policy.on_non_trading_day == "fail":
+        check_every_file()  # raises NonTradingDayError, counted over every file
     if skip:
-        rows = sum(n for p in profiles for d, n in p.rows_per_date.items() if d in skip)
+        rows = sum(n for p in profiles.values() for d, n in p.rows_per_date.items() if d in skip)
         report.dropped["non_trading_day_rows"] += rows
         report.rows_read += rows
     created = [d for d in (root, *root.parents) if not d.exists()]  # removed again if unused
@@ -307,23 +398,50 @@ def ingest_bars(
     for stale in remove_stale_staging(root):  # left by an ingest that was killed
         log.info("removed %s, the staging area of an interrupted ingest", stale)
     staging = staging_dir(root)
+    writer = StagingWriter()
     try:
         manifest: StoreManifest | None = None
         all_dates: set = set()
-        calendar = [d for p in profiles for d in p.rows_per_date if d not in skip]
-        tally = LimitTally(calendar) if check_limits else None
-        for fi, (path, prof) in enumerate(zip(files, profiles, strict=True)):
+        tally = LimitTally(sorted(file_dates - set(skip))) if check_limits else None
+        small_profiles: list[FileProfile] = []
+        placed: set[str] = set()  # source codes already checked
+        for fi, path in enumerate(files):
             lf = read_bars_file(path, mapping, timezone=timezone)
+            whole_file: pl.DataFrame | None = None
+            if path in small:
+                whole_file = _collect(lf, str(path))
+                prof = profile_frame(
+                    path, whole_file, has_amount_column(path, mapping), small[path]
+                )
+                codes = set(prof.symbols.to_list())
+                if codes - placed:  # codes no earlier file had
+                    check_symbols([prof], mapping)
+                    placed |= codes
+                check_units([prof], mapping)
+                small_profiles.append(prof)
+                report.rows_read += whole_file.height
+                if skip:
+                    on_skip = pl.col("ts").dt.date().is_in(list(skip))
+                    n_skip = whole_file.select(on_skip.sum()).item()
+                    if n_skip:
+                        report.dropped["non_trading_day_rows"] += n_skip
+                        whole_file = whole_file.filter(~on_skip)
+            else:
+                prof = profiles[path]
             dates = [d for d in prof.dates if d not in skip]
             all_dates.update(dates)
             for ci, chunk_dates in enumerate(
                 day_chunks(dates, prof.rows_per_date, chunk_rows, chunk_days)
             ):
-                whole = len(chunk_dates) == len(prof.rows_per_date)  # the file in one chunk
-                part = lf if whole else lf.filter(pl.col("ts").dt.date().is_in(chunk_dates))
-                raw = _collect(part, str(path))
-                raw = normalize_symbols(raw, mapping.symbol_format)
-                report.rows_read += raw.height
+                if whole_file is not None:  # read above, in one chunk
+                    raw = whole_file
+                else:
+                    whole = len(chunk_dates) == len(prof.rows_per_date)  # the file in one chunk
+                    part = lf if whole else lf.filter(pl.col("ts").dt.date().is_in(chunk_dates))
+                    raw = _collect(part, str(path))
+                    report.rows_read += raw.height
+                known = prof.symbols if whole_file is not None and not skip else None
+                raw = normalize_symbols(raw, mapping.symbol_format, known)
                 try:
                     clean, bar_minutes, dropped = validate_bars(
                         raw, str(path), session, policy, mapping.ts_label, bar_minutes
@@ -342,12 +460,16 @@ def ingest_bars(
                     manifest = StoreManifest(frequency, bar_minutes, part)
                     check_compatible(existing, manifest, root)
                 canon = _to_canonical(clean, manifest.frequency == "daily")
-                for name, frag in _split_partitions(canon, manifest):
-                    out = staging / name / f"{fi:05d}-{ci:06d}.parquet"
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    frag.write_parquet(out, compression=COMPRESSION, statistics=True)
+                writer.submit(
+                    [
+                        (staging / name / f"{fi:05d}-{ci:06d}.parquet", frag)
+                        for name, frag in _split_partitions(canon, manifest, chunk_dates)
+                    ]
+                )
+        writer.wait()
         if manifest is None:
             raise EmptyInputError("no valid rows in the input", file=str(paths[0]), count=0)
+        report.notes += check_units([*profiles.values(), *small_profiles], mapping)
         result = commit_partitions(
             root,
             staging,
@@ -368,7 +490,12 @@ def ingest_bars(
         report.partitions_unchanged = result.unchanged
         report.first_date = str(min(all_dates))
         report.last_date = str(max(all_dates))
+    except DataError:
+        if small:  # what the whole-input checks find over every file is said first
+            check_every_file()
+        raise
     finally:
+        writer.close()  # no write is still running when its folder goes
         shutil.rmtree(staging, ignore_errors=True)
         if not (root / MANIFEST).exists():  # a failed first ingest: not even its lock file
             (root / LOCK).unlink(missing_ok=True)

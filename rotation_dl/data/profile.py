@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -54,22 +54,26 @@ class FileProfile:
         return sorted(self.rows_per_date)
 
 
+_UNITS_COLS = ("volume", "close", "amount")  # NaN > 0 is true in polars: finite first
+TRADED = (
+    pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in _UNITS_COLS])
+    & (pl.col("volume") * pl.col("close")).is_finite()
+)  # absurd values are validation's to name, not a units question
+UNITS_RATIO = (pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r")
+
+
+def has_amount_column(path: Path, mapping: ColumnMapping) -> bool:
+    return mapping.source("amount") in scan_file(path, [mapping.source("symbol")]).collect_schema()
+
+
 def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfile:
     """One pass over a file's ts, symbol and price/volume/amount columns."""
     file = str(path)
     lf = read_bars_file(path, mapping, timezone=timezone, with_row_index=False)
-    has_amount = (
-        mapping.source("amount") in scan_file(path, [mapping.source("symbol")]).collect_schema()
-    )
-    cols = ("volume", "close", "amount")  # NaN > 0 is true in polars: finite first
-    traded = (
-        pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in cols])
-        & (pl.col("volume") * pl.col("close")).is_finite()
-    )  # absurd values are validation's to name, not a units question
-    ratio_of = (pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r")
+    has_amount = has_amount_column(path, mapping)
     # a units mistake shows in any rows: the file's first rows (read alone, the reader stops
     # there) keep the pass cheap; only if none of them traded is the whole file searched
-    units = lf.head(UNITS_SAMPLE).filter(traded).select(ratio_of)
+    units = lf.head(UNITS_SAMPLE).filter(TRADED).select(UNITS_RATIO)
     days, symbols, ratio = _collect(  # one scan, aggregated as it streams
         [
             lf.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n")),
@@ -82,7 +86,7 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
         raise EmptyInputError("has no rows", file=file, count=0)
     r = ratio.item() if has_amount else None  # None too when no row has all three
     if has_amount and r is None:
-        r = _collect([lf.filter(traded).select(ratio_of)], file)[0].item()
+        r = _collect([lf.filter(TRADED).select(UNITS_RATIO)], file)[0].item()
     return FileProfile(
         path,
         dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
@@ -90,6 +94,74 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
         float(r) if r is not None else None,
         has_amount,
     )
+
+
+def profile_frame(
+    path: Path, raw: pl.DataFrame, has_amount: bool, dates: list[date] | None = None
+) -> FileProfile:
+    """`profile_file` of a file already read whole (`read_bars_file`, file order): the same
+    profile without another pass over the file. `dates`: its dates, when already known."""
+    if dates is not None and len(dates) == 1:
+        days = pl.DataFrame({"d": dates, "n": [raw.height]})
+    else:
+        days = raw.group_by(pl.col("ts").dt.date().alias("d")).agg(pl.len().alias("n"))
+    r = None
+    if has_amount:
+        r = raw.head(UNITS_SAMPLE).filter(TRADED).select(UNITS_RATIO).item()
+        if r is None:
+            r = raw.filter(TRADED).select(UNITS_RATIO).item()
+    return FileProfile(
+        path,
+        dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
+        raw["symbol"].unique(),
+        float(r) if r is not None else None,
+        has_amount,
+    )
+
+
+def _day(value: object) -> date | None:
+    """The date of a parquet statistic (datetime or date), None for anything else."""
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else None
+
+
+def small_file_dates(
+    path: Path, mapping: ColumnMapping, timezone: str, max_rows: int
+) -> list[date] | None:
+    """The dates of a parquet file of at most `max_rows` rows (read whole in one step, so its
+    profile comes from that read), or None for any other file. A file whose naive timestamps
+    all fall on one day (a file per day) needs only its footer; others read `ts` alone."""
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        col = names.index(mapping.source("ts"))
+    except Exception:  # unreadable, or no ts column: the full profile names the problem
+        return None
+    if not 0 < meta.num_rows <= max_rows:
+        return None
+    lows, highs, kind = [], [], str(meta.schema.column(col).logical_type)
+    naive = kind.startswith("Timestamp(isAdjustedToUTC=false") or kind == "Date"
+    for g in range(meta.num_row_groups):
+        st = meta.row_group(g).column(col).statistics
+        if not (naive and st is not None and st.has_min_max and st.null_count == 0):
+            break
+        lows.append(st.min)
+        highs.append(st.max)
+    else:
+        first, last = _day(min(lows)), _day(max(highs))
+        if first is not None and first == last:
+            return [first]
+    try:
+        lf = read_bars_file(path, mapping, timezone=timezone, with_row_index=False)
+        days = lf.select(pl.col("ts").dt.date().unique().sort()).collect()["ts"]
+    except Exception:  # unreadable: the full profile names the problem
+        return None
+    return None if days.null_count() else days.to_list()
 
 
 def _collect(queries: list[pl.LazyFrame], file: str) -> list[pl.DataFrame]:

@@ -89,11 +89,14 @@ def unplaceable_symbols(symbols: pl.Series) -> list[str]:
     return sorted(bad["symbol"].to_list())
 
 
-def normalize_symbols(df: pl.DataFrame, symbol_format: str = "ashare") -> pl.DataFrame:
-    """Normalise the `symbol` column, working on unique codes only (fast on big frames)."""
+def normalize_symbols(
+    df: pl.DataFrame, symbol_format: str = "ashare", uniques: pl.Series | None = None
+) -> pl.DataFrame:
+    """Normalise the `symbol` column, working on unique codes only (fast on big frames);
+    `uniques`: the column's distinct codes, when already known."""
     if symbol_format != "ashare" or df.is_empty():
         return df
-    uniq = df.select(pl.col("symbol").unique())
+    uniq = df.select(pl.col("symbol").unique()) if uniques is None else uniques.to_frame("symbol")
     mapped = uniq.with_columns(normalize_symbol(pl.col("symbol")).alias("new"))
     changed = mapped.filter(pl.col("symbol") != pl.col("new"))
     if changed.is_empty():
@@ -240,6 +243,13 @@ def _parse_ts(col: pl.Expr, dtype: pl.DataType, fmt: str | None, timezone: str) 
     )
 
 
+def _scaled(col: pl.Expr, factor: float | pl.Expr | None) -> pl.Expr:
+    """`col * factor`, or `col` itself for no factor or 1 (no copy of the column)."""
+    if factor is None or (isinstance(factor, int | float) and factor == 1):
+        return col
+    return col * factor
+
+
 def read_bars_file(
     path: Path, mapping: ColumnMapping, *, timezone: str, with_row_index: bool = True
 ) -> pl.LazyFrame:
@@ -279,16 +289,16 @@ def read_bars_file(
         lf = lf.with_row_index("_row")
     sym = pl.col(sym_src).cast(pl.String)  # normalised per unique code by `normalize_symbols`
     close = pl.col(mapping.source("close")).cast(pl.Float64)
-    volume = pl.col(mapping.source("volume")).cast(pl.Float64) * mapping.volume_multiplier
+    volume = _scaled(pl.col(mapping.source("volume")).cast(pl.Float64), mapping.volume_multiplier)
     amount = (
-        pl.col(amount_src).cast(pl.Float64) * mapping.amount_multiplier
+        _scaled(pl.col(amount_src).cast(pl.Float64), mapping.amount_multiplier)
         if has_amount
         else close * volume  # no amount column: approximate traded value by close x volume
     )
     pre_src = mapping.source("pre_close")  # the exchange's previous close (vendor daily files)
     pre_close = pl.col(pre_src).cast(pl.Float64) if pre_src in schema else pl.lit(None, pl.Float64)
     adj_src = mapping.source("adj_close")  # adjusted / total-return close: prices scaled to it
-    scale = pl.lit(1.0)
+    scale: pl.Expr | None = None  # None: prices as they are (no copy)
     if adj_src in schema:
         _check_numeric(schema, {"adj_close": adj_src}, file)
         adj = pl.col(adj_src).cast(pl.Float64)
@@ -298,10 +308,10 @@ def read_bars_file(
         sym.alias("symbol"),
         _parse_ts(pl.col(ts_src), ts_dtype, mapping.datetime_format, timezone).alias("ts"),
         *(
-            (pl.col(mapping.source(c)).cast(pl.Float64) * scale).alias(c)
+            _scaled(pl.col(mapping.source(c)).cast(pl.Float64), scale).alias(c)
             for c in ("open", "high", "low")
         ),
-        (close * scale).alias("close"),
+        _scaled(close, scale).alias("close"),
         volume.alias("volume"),
         amount.alias("amount"),
         pre_close.alias("pre_close"),

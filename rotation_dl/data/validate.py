@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import time
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from rotation_dl.errors import (
@@ -299,6 +300,122 @@ def suspended_day_bars(df: pl.DataFrame) -> pl.Series:
     return marked["s"].fill_null(False)
 
 
+US_PER_MIN = 60_000_000
+US_PER_DAY = 86_400_000_000
+
+
+def _runs(starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start indices and lengths of the runs flagged by `starts` (a bool per row)."""
+    first = np.flatnonzero(starts)
+    return first, np.diff(np.append(first, n))
+
+
+def _clean_fast(
+    df: pl.DataFrame,
+    session: Session,
+    policy: IngestPolicy,
+    ts_label: Literal["end", "start"],
+    bar_minutes: int | None,
+) -> tuple[pl.DataFrame, int, dict[str, int]] | None:
+    """The common case in few passes: rows already strictly in (symbol, ts) order, no missing
+    or out-of-range value, every stamp on the session's bar grid. Zero-price and suspended
+    bars are dropped exactly as `validate_bars` does. Returns None whenever anything else is
+    seen; `validate_bars` then runs its full checks, which name the problem (or sort).
+    """
+    if df.is_empty() or not isinstance(df.schema["ts"], pl.Datetime):
+        return None
+    sym, ts = pl.col("symbol"), pl.col("ts")
+    zero = ZERO_PRICE_BAR
+    prices = [pl.col(c) for c in PRICE_COLS]
+    hi, lo = pl.col("high"), pl.col("low")
+    slack = hi * policy.ohlc_tolerance
+    valid = pl.all_horizontal(  # no row breaks any of `value_rules` (nulls are seen apart)
+        *[pl.col(c).is_finite() for c in VALUE_COLS],
+        pl.min_horizontal(prices) > 0,
+        pl.max_horizontal(prices) <= policy.max_price,
+        pl.min_horizontal("volume", "amount") >= 0,
+        (pl.col("close") * pl.col("volume")).is_finite(),
+        hi >= lo - slack,
+        *[(pl.col(c) <= hi + slack) & (pl.col(c) >= lo - slack) for c in ("open", "close")],
+    )
+    flat = (pl.col("volume") == 0) & (pl.col("high") == pl.col("low"))
+    probe = df.select(
+        pl.any_horizontal([pl.col(c).is_null() for c in ("symbol", "ts", *VALUE_COLS)])
+        .any()
+        .alias("nulls"),
+        zero.sum().alias("zero"),
+        (~valid & ~zero).any().alias("bad"),
+        (flat & ~zero).any().alias("flat"),
+    ).row(0, named=True)
+    if probe["nulls"] or probe["bad"] or not df["symbol"].is_sorted():
+        return None
+    dropped: dict[str, int] = {}
+    if probe["zero"]:
+        if policy.on_zero_price_bars != "drop":
+            return None
+        df = df.filter(~zero)
+        dropped["zero_price_bars"] = probe["zero"]
+    arrays = df.select(
+        (sym != sym.shift(1)).fill_null(True).alias("new"),
+        ts.dt.cast_time_unit("us").to_physical().alias("t"),
+        *([flat.alias("flat"), pl.col("close")] if probe["flat"] else []),
+    )
+    n = df.height
+    new = arrays["new"].to_numpy()
+    t = arrays["t"].to_numpy()
+    if not ((t[1:] > t[:-1]) | new[1:]).all():
+        return None  # not strictly in time order within a symbol
+    sid = np.cumsum(new)  # symbol id: each symbol is one run
+    day = t // US_PER_DAY
+    new_day = np.ones(n, dtype=bool)
+    new_day[1:] = new[1:] | (day[1:] != day[:-1])
+    if probe["flat"]:  # whole (symbol, day)s flat at one level with no volume: suspensions
+        first, length = _runs(new_day, n)
+        last = first + length - 1
+        flat_seen = np.cumsum(arrays["flat"].to_numpy())
+        close = arrays["close"].to_numpy()
+        moves = np.zeros(n, dtype=np.int64)
+        np.cumsum(close[1:] != close[:-1], out=moves[1:])
+        flat_before = np.append(0, flat_seen)[first]  # flat rows before each run
+        whole = (flat_seen[last] - flat_before == length) & (moves[last] == moves[first])
+        suspended = np.repeat(whole, length)
+        n_susp = int(suspended.sum())
+        if n_susp:
+            keep = ~suspended
+            df = df.filter(pl.Series(keep))
+            dropped["suspended_day_bars"] = n_susp
+            sid, t, day, n = sid[keep], t[keep], day[keep], int(keep.sum())
+            if n == 0:
+                return None
+            new_day = np.ones(n, dtype=bool)
+            new_day[1:] = (sid[1:] != sid[:-1]) | (day[1:] != day[:-1])
+    if bar_minutes == 0 or (bar_minutes is None and not (t % US_PER_DAY).any()):
+        return df, 0, dropped  # daily bars: strict order already rules out duplicates
+    gap = np.zeros(n, dtype=np.int64)
+    gap[1:] = (t[1:] - t[:-1]) // US_PER_MIN
+    counted = ~new_day & (gap > 0)
+    if not counted.any():
+        return None  # one bar a day with clock stamps: the full checks decide
+    size = int(np.bincount(gap[counted]).argmax())  # the modal gap (smallest of ties)
+    sym_first, sym_len = _runs(np.diff(sid, prepend=-1) != 0, n)
+    n_gaps = np.add.reduceat(counted.astype(np.int64), sym_first)
+    min_gap = np.minimum.reduceat(np.where(counted, gap, np.iinfo(np.int64).max), sym_first)
+    if ((n_gaps >= 3) & (min_gap != size)).any():
+        return None  # mixed bar sizes
+    if bar_minutes is not None and size != bar_minutes:
+        return None
+    if ts_label == "start":
+        t = t + size * US_PER_MIN
+    grid = np.zeros(24 * 60, dtype=bool)
+    grid[[b.hour * 60 + b.minute for b in session.bar_end_times(size)]] = True
+    tod = t % US_PER_DAY
+    if (tod % US_PER_MIN).any() or not grid[tod // US_PER_MIN].all():
+        return None  # off the session or the bar grid
+    if ts_label == "start":
+        df = df.with_columns(ts + pl.duration(minutes=size))
+    return df, size, dropped
+
+
 def validate_bars(
     df: pl.DataFrame,
     file: str,
@@ -308,7 +425,24 @@ def validate_bars(
     bar_minutes: int | None = None,
 ) -> tuple[pl.DataFrame, int, dict[str, int]]:
     """Run every check on one chunk; returns (clean chunk sorted by symbol/ts, bar minutes or 0
-    for daily bars, rows dropped per reason)."""
+    for daily bars, rows dropped per reason). Clean, ordered chunks take a fast path
+    (`_clean_fast`) with the same result; any other goes through `validate_fully`."""
+    fast = _clean_fast(df, session, policy, ts_label, bar_minutes)
+    if fast is not None:
+        return fast
+    return validate_fully(df, file, session, policy, ts_label, bar_minutes)
+
+
+def validate_fully(
+    df: pl.DataFrame,
+    file: str,
+    session: Session,
+    policy: IngestPolicy,
+    ts_label: Literal["end", "start"] = "end",
+    bar_minutes: int | None = None,
+) -> tuple[pl.DataFrame, int, dict[str, int]]:
+    """`validate_bars` without its fast path: sorts, then counts every rule and names the
+    first one broken (the reference the fast path is tested against)."""
     dropped: dict[str, int] = {}
     zero = df.select(ZERO_PRICE_BAR.sum()).item()
     if zero and policy.on_zero_price_bars == "drop":
