@@ -147,48 +147,23 @@ def _swap_rows(df: pl.DataFrame, a: int, b: int) -> pl.DataFrame:
     return df[order]
 
 
+def _at_row_7(df: pl.DataFrame, column: str, value: object) -> pl.DataFrame:
+    """`column` set to `value` (a literal or an expression) in the row with `_row` 7."""
+    value = value if isinstance(value, pl.Expr) else pl.lit(value)
+    return df.with_columns(
+        pl.when(pl.col("_row") == 7).then(value).otherwise(pl.col(column)).alias(column)
+    )
+
+
 @pytest.mark.parametrize(
     "name, broken, error",
     [
         ("unsorted", lambda d: _swap_rows(d, 3, 4).with_columns(pl.col("_row").sort()), None),
         ("duplicate", lambda d: pl.concat([d[:5], d[4:]]), DuplicateRowsError),
-        (
-            "null",
-            lambda d: d.with_columns(
-                pl.when(pl.col("_row") == 7).then(None).otherwise(pl.col("close")).alias("close")
-            ),
-            ValueRangeError,
-        ),
-        (
-            "nan",
-            lambda d: d.with_columns(
-                pl.when(pl.col("_row") == 7)
-                .then(float("nan"))
-                .otherwise(pl.col("high"))
-                .alias("high")
-            ),
-            ValueRangeError,
-        ),
-        (
-            "off_grid",
-            lambda d: d.with_columns(
-                pl.when(pl.col("_row") == 7)
-                .then(pl.col("ts") + timedelta(minutes=3))
-                .otherwise(pl.col("ts"))
-                .alias("ts")
-            ),
-            None,
-        ),
-        (
-            "second",
-            lambda d: d.with_columns(
-                pl.when(pl.col("_row") == 7)
-                .then(pl.col("ts") + timedelta(seconds=1))
-                .otherwise(pl.col("ts"))
-                .alias("ts")
-            ),
-            None,
-        ),
+        ("null", lambda d: _at_row_7(d, "close", None), ValueRangeError),
+        ("nan", lambda d: _at_row_7(d, "high", float("nan")), ValueRangeError),
+        ("off_grid", lambda d: _at_row_7(d, "ts", pl.col("ts") + timedelta(minutes=3)), None),
+        ("second", lambda d: _at_row_7(d, "ts", pl.col("ts") + timedelta(seconds=1)), None),
         (
             "mixed_sizes",
             lambda d: d.filter((pl.col("symbol") != "600000.SH") | (pl.col("_row") % 2 == 0)),

@@ -17,10 +17,8 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.data.industry import map_industries
+from rotation_dl.data.runs import US_PER_MIN, day_starts, symbol_starts
 from rotation_dl.schema import INDUSTRY_BAR_SCHEMA
-
-US_PER_MIN = 60_000_000
-US_PER_DAY = 86_400_000_000
 
 Weighting = Literal["equal", "amount"]
 
@@ -71,13 +69,8 @@ def industry_chunk(
     """
     if bars.is_empty():
         return None
-    keys = bars.select(
-        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).alias("new"),
-        pl.col("ts").dt.cast_time_unit("us").to_physical().alias("t"),
-    )
-    t = keys["t"].to_numpy()
-    day = t // US_PER_DAY
-    first = np.flatnonzero(keys["new"].to_numpy() | np.diff(day, prepend=day[0] - 1).astype(bool))
+    new_symbol, t = symbol_starts(bars)
+    first = np.flatnonzero(day_starts(new_symbol, t))
     runs = bars.select("symbol", "ts")[first].with_row_index("_run")  # one (symbol, day) each
     mapped = map_industries(runs.lazy(), classification, on_unmapped, source=source).collect()
     run_ok = np.zeros(first.size, dtype=bool)

@@ -49,6 +49,7 @@ from rotation_dl.data.readers import (
     normalize_symbols,
     read_bars_file,
 )
+from rotation_dl.data.runs import day_starts, symbol_starts
 from rotation_dl.data.store import (
     COMPRESSION,
     LOCK,
@@ -182,12 +183,7 @@ def daily_closes_of(clean: pl.DataFrame, daily: bool) -> pl.DataFrame:
     day = pl.col("ts").dt.date().alias("date")
     if daily or clean.is_empty():
         return clean.select("symbol", day, "close", "volume")
-    keys = clean.select(
-        (pl.col("symbol") != pl.col("symbol").shift(1)).fill_null(True).alias("new"),
-        pl.col("ts").dt.cast_time_unit("us").to_physical().alias("t"),
-    )
-    d = keys["t"].to_numpy() // 86_400_000_000
-    first = np.flatnonzero(keys["new"].to_numpy() | np.diff(d, prepend=d[0] - 1).astype(bool))
+    first = np.flatnonzero(day_starts(*symbol_starts(clean)))
     last = np.append(first[1:], clean.height) - 1  # runs of one (symbol, day): sorted rows
     volume = np.add.reduceat(clean["volume"].to_numpy(), first)
     return (

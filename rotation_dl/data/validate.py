@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from rotation_dl.data.runs import US_PER_DAY, US_PER_MIN, day_starts, symbol_starts
 from rotation_dl.errors import (
     BarSizeError,
     DuplicateRowsError,
@@ -300,10 +301,6 @@ def suspended_day_bars(df: pl.DataFrame) -> pl.Series:
     return marked["s"].fill_null(False)
 
 
-US_PER_MIN = 60_000_000
-US_PER_DAY = 86_400_000_000
-
-
 def _runs(starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Start indices and lengths of the runs flagged by `starts` (a bool per row)."""
     first = np.flatnonzero(starts)
@@ -324,7 +321,7 @@ def _clean_fast(
     """
     if df.is_empty() or not isinstance(df.schema["ts"], pl.Datetime):
         return None
-    sym, ts = pl.col("symbol"), pl.col("ts")
+    ts = pl.col("ts")
     zero = ZERO_PRICE_BAR
     prices = [pl.col(c) for c in PRICE_COLS]
     hi, lo = pl.col("high"), pl.col("low")
@@ -355,25 +352,17 @@ def _clean_fast(
             return None
         df = df.filter(~zero)
         dropped["zero_price_bars"] = probe["zero"]
-    arrays = df.select(
-        (sym != sym.shift(1)).fill_null(True).alias("new"),
-        ts.dt.cast_time_unit("us").to_physical().alias("t"),
-        *([flat.alias("flat"), pl.col("close")] if probe["flat"] else []),
-    )
     n = df.height
-    new = arrays["new"].to_numpy()
-    t = arrays["t"].to_numpy()
+    new, t = symbol_starts(df)
     if not ((t[1:] > t[:-1]) | new[1:]).all():
         return None  # not strictly in time order within a symbol
     sid = np.cumsum(new)  # symbol id: each symbol is one run
-    day = t // US_PER_DAY
-    new_day = np.ones(n, dtype=bool)
-    new_day[1:] = new[1:] | (day[1:] != day[:-1])
+    new_day = day_starts(new, t)
     if probe["flat"]:  # whole (symbol, day)s flat at one level with no volume: suspensions
         first, length = _runs(new_day, n)
         last = first + length - 1
-        flat_seen = np.cumsum(arrays["flat"].to_numpy())
-        close = arrays["close"].to_numpy()
+        flat_seen = np.cumsum(df.select(flat).to_series().to_numpy())
+        close = df["close"].to_numpy()
         moves = np.zeros(n, dtype=np.int64)
         np.cumsum(close[1:] != close[:-1], out=moves[1:])
         flat_before = np.append(0, flat_seen)[first]  # flat rows before each run
@@ -384,11 +373,10 @@ def _clean_fast(
             keep = ~suspended
             df = df.filter(pl.Series(keep))
             dropped["suspended_day_bars"] = n_susp
-            sid, t, day, n = sid[keep], t[keep], day[keep], int(keep.sum())
+            sid, t, n = sid[keep], t[keep], int(keep.sum())
             if n == 0:
                 return None
-            new_day = np.ones(n, dtype=bool)
-            new_day[1:] = (sid[1:] != sid[:-1]) | (day[1:] != day[:-1])
+            new_day = day_starts(np.diff(sid, prepend=-1) != 0, t)
     if bar_minutes == 0 or (bar_minutes is None and not (t % US_PER_DAY).any()):
         return df, 0, dropped  # daily bars: strict order already rules out duplicates
     gap = np.zeros(n, dtype=np.int64)
