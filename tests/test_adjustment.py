@@ -160,10 +160,12 @@ def test_a_pre_close_column_adjusts_a_daily_store(tmp_path):
     assert stored["pre_close"].is_not_null().all()
 
 
+@pytest.mark.parametrize("batch_rows", [1, 30, 100_000])
 @pytest.mark.parametrize("chunk", [1, 7, 40, 500])
-def test_ingest_tally_in_chunks_equals_the_whole_series(chunk):
+def test_ingest_tally_in_chunks_equals_the_whole_series(chunk, batch_rows):
     """The count ingest records chunk by chunk (carrying each stock's last close and listing
-    age) equals the count over the whole series, with a split, a listing and a resumption."""
+    age) equals the count over the whole series, with a split, a listing and a resumption;
+    counted per chunk (batch_rows=1) or with chunks buffered together."""
     from rotation_dl.data.limits import LimitTally
 
     bars, _ = _market(n_stocks=12, n_days=90)
@@ -176,7 +178,7 @@ def test_ingest_tally_in_chunks_equals_the_whole_series(chunk):
     )  # fmt: skip
     whole = limit_breaks(daily)
     days = sorted(daily["date"].unique().to_list())
-    tally = LimitTally(days)
+    tally = LimitTally(days, batch_rows=batch_rows)
     for i in range(0, len(days), chunk):
         tally.add(daily.filter(pl.col("date").is_in(days[i : i + chunk])))
     got = tally.result()

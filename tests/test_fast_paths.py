@@ -34,6 +34,7 @@ from rotation_dl.data.readers import ColumnMapping
 from rotation_dl.data.store import scan_store
 from rotation_dl.data.validate import IngestPolicy, _clean_fast, validate_bars, validate_fully
 from rotation_dl.errors import (
+    BarSizeError,
     DuplicateRowsError,
     NonTradingDayError,
     SymbolFormatError,
@@ -278,6 +279,92 @@ def test_refusals_still_count_every_file_and_come_first(tmp_path):
         ingest_bars(raw, tmp_path / "s3", session=A_SHARE)
     assert err.value.count == 32 and "2 date(s)" in str(err.value)
     assert not (tmp_path / "s0").exists() and not (tmp_path / "s3").exists()
+
+
+def test_lookahead_gives_results_in_order_and_errors_at_their_turn():
+    """Work finishing out of order is taken in order; an error surfaces when its item is
+    taken (not earlier), and closing after it leaves no thread running."""
+    import time as _time
+    from pathlib import Path
+
+    from rotation_dl.data.ingest import Lookahead
+
+    started: list[str] = []
+
+    def work(path: Path, size: int | None) -> tuple[str, int | None]:
+        started.append(path.name)
+        _time.sleep(0.03 if path.name == "a" else 0.0)  # the first finishes last
+        if path.name == "c":
+            raise ValueRangeError("bad", file=str(path))
+        return path.name, size
+
+    paths = [Path(n) for n in "abcde"]
+    ahead = Lookahead(work, paths, workers=2)
+    assert ahead.take(paths[0], None) == ("a", None)
+    assert started == ["a"]  # the bar size unknown: one file at a time
+    assert ahead.take(paths[1], 5) == ("b", 5)
+    with pytest.raises(ValueRangeError):
+        ahead.take(paths[2], 5)
+    ahead.close()
+    assert "e" not in started or len(started) <= 5
+    with pytest.raises(RuntimeError, match="out of order"):
+        Lookahead(work, paths).take(paths[1], None)
+
+
+def test_files_read_ahead_fail_in_order_and_leave_nothing(tmp_path):
+    """Many one-day files validated ahead on worker threads: the first bad file in file order
+    is named (a later, worse file is not), its error is the serial one word for word, and no
+    store is left."""
+    days = next_days(8)
+    raw = _day_files(tmp_path, days)
+    dup = day_bars(("600000.SH", "600001.SH"), day=days[3])
+    write(pl.concat([dup, dup.head(1)]).sort("symbol", "ts"), raw / f"{days[3]}.parquet")
+    nan = day_bars(("600000.SH", "600001.SH"), day=days[5]).with_row_index("_row")
+    write(_at_row_7(nan, "close", float("nan")).drop("_row"), raw / f"{days[5]}.parquet")
+    errors = []
+    for chunk_days in (None, 1000):  # read ahead whole, or profiled first and read serially
+        with pytest.raises(DuplicateRowsError) as err:
+            ingest_bars(raw, tmp_path / f"s{chunk_days}", session=A_SHARE, chunk_days=chunk_days)
+        errors.append(str(err.value))
+        assert not (tmp_path / f"s{chunk_days}").exists()
+    assert f"{days[3]}.parquet" in errors[0] and errors[0] == errors[1]
+
+
+def test_a_bar_size_change_read_ahead_is_the_serial_error(tmp_path):
+    days = next_days(6)
+    raw = _day_files(tmp_path, days)
+    write(day_bars(("600000.SH",), day=days[4], bar_minutes=5), raw / f"{days[4]}.parquet")
+    errors = []
+    for chunk_days in (None, 1000):
+        with pytest.raises(BarSizeError) as err:
+            ingest_bars(raw, tmp_path / f"s{chunk_days}", session=A_SHARE, chunk_days=chunk_days)
+        errors.append(str(err.value))
+    assert f"{days[4]}.parquet" in errors[0] and errors[0] == errors[1]
+
+
+def test_many_files_read_ahead_store_the_same_rows(tmp_path):
+    """Read ahead (files whole) or serially (chunk_days): the same store, report and limit
+    tally, over files with a suspension, a zero-price bar and a price move beyond the limit."""
+    days = next_days(9)
+    symbols = ("600000.SH", "600001.SH", "300001.SZ")
+    raw = tmp_path / "raw"
+    for k, d in enumerate(days):
+        bars = day_bars(symbols, day=d, price=10.0 * (1.3 if k >= 6 else 1.0))
+        if k == 2:
+            bars = _suspend(bars, "600001.SH", d)
+        if k == 4:
+            bars = _zero_bar(bars.with_row_index("_row"), 5).drop("_row")
+        write(bars, raw / f"{d}.parquet")
+    reports, stores = [], []
+    for chunk_days in (None, 1000):
+        store = tmp_path / f"s{chunk_days}"
+        reports.append(ingest_bars(raw, store, session=A_SHARE, chunk_days=chunk_days))
+        stores.append(scan_store(store).collect().sort("symbol", "ts"))
+    a, b = reports
+    assert (a.rows_read, a.rows_added, a.dropped) == (b.rows_read, b.rows_added, b.dropped)
+    assert a.dropped["suspended_day_bars"] == 16 and a.dropped["zero_price_bars"] == 1
+    assert a.limit_breaks == b.limit_breaks and a.limit_breaks["breaks"] == 3
+    assert_frame_equal(stores[0], stores[1])
 
 
 # ---- the industry kernel against the polars formulation ------------------------------------

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +285,112 @@ class StagingWriter:
         self._pool.shutdown(wait=True)
 
 
+@dataclass
+class PreparedFile:
+    """A file read whole and checked on a worker thread: its profile, and (when it has rows
+    on trading days) the validated canonical rows or the validation error, which is raised only
+    after the whole-input checks of that file have passed, as in a serial ingest."""
+
+    profile: FileProfile
+    rows: int  # rows read
+    non_trading_rows: int  # rows on days that cannot be trading days (dropped)
+    dates: list[date]  # its trading dates
+    canon: pl.DataFrame | None = None  # validated rows in the store's schema
+    closes: pl.DataFrame | None = None  # daily closes for the limit tally
+    bar_minutes: int | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+    error: DataError | None = None
+
+
+def prepare_small_file(
+    path: Path,
+    mapping: ColumnMapping,
+    timezone: str,
+    dates: list[date],
+    skip: set[date],
+    session: Session,
+    policy: IngestPolicy,
+    bar_minutes: int | None,
+    closes: bool,
+) -> PreparedFile:
+    """Read a file of at most `chunk_rows` rows whole, profile it from that read, drop its
+    rows on `skip` days, then validate it against `bar_minutes` (the size earlier input set).
+    Pure: safe on a worker thread."""
+    whole = _collect(read_bars_file(path, mapping, timezone=timezone), str(path))
+    prof = profile_frame(path, whole, has_amount_column(path, mapping), dates)
+    rows, n_skip = whole.height, 0
+    if skip:
+        on_skip = pl.col("ts").dt.date().is_in(list(skip))
+        n_skip = whole.select(on_skip.sum()).item()
+        if n_skip:
+            whole = whole.filter(~on_skip)
+    kept = [d for d in prof.dates if d not in skip]
+    out = PreparedFile(prof, rows, n_skip, kept)
+    if not kept:
+        return out
+    try:
+        raw = normalize_symbols(whole, mapping.symbol_format, None if skip else prof.symbols)
+        del whole
+        clean, size, out.dropped = validate_bars(
+            raw, str(path), session, policy, mapping.ts_label, bar_minutes
+        )
+    except DataError as exc:
+        out.error = exc
+        return out
+    out.bar_minutes = size
+    if closes and clean.height:
+        out.closes = daily_closes_of(clean, size == 0)
+    out.canon = _to_canonical(clean, size == 0)
+    return out
+
+
+class Lookahead:
+    """`prepare(path, bar_minutes)` for the files to come, in order, on `workers` threads
+    while the caller handles the current one (polars and numpy work without the GIL). Until
+    the bar size is known only one file is in flight, as each file is checked against the
+    size earlier files set. An error is raised when its file is taken, so files fail in
+    order, exactly as in a serial ingest."""
+
+    def __init__(self, prepare, paths: list[Path], workers: int = 2) -> None:
+        self._prepare = prepare
+        self._todo = list(reversed(paths))
+        self._queue: list[tuple[Path, Future]] = []
+        self._workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-read")
+
+    def take(self, path: Path, bar_minutes: int | None) -> PreparedFile:
+        depth = self._workers + 1 if bar_minutes is not None else 1
+        while self._todo and len(self._queue) < depth:
+            nxt = self._todo.pop()
+            self._queue.append((nxt, self._pool.submit(self._prepare, nxt, bar_minutes)))
+        queued, future = self._queue.pop(0)
+        if queued != path:  # the caller takes the files in the order given
+            raise RuntimeError(f"lookahead out of order: {queued} != {path}")
+        return future.result()
+
+    def close(self) -> None:
+        """Drop what has not started; let running work finish (its result is not needed)."""
+        for _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+        self._pool.shutdown(wait=True)
+
+
+def _manifest_for(
+    bar_minutes: int,
+    partition: Partitioning | None,
+    existing: StoreManifest | None,
+    root: Path,
+) -> StoreManifest:
+    """The store's manifest from the first validated chunk (checked against the store's)."""
+    frequency = "daily" if bar_minutes == 0 else "intraday"
+    part = partition or (existing.partition if existing else None)
+    part = part or ("date" if frequency == "intraday" else "month")
+    manifest = StoreManifest(frequency, bar_minutes, part)
+    check_compatible(existing, manifest, root)
+    return manifest
+
+
 def ingest_bars(
     inputs: str | Path | Sequence[str | Path],
     store: str | Path,
@@ -395,6 +502,19 @@ def ingest_bars(
         log.info("removed %s, the staging area of an interrupted ingest", stale)
     staging = staging_dir(root)
     writer = StagingWriter()
+    prepare = partial(
+        prepare_small_file,
+        mapping=mapping,
+        timezone=timezone,
+        skip=set(skip),
+        session=session,
+        policy=policy,
+        closes=check_limits,
+    )
+    ahead = Lookahead(
+        lambda f, size: prepare(f, dates=small[f], bar_minutes=size),
+        [f for f in files if f in small],
+    )
     try:
         manifest: StoreManifest | None = None
         all_dates: set = set()
@@ -402,42 +522,47 @@ def ingest_bars(
         small_profiles: list[FileProfile] = []
         placed: set[str] = set()  # source codes already checked
         for fi, path in enumerate(files):
-            lf = read_bars_file(path, mapping, timezone=timezone)
-            whole_file: pl.DataFrame | None = None
-            if path in small:
-                whole_file = _collect(lf, str(path))
-                prof = profile_frame(
-                    path, whole_file, has_amount_column(path, mapping), small[path]
-                )
+            if path in small:  # read whole and validated ahead, on the worker threads
+                prep = ahead.take(path, bar_minutes)
+                prof = prep.profile
                 codes = set(prof.symbols.to_list())
                 if codes - placed:  # codes no earlier file had
                     check_symbols([prof], mapping)
                     placed |= codes
                 check_units([prof], mapping)
                 small_profiles.append(prof)
-                report.rows_read += whole_file.height
-                if skip:
-                    on_skip = pl.col("ts").dt.date().is_in(list(skip))
-                    n_skip = whole_file.select(on_skip.sum()).item()
-                    if n_skip:
-                        report.dropped["non_trading_day_rows"] += n_skip
-                        whole_file = whole_file.filter(~on_skip)
-            else:
-                prof = profiles[path]
+                report.rows_read += prep.rows
+                if prep.non_trading_rows:
+                    report.dropped["non_trading_day_rows"] += prep.non_trading_rows
+                all_dates.update(prep.dates)
+                if prep.error is not None:
+                    raise prep.error
+                if prep.canon is None:
+                    continue
+                bar_minutes = prep.bar_minutes
+                report.dropped.update(prep.dropped)
+                if tally is not None and prep.closes is not None:
+                    tally.add(prep.closes)
+                manifest = manifest or _manifest_for(bar_minutes, partition, existing, root)
+                writer.submit(
+                    [
+                        (staging / name / f"{fi:05d}-000000.parquet", frag)
+                        for name, frag in _split_partitions(prep.canon, manifest, prep.dates)
+                    ]
+                )
+                continue
+            lf = read_bars_file(path, mapping, timezone=timezone)
+            prof = profiles[path]
             dates = [d for d in prof.dates if d not in skip]
             all_dates.update(dates)
             for ci, chunk_dates in enumerate(
                 day_chunks(dates, prof.rows_per_date, chunk_rows, chunk_days)
             ):
-                if whole_file is not None:  # read above, in one chunk
-                    raw = whole_file
-                else:
-                    whole = len(chunk_dates) == len(prof.rows_per_date)  # the file in one chunk
-                    part = lf if whole else lf.filter(pl.col("ts").dt.date().is_in(chunk_dates))
-                    raw = _collect(part, str(path))
-                    report.rows_read += raw.height
-                known = prof.symbols if whole_file is not None and not skip else None
-                raw = normalize_symbols(raw, mapping.symbol_format, known)
+                whole = len(chunk_dates) == len(prof.rows_per_date)  # the file in one chunk
+                part = lf if whole else lf.filter(pl.col("ts").dt.date().is_in(chunk_dates))
+                raw = _collect(part, str(path))
+                report.rows_read += raw.height
+                raw = normalize_symbols(raw, mapping.symbol_format)
                 try:
                     clean, bar_minutes, dropped = validate_bars(
                         raw, str(path), session, policy, mapping.ts_label, bar_minutes
@@ -449,12 +574,7 @@ def ingest_bars(
                 report.dropped.update(dropped)
                 if tally is not None and clean.height:
                     tally.add(daily_closes_of(clean, bar_minutes == 0))
-                if manifest is None:
-                    frequency = "daily" if bar_minutes == 0 else "intraday"
-                    part = partition or (existing.partition if existing else None)
-                    part = part or ("date" if frequency == "intraday" else "month")
-                    manifest = StoreManifest(frequency, bar_minutes, part)
-                    check_compatible(existing, manifest, root)
+                manifest = manifest or _manifest_for(bar_minutes, partition, existing, root)
                 canon = _to_canonical(clean, manifest.frequency == "daily")
                 writer.submit(
                     [
@@ -491,6 +611,7 @@ def ingest_bars(
             check_every_file()
         raise
     finally:
+        ahead.close()
         writer.close()  # no write is still running when its folder goes
         shutil.rmtree(staging, ignore_errors=True)
         if not (root / MANIFEST).exists():  # a failed first ingest: not even its lock file

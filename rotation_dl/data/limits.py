@@ -154,10 +154,18 @@ class LimitTally:
     symbol; each stock's last close, calendar position and age are carried between chunks.
     Positions come from the whole input's calendar, so a stock's own missing days are gaps;
     without one (`calendar=None`) the chunks' own dates make it, chunks then arriving in date
-    order (a streamed build)."""
+    order (a streamed build).
+
+    Small chunks (a file per day) are buffered and counted together, `batch_rows` closes at a
+    time: stacked in arrival order and grouped by symbol with a stable sort, each symbol's
+    closes stay in the order they came, so the count equals one `add` per chunk."""
 
     def __init__(
-        self, calendar: list | None = None, listing_days: int = 5, tolerance: float = 0.005
+        self,
+        calendar: list | None = None,
+        listing_days: int = 5,
+        tolerance: float = 0.005,
+        batch_rows: int = 100_000,
     ) -> None:
         self.grow = calendar is None
         self.pos = pl.DataFrame(
@@ -169,12 +177,30 @@ class LimitTally:
         )
         self.stock_days = 0
         self.breaks: list[pl.DataFrame] = []
+        self.batch_rows = batch_rows
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
 
     def add(self, closes: pl.DataFrame) -> None:
         """(symbol, date, close, volume) daily closes of one chunk, sorted by symbol and date
-        (validated chunks are); shifts within a symbol, the carry joined on first rows only."""
+        (validated chunks are); counted at once or with the next chunks (see the class)."""
         if self.grow:
             self._extend(closes["date"])
+        self._pending.append(closes.select("symbol", "date", "close", "volume"))
+        self._pending_rows += closes.height
+        if self._pending_rows >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        if len(pending) == 1:
+            self._count(pending[0])
+        elif pending:  # each symbol's rows in arrival order, as one add per chunk sees them
+            stacked = pl.concat(pending, how="vertical_relaxed")
+            self._count(stacked.sort("symbol", maintain_order=True))
+
+    def _count(self, closes: pl.DataFrame) -> None:
+        """Shifts within a symbol, the carry joined on each symbol's first row only."""
         new = (
             closes.filter(
                 (pl.col("volume").is_null() | (pl.col("volume") > 0)) & (pl.col("close") > 0)
@@ -238,6 +264,7 @@ class LimitTally:
             self.pos = pl.concat([self.pos, more])
 
     def result(self) -> LimitCheck:
+        self._flush()
         floats = {c: pl.Float64 for c in ("prev_close", "close", "move", "limit")}
         schema = {"symbol": pl.String, "date": pl.Date, **floats}
         breaks = pl.concat(self.breaks) if self.breaks else pl.DataFrame(schema=schema)
