@@ -107,6 +107,14 @@ def _case(name: str) -> tuple[pl.DataFrame, dict]:
             pl.when(on).then(pl.col("close")).otherwise(pl.col("open")).alias("open"),
         )
         return quiet, {}
+    if name == "open_at_high_within_tolerance":  # float32 sources: inside the slack
+        return _at_row_7(base, "open", pl.col("high") * (1 + 5e-7)), {}
+    if name == "price_at_the_ceiling":  # exactly max_price is allowed
+        for c in ("open", "high", "low", "close"):
+            base = _at_row_7(base, c, POLICY.max_price)
+        return base, {}
+    if name == "huge_volume":  # close x volume still finite
+        return _at_row_7(base, "volume", 1e300), {}
     if name == "daily":
         daily = base.group_by("symbol", pl.col("ts").dt.date()).agg(
             pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
@@ -124,6 +132,9 @@ CLEAN_CASES = [
     "bar_start_stamps",
     "known_size",
     "partly_quiet_day",
+    "open_at_high_within_tolerance",
+    "price_at_the_ceiling",
+    "huge_volume",
     "daily",
 ]
 
@@ -163,6 +174,15 @@ def _at_row_7(df: pl.DataFrame, column: str, value: object) -> pl.DataFrame:
         ("duplicate", lambda d: pl.concat([d[:5], d[4:]]), DuplicateRowsError),
         ("null", lambda d: _at_row_7(d, "close", None), ValueRangeError),
         ("nan", lambda d: _at_row_7(d, "high", float("nan")), ValueRangeError),
+        ("nan_amount", lambda d: _at_row_7(d, "amount", float("nan")), ValueRangeError),
+        ("inf_volume", lambda d: _at_row_7(d, "volume", float("inf")), ValueRangeError),
+        ("neg_amount", lambda d: _at_row_7(d, "amount", -1.0), ValueRangeError),
+        ("overflow", lambda d: _at_row_7(d, "volume", 1e308), ValueRangeError),
+        ("absurd", lambda d: _at_row_7(d, "high", 2e7), ValueRangeError),
+        ("open_above", lambda d: _at_row_7(d, "open", pl.col("high") * 1.01), ValueRangeError),
+        ("close_below", lambda d: _at_row_7(d, "close", pl.col("low") * 0.99), ValueRangeError),
+        ("high_below", lambda d: _at_row_7(d, "high", pl.col("low") * 0.98), ValueRangeError),
+        ("zero_price", lambda d: _at_row_7(d, "low", 0.0), ValueRangeError),
         ("off_grid", lambda d: _at_row_7(d, "ts", pl.col("ts") + timedelta(minutes=3)), None),
         ("second", lambda d: _at_row_7(d, "ts", pl.col("ts") + timedelta(seconds=1)), None),
         (

@@ -11,6 +11,7 @@ bars) and the counts of rows dropped under a `drop` policy.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import time
 from typing import Literal
@@ -301,10 +302,52 @@ def suspended_day_bars(df: pl.DataFrame) -> pl.Series:
     return marked["s"].fill_null(False)
 
 
-def _runs(starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start indices and lengths of the runs flagged by `starts` (a bool per row)."""
-    first = np.flatnonzero(starts)
-    return first, np.diff(np.append(first, n))
+def _value_bounds(df: pl.DataFrame, policy: IngestPolicy) -> bool:
+    """Whether no row breaks any of `value_rules`, from column aggregates (no row masks):
+    NaN-free columns, price minima above zero and maxima within `max_price`, non-negative
+    volume and amount, no overflowing close x volume, and each OHLC relation as the sign of
+    the largest difference (for finite values `a - b > 0` exactly when `a > b`). False means
+    "not sure": the full checks decide."""
+    hi, lo = pl.col("high"), pl.col("low")
+    slack = hi * policy.ohlc_tolerance
+    floor = lo - slack
+    row = df.select(
+        pl.any_horizontal([pl.col(c).is_nan().any() for c in VALUE_COLS]).alias("nan"),
+        pl.min_horizontal([pl.col(c).min() for c in PRICE_COLS]).alias("min_price"),
+        pl.max_horizontal([pl.col(c).max() for c in PRICE_COLS]).alias("max_price"),
+        pl.min_horizontal(pl.col("volume").min(), pl.col("amount").min()).alias("min_qty"),
+        pl.max_horizontal(pl.col("volume").max(), pl.col("amount").max()).alias("max_qty"),
+        pl.col("close").max().alias("max_close"),
+        pl.col("volume").max().alias("max_volume"),
+        (floor - hi).max().alias("low_over_high"),
+        (pl.max_horizontal("open", "close") - (hi + slack)).max().alias("above_high"),
+        (floor - pl.min_horizontal("open", "close")).max().alias("below_low"),
+    ).row(0, named=True)
+    if row["nan"] or any(v is None for v in row.values()):
+        return False
+    return bool(
+        row["min_price"] > 0
+        and row["max_price"] <= policy.max_price
+        and row["min_qty"] >= 0
+        and math.isfinite(row["max_qty"])
+        and math.isfinite(row["max_close"] * row["max_volume"])
+        and row["low_over_high"] <= 0
+        and row["above_high"] <= 0
+        and row["below_low"] <= 0
+    )
+
+
+def _suspended_runs(
+    flat_rows: np.ndarray, close: np.ndarray, first: np.ndarray, length: np.ndarray
+) -> np.ndarray:
+    """A bool per (symbol, day) run: every bar flat with no volume, all at one level (a
+    client's fill of a suspension). Only the runs holding flat rows are looked at."""
+    run = np.searchsorted(first, flat_rows, side="right") - 1
+    whole = np.bincount(run, minlength=first.size) == length
+    if whole.any():  # one level: each flat row's close equals its run's first close
+        moved = whole[run] & (close[flat_rows] != close[first[run]])
+        whole[run[moved]] = False
+    return whole
 
 
 def _clean_fast(
@@ -321,86 +364,70 @@ def _clean_fast(
     """
     if df.is_empty() or not isinstance(df.schema["ts"], pl.Datetime):
         return None
-    ts = pl.col("ts")
-    zero = ZERO_PRICE_BAR
-    prices = [pl.col(c) for c in PRICE_COLS]
-    hi, lo = pl.col("high"), pl.col("low")
-    slack = hi * policy.ohlc_tolerance
-    valid = pl.all_horizontal(  # no row breaks any of `value_rules` (nulls are seen apart)
-        *[pl.col(c).is_finite() for c in VALUE_COLS],
-        pl.min_horizontal(prices) > 0,
-        pl.max_horizontal(prices) <= policy.max_price,
-        pl.min_horizontal("volume", "amount") >= 0,
-        (pl.col("close") * pl.col("volume")).is_finite(),
-        hi >= lo - slack,
-        *[(pl.col(c) <= hi + slack) & (pl.col(c) >= lo - slack) for c in ("open", "close")],
-    )
-    flat = (pl.col("volume") == 0) & (pl.col("high") == pl.col("low"))
-    probe = df.select(
-        pl.any_horizontal([pl.col(c).is_null() for c in ("symbol", "ts", *VALUE_COLS)])
-        .any()
-        .alias("nulls"),
-        zero.sum().alias("zero"),
-        (~valid & ~zero).any().alias("bad"),
-        (flat & ~zero).any().alias("flat"),
-    ).row(0, named=True)
-    if probe["nulls"] or probe["bad"] or not df["symbol"].is_sorted():
+    if any(df[c].null_count() for c in ("symbol", "ts", *VALUE_COLS)):  # kept with the data
         return None
+    if not df["symbol"].is_sorted():
+        return None
+    flat = ((pl.col("volume") == 0) & (pl.col("high") == pl.col("low"))).alias("flat")
+    flat_mask = df.select(flat).to_series()
     dropped: dict[str, int] = {}
-    if probe["zero"]:
-        if policy.on_zero_price_bars != "drop":
-            return None
-        df = df.filter(~zero)
-        dropped["zero_price_bars"] = probe["zero"]
+    if flat_mask.any():  # zero-price bars are flat: counted among those rows only
+        zero_mask = flat_mask & df.select(ZERO_PRICE_BAR).to_series()
+        n_zero = int(zero_mask.sum())
+        if n_zero:
+            if policy.on_zero_price_bars != "drop":
+                return None
+            df, flat_mask = df.filter(~zero_mask), flat_mask.filter(~zero_mask)
+            dropped["zero_price_bars"] = n_zero
+            if df.is_empty():
+                return None
+    if not _value_bounds(df, policy):
+        return None
     n = df.height
     new, t = symbol_starts(df)
     if not ((t[1:] > t[:-1]) | new[1:]).all():
         return None  # not strictly in time order within a symbol
-    sid = np.cumsum(new)  # symbol id: each symbol is one run
     new_day = day_starts(new, t)
-    if probe["flat"]:  # whole (symbol, day)s flat at one level with no volume: suspensions
-        first, length = _runs(new_day, n)
-        last = first + length - 1
-        flat_seen = np.cumsum(df.select(flat).to_series().to_numpy())
-        close = df["close"].to_numpy()
-        moves = np.zeros(n, dtype=np.int64)
-        np.cumsum(close[1:] != close[:-1], out=moves[1:])
-        flat_before = np.append(0, flat_seen)[first]  # flat rows before each run
-        whole = (flat_seen[last] - flat_before == length) & (moves[last] == moves[first])
-        suspended = np.repeat(whole, length)
-        n_susp = int(suspended.sum())
-        if n_susp:
-            keep = ~suspended
+    flat_rows = np.flatnonzero(flat_mask.to_numpy())
+    if flat_rows.size:  # whole (symbol, day)s flat at one level with no volume: suspensions
+        first = np.flatnonzero(new_day)
+        length = np.diff(np.append(first, n))
+        whole = _suspended_runs(flat_rows, df["close"].to_numpy(), first, length)
+        if whole.any():
+            keep = ~np.repeat(whole, length)
             df = df.filter(pl.Series(keep))
-            dropped["suspended_day_bars"] = n_susp
-            sid, t, n = sid[keep], t[keep], int(keep.sum())
+            dropped["suspended_day_bars"] = n - int(keep.sum())
+            sid = np.cumsum(new)[keep]
+            t, n = t[keep], df.height
             if n == 0:
                 return None
-            new_day = day_starts(np.diff(sid, prepend=-1) != 0, t)
+            new = np.diff(sid, prepend=-1) != 0
+            new_day = day_starts(new, t)
     if bar_minutes == 0 or (bar_minutes is None and not (t % US_PER_DAY).any()):
         return df, 0, dropped  # daily bars: strict order already rules out duplicates
+    minute = t // US_PER_MIN
+    if (minute * US_PER_MIN != t).any():
+        return None  # a stamp off the whole minute: off any bar grid
     gap = np.zeros(n, dtype=np.int64)
-    gap[1:] = (t[1:] - t[:-1]) // US_PER_MIN
+    np.subtract(minute[1:], minute[:-1], out=gap[1:])
     counted = ~new_day & (gap > 0)
     if not counted.any():
         return None  # one bar a day with clock stamps: the full checks decide
     size = int(np.bincount(gap[counted]).argmax())  # the modal gap (smallest of ties)
-    sym_first, sym_len = _runs(np.diff(sid, prepend=-1) != 0, n)
+    sym_first = np.flatnonzero(new)
     n_gaps = np.add.reduceat(counted.astype(np.int64), sym_first)
     min_gap = np.minimum.reduceat(np.where(counted, gap, np.iinfo(np.int64).max), sym_first)
     if ((n_gaps >= 3) & (min_gap != size)).any():
         return None  # mixed bar sizes
     if bar_minutes is not None and size != bar_minutes:
         return None
-    if ts_label == "start":
-        t = t + size * US_PER_MIN
     grid = np.zeros(24 * 60, dtype=bool)
     grid[[b.hour * 60 + b.minute for b in session.bar_end_times(size)]] = True
-    tod = t % US_PER_DAY
-    if (tod % US_PER_MIN).any() or not grid[tod // US_PER_MIN].all():
+    shift = size if ts_label == "start" else 0
+    if not grid[(minute + shift) % (24 * 60)].all():
         return None  # off the session or the bar grid
     if ts_label == "start":
-        df = df.with_columns(ts + pl.duration(minutes=size))
+        df = df.with_columns(pl.col("ts") + pl.duration(minutes=size))
     return df, size, dropped
 
 
