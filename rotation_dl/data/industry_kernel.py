@@ -33,14 +33,15 @@ class ChunkResult:
 def _bar_index(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(bar index of each row, sorted distinct stamps); a dense minute grid when every stamp
     sits on a minute (store bars do), else a sort."""
-    if (t % US_PER_MIN).any():
+    minute = t // US_PER_MIN
+    if (minute * US_PER_MIN != t).any():
         times, idx = np.unique(t, return_inverse=True)
         return idx, times
-    minute = t // US_PER_MIN
     lo = int(minute.min())
-    present = np.bincount(minute - lo) > 0
+    minute -= lo
+    present = np.bincount(minute) > 0
     rank = np.cumsum(present) - 1
-    return rank[minute - lo], (np.flatnonzero(present) + lo) * US_PER_MIN
+    return rank[minute], (np.flatnonzero(present) + lo) * US_PER_MIN
 
 
 def industry_chunk(
@@ -77,15 +78,19 @@ def industry_chunk(
     run_ok[mapped["_run"].to_numpy()] = True
     run_industry = np.empty(first.size, dtype=object)
     run_industry[mapped["_run"].to_numpy()] = mapped["industry"].to_numpy()
-    run_id = np.repeat(np.arange(first.size), np.diff(np.append(first, bars.height)))
-    keep = run_ok[run_id] & (bars["close"].to_numpy() > 0)  # feed placeholders are absent
+    length = np.diff(np.append(first, bars.height))
+    keep = bars["close"].to_numpy() > 0  # feed placeholders are absent
+    if not run_ok.all():
+        keep &= np.repeat(run_ok, length)
+    live = np.arange(first.size)
     if not keep.all():
-        bars, t, run_id = bars.filter(pl.Series(keep)), t[keep], run_id[keep]
+        run_id = np.repeat(live, length)[keep]
+        bars, t = bars.filter(pl.Series(keep)), t[keep]
         if bars.is_empty():
             return None
-    first = np.flatnonzero(np.diff(run_id, prepend=-1))
-    length = np.diff(np.append(first, bars.height))
-    live = run_id[first]
+        first = np.flatnonzero(np.diff(run_id, prepend=-1))
+        length = np.diff(np.append(first, bars.height))
+        live = run_id[first]
     run_industry, run_symbol = run_industry[live], runs["symbol"].gather(live)
     n = bars.height
     last = first + length - 1
