@@ -119,7 +119,7 @@ class IndustryConfig:
     bar_minutes: int | None = None
     on_unmapped: Literal["fail", "drop"] = "fail"
     on_missing_industry: Literal["fail", "drop"] = "fail"
-    chunk_partitions: int = 10
+    chunk_partitions: int = 5
     factor_tolerance: float = 0.005  # adjusted-daily factors change only on moves above this
 
     def __post_init__(self) -> None:

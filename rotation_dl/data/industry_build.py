@@ -132,7 +132,7 @@ def build_industry_bars(
     on_unmapped: Literal["fail", "drop"] = "fail",
     on_missing_industry: Literal["fail", "drop"] = "fail",
     session: Session,
-    chunk_partitions: int = 10,
+    chunk_partitions: int = 5,
     start: date | None = None,
     end: date | None = None,
     factor_tolerance: float = 0.005,
