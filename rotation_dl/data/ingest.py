@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
@@ -351,7 +351,12 @@ class Lookahead:
     size earlier files set. An error is raised when its file is taken, so files fail in
     order, exactly as in a serial ingest."""
 
-    def __init__(self, prepare, paths: list[Path], workers: int = 2) -> None:
+    def __init__(
+        self,
+        prepare: Callable[[Path, int | None], PreparedFile],
+        paths: list[Path],
+        workers: int = 2,
+    ) -> None:
         self._prepare = prepare
         self._todo = list(reversed(paths))
         self._queue: list[tuple[Path, Future]] = []
