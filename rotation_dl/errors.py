@@ -44,14 +44,28 @@ class DataError(RotationDLError):
         parts = [f"{self.file or '<input>'}:"]
         if self.column is not None:
             parts.append(f"column '{self.column}':")
+        problem = self.problem
         if self.count is not None:
-            plural = "s" if self.count != 1 or self.at_least else ""
-            parts.append(f"{'at least ' if self.at_least else ''}{self.count} {self.unit}{plural}")
-        parts.append(self.problem)
+            one = self.count == 1 and not self.at_least
+            parts.append(f"{'at least ' if self.at_least else ''}{self.count} {self.unit}"
+                         f"{'' if one else 's'}")  # fmt: skip
+            if one:  # "1 row is ...", not "1 row are ..."
+                verb, space, rest = problem.partition(" ")
+                problem = _SINGULAR.get(verb, verb) + space + rest
+        parts.append(problem)
         text = " ".join(parts)
         if self.example is not None:
             text += f"; e.g. {self.example}"
         return text
+
+
+# problems are worded for many rows ("are null"); one row takes the singular verb
+_SINGULAR = {
+    "are": "is", "have": "has", "repeat": "repeats", "come": "comes", "lie": "lies",
+    "use": "uses", "fall": "falls", "appear": "appears", "differ": "differs", "lack": "lacks",
+    "sit": "sits", "break": "breaks", "do": "does", "look": "looks", "carry": "carries",
+    "hold": "holds", "move": "moves", "jump": "jumps",
+}  # fmt: skip
 
 
 class SchemaError(DataError):

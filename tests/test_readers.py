@@ -124,7 +124,7 @@ def test_classification_missing_industry_policy(tmp_path):
         pl.DataFrame({"symbol": ["600000", "600001"], "industry": ["Banks", None]}),
         tmp_path / "cls.parquet",
     )
-    with pytest.raises(SchemaError, match="1 row have no industry"):
+    with pytest.raises(SchemaError, match="1 row has no industry"):
         read_classification(path)
     assert read_classification(path, on_missing_industry="drop").height == 1
 
