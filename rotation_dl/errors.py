@@ -62,9 +62,7 @@ class DataError(RotationDLError):
 # problems are worded for many rows ("are null"); one row takes the singular verb
 _SINGULAR = {
     "are": "is", "have": "has", "repeat": "repeats", "come": "comes", "lie": "lies",
-    "use": "uses", "fall": "falls", "appear": "appears", "differ": "differs", "lack": "lacks",
-    "sit": "sits", "break": "breaks", "do": "does", "look": "looks", "carry": "carries",
-    "hold": "holds", "move": "moves", "jump": "jumps",
+    "use": "uses", "fall": "falls", "appear": "appears",
 }  # fmt: skip
 
 

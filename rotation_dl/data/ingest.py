@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -507,19 +506,14 @@ def ingest_bars(
         log.info("removed %s, the staging area of an interrupted ingest", stale)
     staging = staging_dir(root)
     writer = StagingWriter()
-    prepare = partial(
-        prepare_small_file,
-        mapping=mapping,
-        timezone=timezone,
-        skip=set(skip),
-        session=session,
-        policy=policy,
-        closes=check_limits,
-    )
-    ahead = Lookahead(
-        lambda f, size: prepare(f, dates=small[f], bar_minutes=size),
-        [f for f in files if f in small],
-    )
+    skip_days = set(skip)
+
+    def prepare(path: Path, size: int | None) -> PreparedFile:
+        return prepare_small_file(
+            path, mapping, timezone, small[path], skip_days, session, policy, size, check_limits
+        )
+
+    ahead = Lookahead(prepare, [f for f in files if f in small])
     try:
         manifest: StoreManifest | None = None
         all_dates: set = set()
