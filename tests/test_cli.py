@@ -41,7 +41,10 @@ def test_data_stages_end_to_end(tmp_path):
     assert ib["industry"].n_unique() == 4 and ib["date"].n_unique() == 8
     # idempotent re-ingest
     again = _run(["ingest", f"paths.output_dir={out_dir}", *SMALL], REPO)
-    assert again.returncode == 0 and "added 0 rows" in again.stdout
+    assert again.returncode == 0
+    assert "all unchanged since the last ingest: nothing read or added; store version 1" in (
+        again.stdout
+    )
 
 
 def test_bad_input_one_line_exit_2_no_output(tmp_path):

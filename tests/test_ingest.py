@@ -29,6 +29,10 @@ def test_idempotent_and_incremental(tmp_path):
     assert first.rows_added == 4 * 2 * 16
     again = ingest_bars(raw, store, session=A_SHARE)
     assert again.rows_added == 0 and again.skipped_files == 4  # unchanged: not even read
+    assert again.store_version == first.store_version == 1
+    assert again.summary() == (
+        "4 file(s), all unchanged since the last ingest: nothing read or added; store version 1"
+    )
     touched = sorted(raw.rglob("*.parquet"))[0]
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     reread = ingest_bars(raw, store, session=A_SHARE)

@@ -62,6 +62,7 @@ from rotation_dl.data.store import (
     read_manifest,
     remove_stale_staging,
     staging_dir,
+    store_version,
 )
 from rotation_dl.data.validate import IngestPolicy, validate_bars
 from rotation_dl.errors import (
@@ -97,6 +98,11 @@ class IngestReport:
     store_version: int | None = None  # the store's version after this ingest
 
     def summary(self) -> str:
+        if self.files and self.skipped_files == self.files:
+            return (
+                f"{self.files} file(s), all unchanged since the last ingest: nothing read or "
+                f"added; store version {self.store_version}"
+            )
         size = "daily" if self.frequency == "daily" else f"{self.bar_minutes}-min"
         dropped = ", ".join(f"{k}={v}" for k, v in self.dropped.items()) or "none"
         notes = "".join(f"; note: {n}" for n in self.notes)
@@ -464,6 +470,7 @@ def ingest_bars(
         log.info("ingest %s: every input unchanged since the last ingest; nothing to do", root)
         if existing is not None:
             report.frequency, report.bar_minutes = existing.frequency, existing.bar_minutes
+            report.store_version = store_version(root)
         return report
     files = fresh
     # files read whole in one step are profiled from that read (no pass of their own); only
