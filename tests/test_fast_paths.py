@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import date, timedelta
 
 import numpy as np
@@ -446,6 +447,21 @@ def _polars_chunk(bars, cls, known, weighting, prev_close, start_level):
     return add_return_index(
         agg, industries, stock["ts"].unique(), weighting, start_level
     ).collect()
+
+
+def test_industry_kernel_reads_a_frame_of_many_chunks_like_one():
+    """A store read of several partitions arrives in several chunks per column; the kernel
+    copies only the numeric columns it needs into arrays and gives the same bars."""
+    bars = add_vwap_gap(_stock_bars().lazy()).collect().rechunk()
+    cuts = [0, 7, bars.height // 2, bars.height - 3, bars.height]
+    pieces = pl.concat([bars[a:b] for a, b in itertools.pairwise(cuts)], rechunk=False)
+    assert pieces.n_chunks("all") == [4] * bars.width
+    cls = _classification(True)
+    want = industry_chunk(bars, cls, set(), weighting="amount", on_unmapped="drop")
+    got = industry_chunk(pieces, cls, set(), weighting="amount", on_unmapped="drop")
+    assert_frame_equal(got.bars, want.bars)
+    assert_frame_equal(got.last_close, want.last_close)
+    assert got.industries == want.industries
 
 
 @pytest.mark.parametrize("weighting", ["equal", "amount"])

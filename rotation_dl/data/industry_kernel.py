@@ -94,7 +94,8 @@ def industry_chunk(
     run_industry, run_symbol = run_industry[live], runs["symbol"].gather(live)
     n = bars.height
     last = first + length - 1
-    bars = bars.rechunk()  # one buffer per column: the numpy views below are free (read-only)
+    # one contiguous array per numeric column (a view when the column is one buffer); the
+    # symbol strings are never copied
     cols = {c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume", "amount")}
     close = cols["close"]
 
