@@ -1,7 +1,10 @@
 """Benchmark: ingest + industry aggregation vs a pandas groupby and a bare parquet scan.
 
 Writes outputs/bench/ingest.json. `ratio_to_scan` is the best of `--rounds` (3) alternating
-runs of ours end to end over the best of as many bare scans, all samples kept beside it. Each
+runs of ours end to end over the best of as many bare scans, all samples kept beside it
+(`ingest_ratio_to_scan`: the store write alone, same rounds; `cpu_seconds` and
+`ratio_to_scan_floor_all_cores_busy`: the CPU time the runs use, and the ratio it would give
+with every core busy throughout). Each
 measurement runs in its own subprocess so peak RSS (ru_maxrss of that child) belongs to that
 measurement alone. Run: `make bench` or `python scripts/bench_ingest.py --stocks 1000 --days
 60`. Daily keys (`daily_rows_per_s`, `reingest_seconds`): a synthetic daily market of 5,000
@@ -26,9 +29,15 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
 def _child(mode: str, raw: Path, work: Path) -> dict:
     """Run one measurement in this process (called in a subprocess)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     if mode in ("rotation_dl", "ingest"):
         from rotation_dl.data.industry_build import build_industry_bars
         from rotation_dl.data.ingest import ingest_bars
@@ -71,6 +80,7 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
         return {
             "mode": mode,
             "seconds": first,
+            "cpu_seconds": _cpu_seconds() - cpu0,  # both ingests
             "reingest_seconds": reingest,
             "rows": rows,
             "out_rows": out_rows,
@@ -111,6 +121,7 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
     return {
         "mode": mode,
         "seconds": wall,
+        "cpu_seconds": _cpu_seconds() - cpu0,
         "rows": rows,
         "out_rows": out_rows,
         "peak_rss_mb": rss_mb,
@@ -241,7 +252,7 @@ def main() -> None:
         out.write_text(json.dumps(merged, indent=2))
         print(json.dumps(daily_keys, indent=2))
         return
-    samples: dict[str, list[float]] = {"scan": [], "rotation_dl": []}
+    samples: dict[str, list[float]] = {"scan": [], "ingest": [], "rotation_dl": []}
     for label, days in (("base", args.days), ("2x_days", 2 * args.days)):
         raw = base / f"raw_{args.stocks}x{days}x{args.bar_minutes}"
         _make_market(raw, args.stocks, days, args.bar_minutes)
@@ -250,8 +261,9 @@ def main() -> None:
         # the headline pair: scan and ours alternating, the best of `rounds` each (one slow
         # scan on a shared machine would otherwise flatter the ratio, one slow run spoil it)
         rounds = args.rounds if label == "base" else 1
+        headline = ("scan", "ingest", "rotation_dl") if label == "base" else ("rotation_dl",)
         for _ in range(rounds):
-            for mode in ("scan", "rotation_dl"):
+            for mode in headline:
                 run = _measure(mode, raw, work)
                 key = f"{label}/{mode}"
                 if label == "base":
@@ -292,6 +304,7 @@ def main() -> None:
         }
         print(f"compare  {compare}", file=sys.stderr)
     ours, scan = results["base/rotation_dl"], results["base/scan"]
+    cpus = __import__("os").cpu_count() or 1
     summary = {
         "rows": ours["rows"],
         "stocks": args.stocks,
@@ -317,6 +330,15 @@ def main() -> None:
         "ratio_rounds": args.rounds,
         "scan_samples": samples["scan"],
         "rotation_dl_samples": samples["rotation_dl"],
+        # the store write alone (no industry bars), same rounds
+        "ingest_ratio_to_scan": results["base/ingest"]["seconds"] / scan["seconds"],
+        "ingest_samples": samples["ingest"],
+        # CPU time (user + system, every thread) of the same best runs, and the ratio that
+        # work would give if it kept every core busy all the time: no schedule beats it
+        "cpu_seconds": ours["cpu_seconds"],
+        "ingest_cpu_seconds": results["base/ingest"]["cpu_seconds"],
+        "scan_cpu_seconds": scan["cpu_seconds"],
+        "ratio_to_scan_floor_all_cores_busy": ours["cpu_seconds"] / cpus / scan["seconds"],
         "peak_rss_mb": ours["peak_rss_mb"],
         "peak_rss_mb_2x_days": results["2x_days/rotation_dl"]["peak_rss_mb"],
         "pandas_peak_rss_mb": results.get("base/pandas", {}).get("peak_rss_mb"),
