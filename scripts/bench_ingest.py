@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -131,8 +132,6 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
 def _measure(mode: str, raw: Path, work: Path, code: Path | None = None) -> dict:
     """One measurement in a fresh process; `code`: run another checkout's rotation_dl (a git
     worktree of --compare-ref) instead of this one."""
-    import os
-
     env = dict(os.environ)
     if code is not None:
         env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -304,7 +303,7 @@ def main() -> None:
         }
         print(f"compare  {compare}", file=sys.stderr)
     ours, scan = results["base/rotation_dl"], results["base/scan"]
-    cpus = __import__("os").cpu_count() or 1
+    cpus = os.cpu_count() or 1
     summary = {
         "rows": ours["rows"],
         "stocks": args.stocks,
@@ -347,7 +346,7 @@ def main() -> None:
         **compare,
         "machine": {
             "python": platform.python_version(),
-            "cpus": __import__("os").cpu_count(),
+            "cpus": cpus,
             "polars": pl.__version__,
         },
         "runs": results,
