@@ -257,6 +257,52 @@ def _split_partitions(
     return [(partition_name(d, manifest.partition), frag) for (d,), frag in groups.items()]
 
 
+def staged_fragments(
+    staging: Path,
+    file_index: int,
+    chunk_index: int,
+    canon: pl.DataFrame,
+    manifest: StoreManifest,
+    dates: list[date],
+) -> list[tuple[Path, pl.DataFrame]]:
+    """Where each store partition of a checked chunk is staged:
+    `<staging>/<partition>/<file index>-<chunk index>.parquet` (the commit names a clash's
+    source files from the file index)."""
+    return [
+        (staging / name / f"{file_index:05d}-{chunk_index:06d}.parquet", frag)
+        for name, frag in _split_partitions(canon, manifest, dates)
+    ]
+
+
+@dataclass
+class CheckedChunk:
+    """A chunk validated and shaped for the store."""
+
+    canon: pl.DataFrame  # validated rows in the store's schema
+    closes: pl.DataFrame | None  # daily closes for the limit tally (None: not asked for)
+    bar_minutes: int
+    dropped: dict[str, int]
+
+
+def check_chunk(
+    raw: pl.DataFrame,
+    file: str,
+    mapping: ColumnMapping,
+    session: Session,
+    policy: IngestPolicy,
+    bar_minutes: int | None,
+    known: pl.Series | None,
+    closes: bool,
+) -> CheckedChunk:
+    """Normalise the symbols of a chunk read from `file` (`known`: its distinct codes, when
+    already found), validate it against `bar_minutes` and put it in the store's schema, with
+    its daily closes when `closes`. Raises the DataError validation finds."""
+    raw = normalize_symbols(raw, mapping.symbol_format, known)
+    clean, size, dropped = validate_bars(raw, file, session, policy, mapping.ts_label, bar_minutes)
+    daily = daily_closes_of(clean, size == 0) if closes and clean.height else None
+    return CheckedChunk(_to_canonical(clean, size == 0), daily, size, dropped)
+
+
 class StagingWriter:
     """Writes staged fragments on one background thread, so a chunk's write overlaps the next
     chunk's read and validation (polars writes without holding the GIL). At most one batch
@@ -300,10 +346,7 @@ class PreparedFile:
     rows: int  # rows read
     non_trading_rows: int  # rows on days that cannot be trading days (dropped)
     dates: list[date]  # its trading dates
-    canon: pl.DataFrame | None = None  # validated rows in the store's schema
-    closes: pl.DataFrame | None = None  # daily closes for the limit tally
-    bar_minutes: int | None = None
-    dropped: dict[str, int] = field(default_factory=dict)
+    chunk: CheckedChunk | None = None  # None: no rows on trading days, or an error
     error: DataError | None = None
 
 
@@ -333,19 +376,13 @@ def prepare_small_file(
     out = PreparedFile(prof, rows, n_skip, kept)
     if not kept:
         return out
+    known = None if skip else prof.symbols
     try:
-        raw = normalize_symbols(whole, mapping.symbol_format, None if skip else prof.symbols)
-        del whole
-        clean, size, out.dropped = validate_bars(
-            raw, str(path), session, policy, mapping.ts_label, bar_minutes
+        out.chunk = check_chunk(
+            whole, str(path), mapping, session, policy, bar_minutes, known, closes
         )
     except DataError as exc:
         out.error = exc
-        return out
-    out.bar_minutes = size
-    if closes and clean.height:
-        out.closes = daily_closes_of(clean, size == 0)
-    out.canon = _to_canonical(clean, size == 0)
     return out
 
 
@@ -520,11 +557,21 @@ def ingest_bars(
             path, mapping, timezone, small[path], skip_days, session, policy, size, check_limits
         )
 
+    manifest: StoreManifest | None = None  # from the first checked chunk
+    tally = LimitTally(sorted(file_dates - skip_days)) if check_limits else None
+
+    def stage(fi: int, ci: int, checked: CheckedChunk, dates: list[date]) -> None:
+        """Count a checked chunk into the report and the limit tally; stage its partitions."""
+        nonlocal manifest
+        report.dropped.update(checked.dropped)
+        if tally is not None and checked.closes is not None:
+            tally.add(checked.closes)
+        manifest = manifest or _manifest_for(checked.bar_minutes, partition, existing, root)
+        writer.submit(staged_fragments(staging, fi, ci, checked.canon, manifest, dates))
+
     ahead = Lookahead(prepare, [f for f in files if f in small])
     try:
-        manifest: StoreManifest | None = None
         all_dates: set = set()
-        tally = LimitTally(sorted(file_dates - set(skip))) if check_limits else None
         small_profiles: list[FileProfile] = []
         placed: set[str] = set()  # source codes already checked
         for fi, path in enumerate(files):
@@ -543,19 +590,10 @@ def ingest_bars(
                 all_dates.update(prep.dates)
                 if prep.error is not None:
                     raise prep.error
-                if prep.canon is None:
+                if prep.chunk is None:
                     continue
-                bar_minutes = prep.bar_minutes
-                report.dropped.update(prep.dropped)
-                if tally is not None and prep.closes is not None:
-                    tally.add(prep.closes)
-                manifest = manifest or _manifest_for(bar_minutes, partition, existing, root)
-                writer.submit(
-                    [
-                        (staging / name / f"{fi:05d}-000000.parquet", frag)
-                        for name, frag in _split_partitions(prep.canon, manifest, prep.dates)
-                    ]
-                )
+                bar_minutes = prep.chunk.bar_minutes
+                stage(fi, 0, prep.chunk, prep.dates)
                 continue
             lf = read_bars_file(path, mapping, timezone=timezone)
             prof = profiles[path]
@@ -568,26 +606,16 @@ def ingest_bars(
                 part = lf if whole else lf.filter(pl.col("ts").dt.date().is_in(chunk_dates))
                 raw = _collect(part, str(path))
                 report.rows_read += raw.height
-                raw = normalize_symbols(raw, mapping.symbol_format)
                 try:
-                    clean, bar_minutes, dropped = validate_bars(
-                        raw, str(path), session, policy, mapping.ts_label, bar_minutes
+                    checked = check_chunk(
+                        raw, str(path), mapping, session, policy, bar_minutes, None, check_limits
                     )
                 except DataError as exc:
                     if len(dates) <= len(chunk_dates) or exc.count is None:
                         raise
                     raise partial_count(exc, chunk_dates) from exc
-                report.dropped.update(dropped)
-                if tally is not None and clean.height:
-                    tally.add(daily_closes_of(clean, bar_minutes == 0))
-                manifest = manifest or _manifest_for(bar_minutes, partition, existing, root)
-                canon = _to_canonical(clean, manifest.frequency == "daily")
-                writer.submit(
-                    [
-                        (staging / name / f"{fi:05d}-{ci:06d}.parquet", frag)
-                        for name, frag in _split_partitions(canon, manifest, chunk_dates)
-                    ]
-                )
+                bar_minutes = checked.bar_minutes
+                stage(fi, ci, checked, chunk_dates)
         writer.wait()
         if manifest is None:
             raise EmptyInputError("no valid rows in the input", file=str(paths[0]), count=0)
