@@ -38,6 +38,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check rotation_dl tests scripts
 	$(PY) -m ruff format --check rotation_dl tests scripts
+	$(VENV)/bin/lint-imports --config pyproject.toml
 
 clean:
 	rm -rf outputs .pytest_cache

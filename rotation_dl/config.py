@@ -45,12 +45,12 @@ from typing import Any, Literal
 
 from rotation_dl.backtest.selection import SelectionRule
 from rotation_dl.data.readers import ColumnMapping
-from rotation_dl.data.synthetic import SampleConfig
 from rotation_dl.data.validate import IngestPolicy
 from rotation_dl.errors import ConfigError
 from rotation_dl.features.spec import STOCK_STORAGE
 from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.session import Session
+from rotation_dl.synthetic.market import SampleConfig
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
     """Run one measurement in this process (called in a subprocess)."""
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     if mode in ("rotation_dl", "ingest"):
-        from rotation_dl.data.industry_build import build_industry_bars
         from rotation_dl.data.ingest import ingest_bars
+        from rotation_dl.industry.build import build_industry_bars
         from rotation_dl.session import A_SHARE
 
         store = work / "store"
@@ -54,7 +54,7 @@ def _child(mode: str, raw: Path, work: Path) -> dict:
             )
             out_rows = res.frame.height
     elif mode == "industry":
-        from rotation_dl.data.industry_build import build_industry_bars
+        from rotation_dl.industry.build import build_industry_bars
         from rotation_dl.session import A_SHARE
 
         res = build_industry_bars(
@@ -158,7 +158,7 @@ def worktree(ref: str) -> Path:
 
 
 def _make_market(raw: Path, stocks: int, days: int, bar_minutes: int) -> None:
-    from rotation_dl.data.synthetic import SampleConfig, write_sample_market
+    from rotation_dl.synthetic.market import SampleConfig, write_sample_market
 
     if (raw / "bars").exists() and len(list((raw / "bars").glob("*.parquet"))) == days:
         return

@@ -81,8 +81,8 @@ def _plan(raw: Path, work: Path):
 
     import polars as pl
 
-    from rotation_dl.data.industry_build import infer_bar_minutes
     from rotation_dl.features.panel import cached_panel
+    from rotation_dl.industry.build import infer_bar_minutes
     from rotation_dl.layout import RunLayout
 
     cfg = _cfg(raw, work)
@@ -122,13 +122,13 @@ def child_train(raw: Path, work: Path, steps: int, warmup: int, batch_dates: int
     import numpy as np
     import torch
 
-    from rotation_dl.data.stock_datamodule import StockDataModule, normalise
-    from rotation_dl.data.walkforward import walk_forward_folds
     from rotation_dl.models.config import GRUConfig
     from rotation_dl.models.constituents import StockScorer
     from rotation_dl.models.losses import mse_loss
     from rotation_dl.models.module import ConstituentModule
     from rotation_dl.stages.stock_panel import stock_panel_for
+    from rotation_dl.training.stock_datamodule import StockDataModule, normalise
+    from rotation_dl.training.walkforward import walk_forward_folds
 
     cfg = _cfg(raw, work)
     p = _plan(raw, work)
@@ -269,11 +269,11 @@ def child_model(raw: Path, work: Path) -> dict:
     import numpy as np
     import torch
 
-    from rotation_dl.data.stock_datamodule import fit_stock_norm
     from rotation_dl.export.onnx_export import export_onnx
     from rotation_dl.models.config import GRUConfig
     from rotation_dl.models.module import ConstituentModule
     from rotation_dl.stages.stock_panel import stock_panel_for
+    from rotation_dl.training.stock_datamodule import fit_stock_norm
 
     cfg = _cfg(raw, work)
     p = _plan(raw, work)

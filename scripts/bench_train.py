@@ -26,17 +26,17 @@ import lightning as L
 import numpy as np
 import torch
 
-from rotation_dl.data.datamodule import PanelDataModule
-from rotation_dl.data.industry import industry_bars
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market
-from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.features.normalize import apply_norm
 from rotation_dl.features.panel import build_panel
 from rotation_dl.features.spec import FeatureSpec
+from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.models.gru import GRUConfig, build_net
 from rotation_dl.models.losses import mse_loss
 from rotation_dl.models.module import RotationModule
 from rotation_dl.session import A_SHARE
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market
+from rotation_dl.training.datamodule import PanelDataModule
+from rotation_dl.training.walkforward import walk_forward_folds
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market
 from rotation_dl.schema import BAR_SCHEMA
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -211,8 +211,8 @@ def test_ingest_records_raw_limit_breaks_in_the_store(tmp_path):
 def test_industry_build_refuses_unadjusted_splits_before_writing(tiny_market, tmp_path):
     """The industry-bars build checks the adjusted closes it streams: unadjusted 2-for-1 splits
     stop it before anything is written; the same bars with factors pass."""
-    from rotation_dl.data.industry_build import build_industry_bars
     from rotation_dl.data.ingest import ingest_bars
+    from rotation_dl.industry.build import build_industry_bars
     from rotation_dl.session import A_SHARE
 
     bars = tiny_market.bars.filter(pl.col("close") > 0)

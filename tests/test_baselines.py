@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from rotation_dl.baselines.diffusion import VARIANTS, di_rankings, diffusion_index
 from rotation_dl.baselines.factor_ic import builtin_factors, top_bottom, weekly_factor_ic
-from rotation_dl.baselines.matrix import close_matrix
 from rotation_dl.baselines.timing import (
     SignalConfig,
     critical_grid,
@@ -21,6 +20,7 @@ from rotation_dl.baselines.timing import (
     universe_di,
     universe_mask,
 )
+from rotation_dl.data.matrix import close_matrix
 from rotation_dl.data.resample import resample_bars
 from rotation_dl.session import A_SHARE
 

@@ -14,7 +14,6 @@ from rotation_dl.backtest.engine import run_backtest
 from rotation_dl.backtest.metrics import backtest_summary, summarize_performance
 from rotation_dl.backtest.selection import SelectionRule
 from rotation_dl.baselines.diffusion import diffusion_index
-from rotation_dl.baselines.matrix import close_matrix
 from rotation_dl.baselines.timing import (
     SignalConfig,
     run_timing,
@@ -24,6 +23,7 @@ from rotation_dl.baselines.timing import (
     trailing_amount,
     universe_mask,
 )
+from rotation_dl.data.matrix import close_matrix
 from rotation_dl.errors import ConfigError
 
 DAYS = [date(2025, 1, 6) + timedelta(days=k) for k in range(40)]

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import feature_spec
 
-from rotation_dl.data.datamodule import EpochSeededSampler, PanelDataModule
-from rotation_dl.data.industry import industry_bars
-from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.features.normalize import apply_norm
 from rotation_dl.features.panel import build_panel
+from rotation_dl.industry.aggregate import industry_bars
+from rotation_dl.training.datamodule import EpochSeededSampler, PanelDataModule
+from rotation_dl.training.walkforward import walk_forward_folds
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from conftest import REPO, data_root
 
 from rotation_dl.data.calendar import trading_days
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market
 from rotation_dl.session import A_SHARE
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market
 
 BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 DIRECTIVE = re.compile(r"^# docs-test: (skip|fixture|real_data)(?: (\S+))?(.*)$", re.M)
@@ -140,8 +140,8 @@ def fixture_us_daily(root: Path) -> None:
 def fixture_sector_etfs(root: Path) -> None:
     """sector_etfs.csv as a price site gives it: ticker, Date, raw OHLC, Adj Close (quarterly
     payouts), Volume; 11 sector series over 300 NYSE days."""
-    from rotation_dl.data.synthetic import SampleConfig
-    from rotation_dl.data.synthetic_series import make_series_market
+    from rotation_dl.synthetic.market import SampleConfig
+    from rotation_dl.synthetic.series import make_series_market
 
     cfg = SampleConfig(n_industries=11, n_days=300, bar_minutes=0, start="2023-01-03",
                        calendar="XNYS")  # fmt: skip

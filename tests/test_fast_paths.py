@@ -20,15 +20,6 @@ import pytest
 from conftest import day_bars, next_days, write
 from polars.testing import assert_frame_equal
 
-from rotation_dl.data.industry import (
-    add_return_index,
-    add_vwap_gap,
-    aggregate_industry_returns,
-    industry_bars,
-    map_industries,
-    stock_bar_returns,
-)
-from rotation_dl.data.industry_kernel import industry_chunk
 from rotation_dl.data.ingest import ingest_bars
 from rotation_dl.data.profile import small_file_dates
 from rotation_dl.data.readers import ColumnMapping
@@ -42,6 +33,15 @@ from rotation_dl.errors import (
     UnitsError,
     ValueRangeError,
 )
+from rotation_dl.industry.aggregate import (
+    add_return_index,
+    add_vwap_gap,
+    aggregate_industry_returns,
+    industry_bars,
+    map_industries,
+    stock_bar_returns,
+)
+from rotation_dl.industry.kernel import industry_chunk
 from rotation_dl.session import A_SHARE
 
 POLICY = IngestPolicy()

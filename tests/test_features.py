@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 from conftest import REPO, feature_spec
 
-from rotation_dl.data.industry import industry_bars
 from rotation_dl.errors import ConfigError
 from rotation_dl.features import panel as panel_mod
 from rotation_dl.features.bars import FEATURES, bar_features
@@ -20,6 +19,7 @@ from rotation_dl.features.labels import forward_excess_rank
 from rotation_dl.features.normalize import apply_norm, fit_norm_stats
 from rotation_dl.features.panel import build_panel, cached_panel, load_panel
 from rotation_dl.features.spec import FeatureSpec
+from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.session import A_SHARE, Session
 
 

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from rotation_dl.data.industry import factors_from_adjusted_daily, industry_bars
 from rotation_dl.errors import DataError, UnmappedSymbolError
+from rotation_dl.industry.aggregate import factors_from_adjusted_daily, industry_bars
 from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import A_SHARE
 
@@ -189,8 +189,8 @@ def test_industry_bars_on_tiny_market(tiny_market):
 
 @pytest.mark.parametrize("chunk", [1, 7, 1000])
 def test_streamed_build_equals_single_pass(tiny_market, tmp_path, chunk):
-    from rotation_dl.data.industry_build import build_industry_bars
     from rotation_dl.data.ingest import ingest_bars
+    from rotation_dl.industry.build import build_industry_bars
 
     tiny_market.bars.write_parquet(tmp_path / "bars.parquet")
     tiny_market.classification.write_parquet(tmp_path / "cls.parquet")

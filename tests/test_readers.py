@@ -147,7 +147,7 @@ def test_adjustment_factor_must_be_positive(tmp_path):
 def test_adjustment_read_for_a_date_range_adjusts_those_days_as_the_whole_file(tmp_path):
     """start/end keep each code's factor in force on start and what follows up to end: bars
     of [start, end] come out as adjusted by the whole file."""
-    from rotation_dl.data.industry import adjust_bars
+    from rotation_dl.industry.aggregate import adjust_bars
 
     d = [date(2025, 1, day) for day in (2, 3, 6, 7, 8, 9, 10)]
     factors = pl.DataFrame(

@@ -6,10 +6,10 @@ import polars as pl
 import pytest
 from conftest import data_root, feature_spec
 
-from rotation_dl.data.industry_build import build_industry_bars
 from rotation_dl.data.ingest import ingest_bars
 from rotation_dl.data.readers import ColumnMapping, read_classification
 from rotation_dl.data.store import read_manifest, scan_store
+from rotation_dl.industry.build import build_industry_bars
 from rotation_dl.session import A_SHARE
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]

@@ -9,10 +9,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from rotation_dl.data.resample import resample_bars
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market
 from rotation_dl.errors import ConfigError
 from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import A_SHARE, Session
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market
 
 
 @pytest.fixture(scope="module")

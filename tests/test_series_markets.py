@@ -18,11 +18,11 @@ from conftest import write
 from rotation_dl.cli import main
 from rotation_dl.config import FeatureConfig, compose_run
 from rotation_dl.data.ingest import ingest_bars
-from rotation_dl.data.synthetic import SampleConfig
-from rotation_dl.data.synthetic_series import make_series_market
-from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.errors import BarSizeError, ConfigError
 from rotation_dl.session import A_SHARE, Session
+from rotation_dl.synthetic.market import SampleConfig
+from rotation_dl.synthetic.series import make_series_market
+from rotation_dl.training.walkforward import walk_forward_folds
 
 TINY_GRU = [
     "model.hidden=8",

@@ -18,21 +18,21 @@ import torch
 from conftest import REPO
 
 from rotation_dl.config import compose_run
-from rotation_dl.data.industry import (
+from rotation_dl.features.panel import build_panel
+from rotation_dl.features.stock_panel import build_stock_panel, stock_feature_names
+from rotation_dl.industry.aggregate import (
     add_vwap_gap,
     adjust_bars,
     industry_bars,
     map_industries,
     stock_bar_returns,
 )
-from rotation_dl.data.stock_datamodule import StockDataModule, fit_stock_norm, sample_stocks
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market
-from rotation_dl.data.walkforward import walk_forward_folds
-from rotation_dl.features.panel import build_panel
-from rotation_dl.features.stock_panel import build_stock_panel, stock_feature_names
 from rotation_dl.models.config import GRUConfig
 from rotation_dl.models.constituents import PooledScorer, StockScorer, aggregate_scores
 from rotation_dl.stages.train import plan, train
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market
+from rotation_dl.training.stock_datamodule import StockDataModule, fit_stock_norm, sample_stocks
+from rotation_dl.training.walkforward import walk_forward_folds
 
 SMALL = [
     "experiment=sample_stock",

@@ -6,11 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from rotation_dl.data.industry import industry_bars
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market, write_sample_market
 from rotation_dl.data.validate import IngestPolicy, validate_bars
 from rotation_dl.errors import ConfigError
+from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.session import A_SHARE
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market, write_sample_market
 
 
 def test_defaults_shape():

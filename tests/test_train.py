@@ -14,17 +14,17 @@ import torch
 from conftest import REPO, feature_spec
 
 from rotation_dl.config import FeatureConfig, LoggerConfig, WalkForwardConfig, build
-from rotation_dl.data.datamodule import PanelDataModule
-from rotation_dl.data.industry import industry_bars
-from rotation_dl.data.synthetic import SampleConfig, make_sample_market
-from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.features.normalize import fit_norm_stats
 from rotation_dl.features.panel import build_panel
+from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.layout import RunLayout
 from rotation_dl.models.config import TrainConfig
 from rotation_dl.models.gru import GRUConfig, build_net
 from rotation_dl.session import A_SHARE
 from rotation_dl.stages.train import train_walk_forward
+from rotation_dl.synthetic.market import SampleConfig, make_sample_market
+from rotation_dl.training.datamodule import PanelDataModule
+from rotation_dl.training.walkforward import walk_forward_folds
 
 LEARN = SampleConfig(n_industries=16, n_stocks=160, n_days=240, seed=5)
 NET = {"arch": "flat", "hidden": 32, "layers": 1, "dropout": 0.0, "day_hidden": None}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rotation_dl.data.walkforward import walk_forward_folds
 from rotation_dl.errors import ConfigError
+from rotation_dl.training.walkforward import walk_forward_folds
 
 
 @pytest.mark.parametrize("scheme", ["expanding", "rolling"])

@@ -375,7 +375,7 @@ def constituent_daily_returns(
     Computed on dense [day, stock] matrices, so memory is a few such arrays, not a sort of
     every row.
     """
-    from rotation_dl.baselines.matrix import (
+    from rotation_dl.data.matrix import (
         aligned_matrix,
         close_matrix,
         industry_mean,

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from rotation_dl.baselines.matrix import CloseMatrix, close_matrix, industry_mean, membership
+from rotation_dl.data.matrix import CloseMatrix, close_matrix, industry_mean, membership
 from rotation_dl.errors import ConfigError
 
 Variant = Literal["lag", "multi_horizon", "above_ma", "ema"]

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.backtest.metrics import max_drawdown
-from rotation_dl.baselines.matrix import CloseMatrix, close_matrix
+from rotation_dl.data.matrix import CloseMatrix, close_matrix
 from rotation_dl.errors import ConfigError, DataError
 
 
@@ -383,7 +383,7 @@ def run_timing(
 ) -> dict:
     """DI, grid (last day), signal states, switch log and a timing backtest per machine, on
     the universe `universe` names (see `resolve_universe`)."""
-    from rotation_dl.baselines.matrix import aligned_matrix
+    from rotation_dl.data.matrix import aligned_matrix
 
     cfg = cfg or SignalConfig()
     m = close_matrix(daily)

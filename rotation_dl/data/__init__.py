@@ -1,1 +1,2 @@
-"""Data layer: readers, validation, the canonical store, the sample market and industry bars."""
+"""The data layer: vendor readers, validation, calendars and the canonical store (plus the
+date x stock close matrix that its checks and the backtest share)."""

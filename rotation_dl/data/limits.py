@@ -71,7 +71,7 @@ def limit_breaks(
     """
     import numpy as np
 
-    from rotation_dl.baselines.matrix import close_matrix
+    from rotation_dl.data.matrix import close_matrix
 
     m = close_matrix(daily)
     c = m.close  # [D, S], NaN where no close

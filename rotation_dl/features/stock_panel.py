@@ -168,7 +168,7 @@ def block_features(
 def industry_returns_of(stock: pl.DataFrame, weighting: str = "equal") -> pl.DataFrame:
     """(industry, ts, ind_ret): each industry bar's return from its traded constituents' bar
     returns, the `ret` of industry bars (equal or amount weighted)."""
-    from rotation_dl.data.industry import aggregate_industry_returns
+    from rotation_dl.industry.aggregate import aggregate_industry_returns
 
     agg = aggregate_industry_returns(stock.lazy(), weighting)  # type: ignore[arg-type]
     col = "ret_aw" if weighting == "amount" else "ret_ew"

@@ -11,7 +11,7 @@ from typing import Any
 
 from rotation_dl.config import RunConfig
 from rotation_dl.stages import evaluate, export, industry, ingest, report, score, train
-from rotation_dl.stages.inputs import layout_of
+from rotation_dl.stages.common import layout_of
 
 STEPS: list[tuple[str, Callable[[RunConfig], Any]]] = [
     ("generate sample market", ingest.sample),

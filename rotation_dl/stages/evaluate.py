@@ -18,12 +18,11 @@ from rotation_dl.backtest.selection import SelectionRule
 from rotation_dl.config import PortfolioConfig, RunConfig
 from rotation_dl.errors import DataError
 from rotation_dl.layout import TableSet
+from rotation_dl.stages.common import layout_of, require_constituents
 from rotation_dl.stages.inputs import (
     adjusted_daily_bars,
     backtest_returns,
     daily_and_classification,
-    layout_of,
-    require_constituents,
 )
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import polars as pl
 from rotation_dl.config import RunConfig
 from rotation_dl.errors import ConfigError
 from rotation_dl.layout import CheckpointRef, RunLayout
-from rotation_dl.stages.inputs import layout_of
+from rotation_dl.stages.common import layout_of
 
 log = logging.getLogger(__name__)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from rotation_dl.config import RunConfig
-from rotation_dl.data.industry_build import IndustryBarsResult, build_industry_bars
-from rotation_dl.stages.inputs import ensure_store, layout_of, require_classification
+from rotation_dl.industry.build import IndustryBarsResult, build_industry_bars
+from rotation_dl.stages.common import layout_of, require_classification
+from rotation_dl.stages.ingest import ensure_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ def build_for(
     stored industry series as they are."""
     d, ind = cfg.data, cfg.industry
     if d.series:
-        from rotation_dl.data.industry_series import build_series_industry_bars
+        from rotation_dl.industry.series import build_series_industry_bars
 
         return build_series_industry_bars(
             ensure_store(cfg),
@@ -83,3 +87,13 @@ def industry_bars(cfg: RunConfig) -> IndustryStageResult:
     path = layout_of(cfg).industry_bars
     res = build_for(cfg, path, bar_minutes=cfg.industry.bar_minutes, check_adjusted=True)
     return IndustryStageResult(res, path)
+
+
+def ensure_industry_bars(cfg: RunConfig) -> Path:
+    """The run's industry bars, building the store and the bars first when missing."""
+    path = layout_of(cfg).industry_bars
+    if not path.exists():
+        log.info("no industry bars at %s: running ingest and industry-bars first", path)
+        ensure_store(cfg)
+        industry_bars(cfg)
+    return path

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from rotation_dl.config import RunConfig
 from rotation_dl.data.ingest import IngestReport, ingest_bars
-from rotation_dl.errors import ConfigError
-from rotation_dl.stages.inputs import layout_of
+from rotation_dl.data.store import read_manifest, stored_partitions
+from rotation_dl.errors import ConfigError, StoreError
+from rotation_dl.stages.common import layout_of
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ class SampleResult:
 def sample(cfg: RunConfig) -> SampleResult:
     """Write the synthetic sample market as raw files (data=sample: stocks; data=sample_series:
     industry series)."""
-    from rotation_dl.data.synthetic import write_sample_market
-    from rotation_dl.data.synthetic_series import write_series_market
+    from rotation_dl.synthetic.market import write_sample_market
+    from rotation_dl.synthetic.series import write_series_market
 
     d = cfg.data
     if d.kind != "sample" or d.sample is None or d.raw_dir is None:
@@ -96,3 +97,22 @@ def ingest(cfg: RunConfig) -> IngestResult:
         lock_timeout_s=cfg.ingest.lock_timeout_s,
     )
     return IngestResult(report, store)
+
+
+def ensure_store(cfg: RunConfig) -> Path:
+    """The run's store, ingesting the configured bars first when there is none (never when
+    an older version is asked for: `data.store_version`)."""
+    layout = layout_of(cfg)
+    if cfg.data.store_version is not None:
+        from rotation_dl.data.store import resolve_version
+
+        if read_manifest(layout.store) is None:
+            raise StoreError(
+                f"{layout.store}: no store to read version {cfg.data.store_version} of"
+            )
+        resolve_version(layout.store, cfg.data.store_version)
+        return layout.store
+    if read_manifest(layout.store) is None or not stored_partitions(layout.store):
+        log.info("no store at %s: running ingest first", layout.store)
+        ingest(cfg)
+    return layout.store

@@ -1,100 +1,30 @@
-"""Inputs several stages share: the store (built on demand), industry bars, adjusted daily
+"""Inputs several stages share, built on demand: adjusted daily
 bars with the classification, and industry returns for the backtest."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import polars as pl
 
 from rotation_dl.config import RunConfig
-from rotation_dl.data.store import read_manifest, stored_partitions
-from rotation_dl.errors import StoreError
-from rotation_dl.layout import RunLayout
+from rotation_dl.stages.common import (
+    read_classification_of,
+    require_classification,
+    require_constituents,
+)
+from rotation_dl.stages.industry import ensure_industry_bars
+from rotation_dl.stages.ingest import ensure_store
 
 log = logging.getLogger(__name__)
-
-
-def layout_of(cfg: RunConfig) -> RunLayout:
-    return RunLayout.from_paths(cfg.paths)
-
-
-def ensure_store(cfg: RunConfig) -> Path:
-    """The run's store, ingesting the configured bars first when there is none (never when
-    an older version is asked for: `data.store_version`)."""
-    layout = layout_of(cfg)
-    if cfg.data.store_version is not None:
-        from rotation_dl.data.store import resolve_version
-
-        if read_manifest(layout.store) is None:
-            raise StoreError(
-                f"{layout.store}: no store to read version {cfg.data.store_version} of"
-            )
-        resolve_version(layout.store, cfg.data.store_version)
-        return layout.store
-    if read_manifest(layout.store) is None or not stored_partitions(layout.store):
-        from rotation_dl.stages.ingest import ingest
-
-        log.info("no store at %s: running ingest first", layout.store)
-        ingest(cfg)
-    return layout.store
-
-
-def ensure_industry_bars(cfg: RunConfig) -> Path:
-    """The run's industry bars, building the store and the bars first when missing."""
-    path = layout_of(cfg).industry_bars
-    if not path.exists():
-        from rotation_dl.stages.industry import industry_bars
-
-        log.info("no industry bars at %s: running ingest and industry-bars first", path)
-        ensure_store(cfg)
-        industry_bars(cfg)
-    return path
-
-
-def require_constituents(cfg: RunConfig, what: str) -> None:
-    """Refuse (ConfigError) a stage that needs constituent stocks when the data are industry
-    series."""
-    from rotation_dl.errors import ConfigError
-
-    if cfg.data.series:
-        raise ConfigError(
-            f"{what} needs constituent stock bars and a classification; data.level=industries "
-            "(data=industry_series) holds industry series only"
-        )
-
-
-def require_classification(cfg: RunConfig, what: str = "industry bars from stocks") -> str:
-    """The classification file's path, or a ConfigError saying it is missing (or that the
-    data are industry series, which have none)."""
-    from rotation_dl.errors import ConfigError
-
-    require_constituents(cfg, what)
-    if not cfg.data.classification:
-        raise ConfigError(
-            f"{what} needs data.classification (the stock -> industry file), which is not "
-            "set; for bars that are already industry series use data=industry_series"
-        )
-    return cfg.data.classification
-
-
-def read_classification_of(cfg: RunConfig, what: str = "this stage") -> pl.DataFrame:
-    from rotation_dl.data.readers import read_classification
-
-    return read_classification(
-        require_classification(cfg, what),
-        columns=cfg.data.classification_columns,
-        on_missing_industry=cfg.industry.on_missing_industry,
-    )
 
 
 def adjusted_daily_bars(cfg: RunConfig, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """Daily stock bars adjusted as the data config says, refused (`AdjustmentError`) when
     their moves beyond the daily price limit say they are not adjusted."""
-    from rotation_dl.data.daily import daily_bars
     from rotation_dl.data.limits import check_adjusted
+    from rotation_dl.industry.daily import daily_bars
 
     d = cfg.data
     require_constituents(cfg, "adjusted daily stock bars")

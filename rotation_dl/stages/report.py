@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 
 from rotation_dl.config import RunConfig
-from rotation_dl.stages.inputs import backtest_returns, layout_of
+from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.inputs import backtest_returns
 
 
 def run_note(run: str, model_version: str | None, factor_panel: Path) -> str:

@@ -14,7 +14,8 @@ from rotation_dl.config import RunConfig
 from rotation_dl.data.store import partition_span, stored_partitions
 from rotation_dl.errors import ModelFileError, StoreError
 from rotation_dl.export.scoring import WeeklyScore
-from rotation_dl.stages.inputs import ensure_store, layout_of
+from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.ingest import ensure_store
 
 
 def score_range(

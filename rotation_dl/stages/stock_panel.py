@@ -32,10 +32,10 @@ def adjustment_factors(
     """The run's adjustment factors (symbol, date, factor) for stock bars: the factor file,
     factors implied by adjusted daily closes (the industry build's causal rule, over
     [start, end] at once), a daily store's pre_close, or None (prices as stored)."""
-    from rotation_dl.data.industry import factors_from_adjusted_daily
-    from rotation_dl.data.industry_build import as_bars, pre_close_factors
     from rotation_dl.data.readers import read_adjustment, read_daily_closes
     from rotation_dl.data.store import scan_store
+    from rotation_dl.industry.aggregate import factors_from_adjusted_daily
+    from rotation_dl.industry.build import as_bars, pre_close_factors
 
     d = cfg.data
     if d.adjustment is not None:
@@ -96,11 +96,12 @@ def build_stock_panel_for(
     `features.stock_block_days` (scoring reads its few weeks in one block); `history`: trading
     days before `dates` read only for the look-back, `labels` False: none (see
     `build_stock_panel`)."""
-    from rotation_dl.data.industry_build import open_for_build
-    from rotation_dl.data.stock_bars import adjusted_stock_bars
     from rotation_dl.data.store import scan_store
     from rotation_dl.features.stock_panel import build_stock_panel
-    from rotation_dl.stages.inputs import ensure_store, read_classification_of
+    from rotation_dl.industry.build import open_for_build
+    from rotation_dl.industry.stock_bars import adjusted_stock_bars
+    from rotation_dl.stages.common import read_classification_of
+    from rotation_dl.stages.ingest import ensure_store
 
     d, f = cfg.data, cfg.features
     store = ensure_store(cfg)
@@ -159,14 +160,15 @@ def build_stock_panel_for(
 
 def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPanel
     """The training stock panel over `panel`'s calendar and industries (cached)."""
-    from rotation_dl.data.industry_build import open_for_build
     from rotation_dl.features.panel import file_hash
     from rotation_dl.features.stock_panel import (
         CorruptPanelError,
         load_stock_panel,
         stock_cache_key,
     )
-    from rotation_dl.stages.inputs import ensure_store, layout_of, require_constituents
+    from rotation_dl.industry.build import open_for_build
+    from rotation_dl.stages.common import layout_of, require_constituents
+    from rotation_dl.stages.ingest import ensure_store
 
     d, f = cfg.data, cfg.features
     require_constituents(cfg, f"model.level={cfg.model.level}")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rotation_dl.config import RunConfig, SweepConfig, compose_run
 from rotation_dl.errors import ConfigError, RotationDLError
-from rotation_dl.stages.inputs import ensure_store, layout_of
+from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.ingest import ensure_store
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from rotation_dl.layout import RunLayout
 from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.provenance import code_version
 from rotation_dl.session import Session
-from rotation_dl.stages.inputs import ensure_industry_bars, layout_of
+from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.industry import ensure_industry_bars
 
 log = logging.getLogger(__name__)
 RUN_LOCK = "_train.lock"  # in the run's output folder
@@ -75,7 +76,7 @@ class WalkForwardPlan:
     walkforward: WalkForwardConfig
 
     def describe(self) -> str:
-        from rotation_dl.data.walkforward import plan_text
+        from rotation_dl.training.walkforward import plan_text
 
         size = "daily" if self.spec.bar_minutes == 0 else f"{self.spec.bar_minutes}-min"
         head = (
@@ -103,9 +104,9 @@ def plan_walk_forward(
 ) -> WalkForwardPlan:
     """Industry bars -> (cached) panel -> folds; raises ConfigError, naming the keys to change,
     when the history is too short."""
-    from rotation_dl.data.industry_build import infer_bar_minutes
-    from rotation_dl.data.walkforward import walk_forward_folds
     from rotation_dl.features.panel import cached_panel
+    from rotation_dl.industry.build import infer_bar_minutes
+    from rotation_dl.training.walkforward import walk_forward_folds
 
     bar_minutes = infer_bar_minutes(pl.scan_parquet(industry_bars_path))
     spec = features.spec(bar_minutes, session, series=series)
@@ -198,7 +199,7 @@ def train_walk_forward(
     """
     from rotation_dl.backtest.ic import ic_series, summarize_ic
     from rotation_dl.models.tracking import logger_factory
-    from rotation_dl.models.train import is_rank_zero, run_walk_forward
+    from rotation_dl.training.loop import is_rank_zero, run_walk_forward
 
     wf = walkforward
     plan = plan_walk_forward(industry_bars_path, layout, features, wf, session, series)

@@ -323,7 +323,7 @@ def industry_bars(
     Returns:
         One row per industry and market bar (every bar time seen in the input); bars where no
         constituent traded have n_active = 0, null returns and a flat index. For long histories
-        use `rotation_dl.data.industry_build.build_industry_bars`, which streams them by date
+        use `rotation_dl.industry.build.build_industry_bars`, which streams them by date
         chunks (through the numpy kernel of `industry_kernel`, tested equal to this).
     """
     if not presorted:

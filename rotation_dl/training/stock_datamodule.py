@@ -18,11 +18,11 @@ import lightning as L
 import numpy as np
 import torch
 
-from rotation_dl.data.datamodule import DateBatches
-from rotation_dl.data.walkforward import Fold
 from rotation_dl.features.normalize import NormStats
 from rotation_dl.features.panel import Panel
 from rotation_dl.features.stock_panel import StockPanel
+from rotation_dl.training.datamodule import DateBatches
+from rotation_dl.training.walkforward import Fold
 
 NORM_CELLS = 2_000_000  # (stock-day, bar) cells the normalisation statistics are fitted on
 

@@ -23,13 +23,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
-from rotation_dl.data.datamodule import PanelDataModule
-from rotation_dl.data.walkforward import Fold
 from rotation_dl.features.panel import Panel
 from rotation_dl.layout import FoldFiles
 from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.models.module import RotationModule
 from rotation_dl.provenance import code_version
+from rotation_dl.training.datamodule import PanelDataModule
+from rotation_dl.training.walkforward import Fold
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def train_fold(
         "shuffle_labels": tc.shuffle_labels,
     }
     if constituent:
-        from rotation_dl.data.stock_datamodule import StockDataModule
+        from rotation_dl.training.stock_datamodule import StockDataModule
 
         if stock_panel is None:
             raise ValueError(f"model.level={net.level} needs the stock panel")

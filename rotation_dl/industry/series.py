@@ -17,13 +17,6 @@ from pathlib import Path
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_parquet
-from rotation_dl.data.industry import add_return_index, add_vwap_gap, adjust_bars
-from rotation_dl.data.industry_build import (
-    IndustryBarsResult,
-    as_bars,
-    open_for_build,
-    pre_close_factors,
-)
 from rotation_dl.data.readers import read_adjustment
 from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import (
@@ -31,6 +24,13 @@ from rotation_dl.data.store import (
     store_provenance,
 )
 from rotation_dl.errors import StoreError
+from rotation_dl.industry.aggregate import add_return_index, add_vwap_gap, adjust_bars
+from rotation_dl.industry.build import (
+    IndustryBarsResult,
+    as_bars,
+    open_for_build,
+    pre_close_factors,
+)
 from rotation_dl.session import Session
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 
-from rotation_dl.data.industry import adjust_bars
 from rotation_dl.data.readers import (
     ColumnMapping,
     normalize_symbols,
@@ -23,6 +22,7 @@ from rotation_dl.data.store import (
     store_has_pre_close,
 )
 from rotation_dl.errors import DataError
+from rotation_dl.industry.aggregate import adjust_bars
 from rotation_dl.session import Session
 
 DAILY_COLUMNS = ("open", "high", "low", "close", "volume", "amount")

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from rotation_dl.data.walkforward import Fold
 from rotation_dl.features.normalize import NormStats, apply_norm, fit_norm_stats
 from rotation_dl.features.panel import Panel
+from rotation_dl.training.walkforward import Fold
 
 
 class EpochSeededSampler(Sampler[int]):

@@ -15,14 +15,6 @@ from typing import Literal, TypeVar
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_parquet
-from rotation_dl.data.daily import factors_from_pre_close
-from rotation_dl.data.industry import (
-    Weighting,
-    add_vwap_gap,
-    adjust_bars,
-    factors_from_adjusted_daily,
-)
-from rotation_dl.data.industry_kernel import industry_chunk
 from rotation_dl.data.limits import LimitTally, enforce_adjusted
 from rotation_dl.data.readers import read_adjustment, read_classification, read_daily_closes
 from rotation_dl.data.resample import resample_bars
@@ -37,6 +29,14 @@ from rotation_dl.data.store import (
     store_provenance,
 )
 from rotation_dl.errors import ConfigError, StoreError
+from rotation_dl.industry.aggregate import (
+    Weighting,
+    add_vwap_gap,
+    adjust_bars,
+    factors_from_adjusted_daily,
+)
+from rotation_dl.industry.daily import factors_from_pre_close
+from rotation_dl.industry.kernel import industry_chunk
 from rotation_dl.schema import BAR_SCHEMA
 from rotation_dl.session import Session
 

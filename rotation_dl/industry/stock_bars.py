@@ -12,10 +12,15 @@ from typing import Literal
 
 import polars as pl
 
-from rotation_dl.data.industry import add_vwap_gap, adjust_bars, map_industries, stock_bar_returns
-from rotation_dl.data.industry_build import as_bars
 from rotation_dl.data.resample import resample_bars
 from rotation_dl.data.store import scan_store
+from rotation_dl.industry.aggregate import (
+    add_vwap_gap,
+    adjust_bars,
+    map_industries,
+    stock_bar_returns,
+)
+from rotation_dl.industry.build import as_bars
 from rotation_dl.session import Session
 
 

@@ -25,15 +25,15 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.artifacts import atomic_write_parquet
-from rotation_dl.data.synthetic import (
+from rotation_dl.errors import ConfigError
+from rotation_dl.schema import BAR_SCHEMA
+from rotation_dl.synthetic.market import (
     SampleConfig,
     garch_returns,
     latent_flow,
     publish_dir,
     sample_days,
 )
-from rotation_dl.errors import ConfigError
-from rotation_dl.schema import BAR_SCHEMA
 
 SECTORS = (
     "ENERGY",

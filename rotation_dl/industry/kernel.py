@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from rotation_dl.data.industry import map_industries
 from rotation_dl.data.runs import US_PER_MIN, day_starts, symbol_starts
+from rotation_dl.industry.aggregate import map_industries
 from rotation_dl.schema import INDUSTRY_BAR_SCHEMA
 
 Weighting = Literal["equal", "amount"]

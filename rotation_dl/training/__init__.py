@@ -1,0 +1,1 @@
+"""The training side: walk-forward folds, the Lightning DataModules and the fit loop."""
