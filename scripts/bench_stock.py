@@ -122,12 +122,13 @@ def child_train(raw: Path, work: Path, steps: int, warmup: int, batch_dates: int
     import numpy as np
     import torch
 
+    from rotation_dl.features.normalize import normalise
     from rotation_dl.models.config import GRUConfig
     from rotation_dl.models.constituents import StockScorer
     from rotation_dl.models.losses import mse_loss
     from rotation_dl.models.module import ConstituentModule
     from rotation_dl.stages.stock_panel import stock_panel_for
-    from rotation_dl.training.stock_datamodule import StockDataModule, normalise
+    from rotation_dl.training.stock_datamodule import StockDataModule
     from rotation_dl.training.walkforward import walk_forward_folds
 
     cfg = _cfg(raw, work)
@@ -177,8 +178,6 @@ def child_train(raw: Path, work: Path, steps: int, warmup: int, batch_dates: int
 
     dm = StockDataModule(sp, panel, fold, WINDOW, batch_dates, seed=0, max_stocks=max_stocks)
     dm.setup()
-    mean = torch.tensor(dm.norm.mean)
-    std = torch.tensor(dm.norm.std)
     days = np.array(dm.days["train"])
 
     def qlib_style() -> float:
@@ -186,8 +185,7 @@ def child_train(raw: Path, work: Path, steps: int, warmup: int, batch_dates: int
         # sample's step_len rows, then the DataLoader stacks and the loop copies to the device
         P, F = sp.x.shape[2], sp.x.shape[3]
         lo = int(days.min()) - WINDOW + 1
-        z = normalise(torch.from_numpy(np.asarray(sp.x[lo : int(days.max()) + 1])), mean, std,
-                      dm.norm.clip).numpy()  # fmt: skip
+        z = normalise(np.asarray(sp.x[lo : int(days.max()) + 1]), dm.norm)
         per_stock = [np.ascontiguousarray(z[:, s].reshape(-1, F)) for s in range(z.shape[1])]
         label = np.nan_to_num(np.asarray(sp.label, dtype=np.float32))
         rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from rotation_dl.features.normalize import apply_norm
+from rotation_dl.features.normalize import normalise
 from rotation_dl.features.panel import build_panel
 from rotation_dl.features.spec import FeatureSpec
 from rotation_dl.industry.aggregate import industry_bars
@@ -90,7 +90,7 @@ def bench_qlib_style(panel, fold, net_cfg, window, batch_dates, steps, warmup, d
     """Qlib's pattern: rows = (date, industry), flattened windows in NumPy, copy per batch."""
     dm = PanelDataModule(panel, fold, window, batch_dates)
     dm.setup()
-    z = apply_norm(np.asarray(panel.x), dm.norm)  # [D, N, P, F]
+    z = normalise(np.asarray(panel.x), dm.norm)  # [D, N, P, F]
     days = np.array(dm.days["train"])
     N, P, F = z.shape[1:]
     rows = np.stack([z[d - window + 1 : d + 1].transpose(1, 0, 2, 3) for d in days])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import feature_spec
 
-from rotation_dl.features.normalize import apply_norm
+from rotation_dl.features.normalize import normalise
 from rotation_dl.features.panel import build_panel
 from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.training.datamodule import EpochSeededSampler, PanelDataModule
@@ -37,7 +37,7 @@ def test_batches_are_exact_windows(panel, fold, on_device):
     batch = dm.on_after_batch_transfer(dm.on_before_batch_transfer(days, 0), 0)
     B, N, W, P, F = batch["x"].shape
     assert (B, N, W, P, F) == (3, 3, 4, 16, panel.n_features)
-    z = apply_norm(np.asarray(panel.x), dm.norm)
+    z = normalise(np.asarray(panel.x), dm.norm)
     for b, d in enumerate(batch["day"].tolist()):
         np.testing.assert_array_equal(
             batch["x"][b].numpy(), z[d - 3 : d + 1].transpose(1, 0, 2, 3)

@@ -129,7 +129,7 @@ def _industry_bars(trained, arch="flat"):
 
 def test_scoring_matches_training_panel(trained, tmp_path):
     """Scores from the production path equal the torch model on the training-time panel."""
-    from rotation_dl.features.normalize import NormStats, apply_norm
+    from rotation_dl.features.normalize import NormStats, normalise
     from rotation_dl.features.panel import build_panel
     from rotation_dl.features.spec import FeatureSpec
 
@@ -140,7 +140,7 @@ def test_scoring_matches_training_panel(trained, tmp_path):
     spec = FeatureSpec.from_dict(meta["feature_spec"])
     panel = build_panel(ib, spec)
     d = panel.dates.index(res.asof)
-    z = apply_norm(np.asarray(panel.x), NormStats.from_dict(meta["norm"]))
+    z = normalise(np.asarray(panel.x), NormStats.from_dict(meta["norm"]))
     x = z[d - meta["window"] + 1 : d + 1].transpose(1, 0, 2, 3)[None]
     net, _ = load_checkpoint(ck)
     with torch.no_grad():

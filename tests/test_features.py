@@ -16,7 +16,7 @@ from rotation_dl.errors import ConfigError
 from rotation_dl.features import panel as panel_mod
 from rotation_dl.features.bars import FEATURES, bar_features
 from rotation_dl.features.labels import forward_excess_rank
-from rotation_dl.features.normalize import apply_norm, fit_norm_stats
+from rotation_dl.features.normalize import fit_norm_stats, normalise
 from rotation_dl.features.panel import build_panel, cached_panel, load_panel
 from rotation_dl.features.spec import FeatureSpec
 from rotation_dl.industry.aggregate import industry_bars
@@ -136,7 +136,7 @@ def test_norm_fitted_on_train_days_only(tiny_ib):
     x2[20:] *= 100.0  # change everything after training
     s2 = fit_norm_stats(x2, train, p.active, p.spec.features, p.dates)
     assert s1 == s2
-    z = apply_norm(np.asarray(p.x), s1)
+    z = normalise(np.asarray(p.x), s1)
     assert np.isfinite(z).all() and np.abs(z).max() <= s1.clip
     sub = z[train][p.active[train]].reshape(-1, z.shape[-1])
     np.testing.assert_allclose(sub.mean(axis=0), 0.0, atol=0.15)
@@ -169,9 +169,28 @@ def test_cache_built_with_another_session_is_rebuilt(tiny_ib, tmp_path, monkeypa
     assert len(list((tmp_path / "cache").glob("panel-*"))) == 2
 
 
-def test_cache_key_covers_the_feature_formulas(tmp_path):
-    """Editing a formula in features/bars.py changes the cache key (a stale cache is never
-    reused), while the spec itself is unchanged."""
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("features/bars.py", 'pl.col("close") / _PDC - 1', 'pl.col("close") / _PDC - 1.0'),
+        # the previous day's close behind every *_rel feature and the label
+        (
+            "features/daygrid.py",
+            "return _previous_day_close(",
+            "return 1.0 * _previous_day_close(",
+        ),
+        # the stock bars' returns behind the stock panel
+        (
+            "industry/aggregate.py",
+            'bars.filter(pl.col("close") > 0)',
+            'bars.filter(pl.col("close") > 0.0)',
+        ),
+        ("session.py", "int(hh) * 60 + int(mm)", "int(hh) * 60 + int(mm) * 1"),
+    ],
+)
+def test_cache_key_covers_every_module_that_shapes_a_feature_or_label(tmp_path, module, old, new):
+    """Editing a formula in any module the panel builds reach changes the cache key (a stale
+    cache is never reused), while the spec itself is unchanged."""
     copy = tmp_path / "pkg"
     shutil.copytree(REPO / "rotation_dl", copy / "rotation_dl")
     code = (
@@ -188,9 +207,19 @@ def test_cache_key_covers_the_feature_formulas(tmp_path):
 
     before = key()
     assert before == key() == feature_spec().cache_key()
-    bars = copy / "rotation_dl" / "features" / "bars.py"
-    text = bars.read_text()
-    edited = text.replace('pl.col("close") / _PDC - 1', 'pl.col("close") / _PDC - 1.0')
+    path = copy / "rotation_dl" / module
+    text = path.read_text()
+    edited = text.replace(old, new)
     assert edited != text
-    bars.write_text(edited)
+    path.write_text(edited)
     assert key() != before
+
+
+def test_the_cache_key_leaves_out_modules_that_shape_no_number():
+    """Modules that only name errors and paths are left out: a reworded error message
+    does not throw away every cached panel."""
+    from rotation_dl.features.spec import definition_modules
+
+    modules = definition_modules()
+    assert {"rotation_dl.features.daygrid", "rotation_dl.session"} <= set(modules)
+    assert "rotation_dl.errors" not in modules and "rotation_dl.artifacts" not in modules

@@ -153,7 +153,7 @@ def test_onnx_parity_on_real_windows(store_15min, tmp_path, arch):
     import onnxruntime as ort
     import torch
 
-    from rotation_dl.features.normalize import apply_norm, fit_norm_stats
+    from rotation_dl.features.normalize import fit_norm_stats, normalise
     from rotation_dl.features.panel import build_panel
     from rotation_dl.models.gru import GRUConfig, build_net
 
@@ -172,7 +172,7 @@ def test_onnx_parity_on_real_windows(store_15min, tmp_path, arch):
     )
     panel = build_panel(res.frame, feature_spec())
     days = np.arange(len(panel.dates))
-    z = apply_norm(
+    z = normalise(
         np.asarray(panel.x),
         fit_norm_stats(panel.x, days, panel.active, panel.spec.features, panel.dates),
     )

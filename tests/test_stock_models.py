@@ -604,13 +604,15 @@ def test_export_parity_and_score_match_the_training_stack(shared, tmp_path, leve
     np.testing.assert_allclose(got, want, atol=1e-5)
     if level == "stock":  # stocks scored in chunks on parallel threads: the one-call scores
         from rotation_dl.export import scoring
+        from rotation_dl.features.normalize import normalise
 
         monkeypatch.setattr(scoring, "STOCK_CHUNK", 3)
         scorer = scoring.OnnxScorer([onnx_path], prefer="cpu")
         scorer.workers = 2
         raw = x.numpy() * 3 + 1
-        one = sess.run(None, {"x": scoring.apply_norm(raw, scorer.norms[0]).astype(np.float32)})
-        np.testing.assert_allclose(scorer.run(raw), one[0], rtol=0, atol=1e-6)
+        one = sess.run(None, {"x": normalise(raw, scorer.norms[0])})
+        got = scorer.run(lambda norm: normalise(raw, norm))
+        np.testing.assert_allclose(got, one[0], rtol=0, atol=1e-6)
 
     block = tmp_path / "block"
     block.mkdir(exist_ok=True)

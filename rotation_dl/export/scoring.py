@@ -1,8 +1,10 @@
 """Production scoring with onnxruntime: the latest week's industry scores, ranks and holdings.
 
 Needs only polars, numpy, onnx and onnxruntime (the `inference` extra); torch and lightning are
-never imported. Features are rebuilt from the canonical store with the model's own feature spec
-and normalisation statistics; a model whose spec does not fit the data is refused.
+never imported. Features are rebuilt from the canonical store with the model's own feature spec;
+scoring is three steps: inputs (`features.inputs`, under each model's normalisation statistics)
+-> onnxruntime (`OnnxScorer.run`) -> ranks and holdings (`weekly_score`). A model whose spec
+does not fit the data is refused.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,8 +24,9 @@ from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
 from rotation_dl.backtest.selection import SelectionRule, rank_order, select
 from rotation_dl.errors import DataError, ModelFileError, ScoringError
 from rotation_dl.export.metadata import read_model
-from rotation_dl.features.normalize import NormStats, apply_norm
-from rotation_dl.features.panel import build_panel
+from rotation_dl.features.inputs import panel_inputs
+from rotation_dl.features.normalize import NormStats
+from rotation_dl.features.panel import Panel, build_panel
 from rotation_dl.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -117,43 +120,48 @@ class OnnxScorer:
     def provider(self) -> str:
         return self.sessions[0].get_providers()[0]
 
-    def run(self, raw_windows: np.ndarray) -> np.ndarray:
-        """Raw (un-normalised) windows [B, N, W, P, F] -> mean score over the ensemble [B, N]
-        (N industries, or stocks for a `stock` model)."""
+    def inputs_per_model(self, inputs: Callable[[NormStats], np.ndarray]) -> list[np.ndarray]:
+        """Each model's normalised input [B, N, W, P, F] float32 from `inputs(norm)` (built
+        once per distinct set of statistics: the seeds of one fold share theirs)."""
+        built: dict[NormStats, np.ndarray] = {}
+        for norm in self.norms:
+            if norm not in built:
+                built[norm] = np.ascontiguousarray(inputs(norm), dtype=np.float32)
+        return [built[norm] for norm in self.norms]
+
+    def run(self, inputs: Callable[[NormStats], np.ndarray]) -> np.ndarray:
+        """Mean score over the ensemble [B, N] (N industries, or stocks for a `stock` model) of
+        the normalised inputs `inputs(norm)` gives under each model's statistics."""
         outs = []
-        n = raw_windows.shape[1]
-        n_parts = max(self.workers, -(-n // STOCK_CHUNK))  # at least one per core
-        spread = self.level == "stock" and self.workers > 1 and n >= 2 * n_parts
-        for sess, norm in zip(self.sessions, self.norms, strict=True):
-
-            def one(part: np.ndarray, sess=sess, norm=norm) -> np.ndarray:
-                x = np.ascontiguousarray(apply_norm(part, norm), dtype=np.float32)
-                return sess.run(None, {"x": x})[0]
-
-            if spread:
+        for sess, x in zip(self.sessions, self.inputs_per_model(inputs), strict=True):
+            n = x.shape[1]
+            n_parts = max(self.workers, -(-n // STOCK_CHUNK))  # at least one per core
+            if self.level == "stock" and self.workers > 1 and n >= 2 * n_parts:
                 from concurrent.futures import ThreadPoolExecutor
 
                 cuts = np.linspace(0, n, n_parts + 1).astype(int)  # near-equal chunks
-                parts = [raw_windows[:, a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+                parts = [x[:, a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
                 with ThreadPoolExecutor(self.workers) as pool:  # onnxruntime frees the GIL
-                    outs.append(np.concatenate(list(pool.map(one, parts)), axis=1))
+                    chunks = pool.map(
+                        lambda part, sess=sess: sess.run(None, {"x": part})[0], parts
+                    )
+                    outs.append(np.concatenate(list(chunks), axis=1))
             else:
-                outs.append(one(raw_windows))
+                outs.append(sess.run(None, {"x": x})[0])
         return np.mean(outs, axis=0)
 
     def run_pooled(
-        self, raw_windows: np.ndarray, member: np.ndarray
+        self, inputs: Callable[[NormStats], np.ndarray], member: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A `pooled` model: raw stock windows [B, S, W, P, F] and member [B, S] (industry
-        index into `industries`, -1 none) -> ensemble means of (stock [B, S], industry [B, N])
-        scores."""
+        """A `pooled` model: normalised stock inputs `inputs(norm)` [B, S, W, P, F] and member
+        [B, S] (industry index into `industries`, -1 none) -> ensemble means of (stock [B, S],
+        industry [B, N]) scores."""
         stock, ind = [], []
         feeds = {
             "member": np.ascontiguousarray(member, dtype=np.int64),
             "valid": (member >= 0).astype(np.float32),
         }
-        for sess, norm in zip(self.sessions, self.norms, strict=True):
-            x = np.ascontiguousarray(apply_norm(raw_windows, norm), dtype=np.float32)
+        for sess, x in zip(self.sessions, self.inputs_per_model(inputs), strict=True):
             s, n = sess.run(None, {"x": x, **feeds})
             stock.append(s)
             ind.append(n)
@@ -248,18 +256,11 @@ class WeeklyScore:
     stocks: pl.DataFrame | None = None  # constituent models: the stock scores behind them
 
 
-def score_from_industry_bars(
-    industry_bars: pl.DataFrame,
-    scorer: OnnxScorer,
-    *,
-    asof: date | None = None,
-    rule: SelectionRule | None = None,
-    current_holdings: Sequence[str] | None = None,
-    bar_minutes: int | None = None,
-) -> WeeklyScore:
-    """Industry bars -> scores for `asof` (default: the latest complete week's last day) and the
-    week before, ranks, rank changes and holdings under the portfolio rule."""
-    rule = rule or SelectionRule()
+def industry_panel_for(
+    industry_bars: pl.DataFrame, scorer: OnnxScorer, bar_minutes: int | None = None
+) -> Panel:
+    """The industry panel of the model's industries under its own feature spec; refused
+    (ScoringError) when the bars do not fit the model."""
     spec = scorer.spec
     if bar_minutes is not None and bar_minutes != spec.bar_minutes:
         raise ScoringError(
@@ -272,31 +273,38 @@ def score_from_industry_bars(
             f"{len(missing)} industr{'y' if len(missing) == 1 else 'ies'} the "
             f"model was trained on are missing from the data: {missing[:5]}"
         )
-    ib = industry_bars.filter(pl.col("industry").is_in(scorer.industries))
-    panel = build_panel(ib, spec)
+    panel = build_panel(industry_bars.filter(pl.col("industry").is_in(scorer.industries)), spec)
     if panel.bars_per_day != spec.bars_per_day:
         raise ScoringError("bars per day of the data differ from the model's feature spec")
-    asof, prev, days = scored_days(panel.dates, asof, spec.warmup_days(scorer.window))
-    idx = days[0]
+    return panel
+
+
+def by_industry(scores: np.ndarray, active: np.ndarray, industries: Sequence[str]) -> dict:
+    """One date's scores [N] -> {industry: score, None where the industry was not active}."""
+    return {ind: (float(scores[j]) if active[j] else None) for j, ind in enumerate(industries)}
+
+
+def score_from_industry_bars(
+    industry_bars: pl.DataFrame,
+    scorer: OnnxScorer,
+    *,
+    asof: date | None = None,
+    rule: SelectionRule | None = None,
+    current_holdings: Sequence[str] | None = None,
+    bar_minutes: int | None = None,
+) -> WeeklyScore:
+    """Industry bars -> scores for `asof` (default: the latest complete week's last day) and the
+    week before, ranks, rank changes and holdings under the portfolio rule."""
+    panel = industry_panel_for(industry_bars, scorer, bar_minutes)
+    asof, prev, days = scored_days(panel.dates, asof, scorer.spec.warmup_days(scorer.window))
     order = [panel.industries.index(i) for i in scorer.industries]
-    x = panel.windows(days, scorer.window, order)  # [B, N, W, P, F]
-    scores = scorer.run(x)
-    active = np.asarray(panel.active)[:, order]
-    now = {
-        ind: (float(scores[0, j]) if active[idx, j] else None)
-        for j, ind in enumerate(scorer.industries)
-    }
-    before = (
-        {
-            ind: (float(scores[1, j]) if active[days[1], j] else None)
-            for j, ind in enumerate(scorer.industries)
-        }
-        if len(days) > 1
-        else {}
-    )
-    return weekly_score(
-        now, before, scorer.industries, asof, prev, rule,
-        current_holdings, scorer.provider,
+    # inputs -> onnxruntime
+    scores = scorer.run(lambda norm: panel_inputs(panel, days, scorer.window, norm, order).x)
+    active = np.asarray(panel.active)[days][:, order]
+    now, *before = (by_industry(scores[k], active[k], scorer.industries) for k in range(len(days)))
+    return weekly_score(  # -> ranks and holdings
+        now, before[0] if before else {}, scorer.industries, asof, prev,
+        rule or SelectionRule(), current_holdings, scorer.provider,
     )  # fmt: skip
 
 
@@ -330,14 +338,16 @@ def score_from_stock_panel(
     per_day, frames = [], []
     for d in days:
         stocks = np.nonzero(active[d] & (member[d] >= 0))[0]
-        x = np.asarray(sp.x[d - scorer.window + 1 : d + 1])[:, stocks]  # [W, S', P, F]
-        x = x.transpose(1, 0, 2, 3)[None].astype(np.float32)  # [1, S', W, P, F]
+
+        def inputs(norm: NormStats, d: int = d, stocks: np.ndarray = stocks) -> np.ndarray:
+            return panel_inputs(sp, [d], scorer.window, norm, stocks).x  # [1, S', W, P, F]
+
         if scorer.level == "pooled":
-            st, ind = scorer.run_pooled(x, member[d, stocks][None])
+            st, ind = scorer.run_pooled(inputs, member[d, stocks][None])
             stock_scores, ind_scores = st[0], ind[0]
             counts = np.bincount(member[d, stocks], minlength=n)
         else:
-            stock_scores = scorer.run(x)[0]
+            stock_scores = scorer.run(inputs)[0]
             ind_scores, counts = aggregate_stock_scores(
                 stock_scores, member[d, stocks], n, scorer.aggregate, amount[d, stocks]
             )

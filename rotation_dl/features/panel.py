@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -65,21 +64,6 @@ class Panel:
     def label_mask(self) -> np.ndarray:
         """Cells usable as training targets: active with a known label."""
         return self.active & np.isfinite(self.label)
-
-    def windows(
-        self, days: Sequence[int], window: int, industries: Sequence[int] | None = None
-    ) -> np.ndarray:
-        """Raw feature windows ending at each of `days`: [B, N, W, P, F] (the model's layout).
-
-        The numpy twin of `PanelDataModule.gather`, which does the same on tensors.
-        """
-        cols = slice(None) if industries is None else list(industries)
-        return np.stack(
-            [
-                np.asarray(self.x[d - window + 1 : d + 1])[:, cols].transpose(1, 0, 2, 3)
-                for d in days
-            ]
-        )
 
     def labels_frame(self) -> pl.DataFrame:
         """(date, industry, fwd_ret, fwd_excess, label) over the whole grid (NaN -> null)."""

@@ -7,12 +7,14 @@ part of it: it fixes the bar slots and the bars per day.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
-import inspect
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rotation_dl.errors import ConfigError
@@ -112,12 +114,63 @@ class FeatureSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# The modules whose code decides a cached panel's numbers are those the two panel builds import,
+# directly or through others (lazy imports too), less these, which only name errors and paths.
+PANEL_BUILDS = ("rotation_dl.features.panel", "rotation_dl.features.stock_panel")
+NOT_NUMBERS = frozenset(
+    {"rotation_dl", "rotation_dl.errors", "rotation_dl.artifacts", "rotation_dl.layout"}
+)
+
+
+def _source_file(module: str) -> Path | None:
+    """The source file of a rotation_dl module (found, not imported), or None."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def _imports_of(module: str, path: Path) -> set[str]:
+    """The rotation_dl modules a source file imports (`from pkg import module` included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("rotation_dl")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("rotation_dl"):
+                found.add(node.module)
+                for a in node.names:  # `from rotation_dl.features import bars`: a module
+                    child = f"{node.module}.{a.name}"
+                    if _source_file(child) is not None:
+                        found.add(child)
+    return found
+
+
+@functools.cache
+def definition_modules() -> tuple[str, ...]:
+    """Every rotation_dl module that shapes a cached feature or label: the import closure of
+    the industry and stock panel builds (features, labels, the day grid and its previous close,
+    the session clock, the stock bars' returns), less `NOT_NUMBERS`."""
+    seen: set[str] = set()
+    todo = list(PANEL_BUILDS)
+    while todo:
+        module = todo.pop()
+        path = _source_file(module)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        todo.extend(_imports_of(module, path) - seen)
+    return tuple(sorted(seen - NOT_NUMBERS))
+
+
 @functools.cache
 def definition_hash() -> str:
-    """sha256 of the source of the modules that define the panel's numbers: features, labels,
-    the panel build and the session clock (read from the files, once per process)."""
-    from rotation_dl import session
-    from rotation_dl.features import bars, labels, panel
-
-    text = "\n".join(inspect.getsource(m) for m in (bars, labels, panel, session))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 of the source of `definition_modules()` (read from the files, once per
+    process): a changed formula anywhere they reach gives a new cache key."""
+    digest = hashlib.sha256()
+    for module in definition_modules():
+        path = _source_file(module)
+        assert path is not None
+        digest.update(f"{module}\n".encode() + path.read_bytes())
+    return digest.hexdigest()

@@ -51,7 +51,8 @@ def checkpoints_to_export(cfg: RunConfig, layout: RunLayout) -> list[CheckpointR
 def variant_probe(layout: RunLayout, meta: dict) -> tuple[np.ndarray, np.ndarray, str]:
     """Normalised windows and labels of the last 64 labelled dates of this run's industry bars
     (the model's own spec and statistics); a random probe when the run has no bars."""
-    from rotation_dl.features.normalize import NormStats, apply_norm
+    from rotation_dl.features.inputs import panel_inputs
+    from rotation_dl.features.normalize import NormStats
     from rotation_dl.features.panel import build_panel
     from rotation_dl.features.spec import FeatureSpec
 
@@ -65,9 +66,9 @@ def variant_probe(layout: RunLayout, meta: dict) -> tuple[np.ndarray, np.ndarray
         mask = panel.label_mask()
         days = [d for d in range(w - 1, len(panel.dates)) if mask[d].any()][-64:]
         if days and panel.industries == list(meta["industries"]):
-            probe = apply_norm(panel.windows(days, w), NormStats.from_dict(meta["norm"]))
-            labels = np.where(mask[days], np.asarray(panel.label)[days], np.nan)
-            return probe, labels, f"the last {len(days)} labelled dates of {path.name}"
+            inputs = panel_inputs(panel, days, w, NormStats.from_dict(meta["norm"]))
+            labels = np.where(inputs.mask, inputs.label, np.nan)
+            return inputs.x, labels, f"the last {len(days)} labelled dates of {path.name}"
     rng = np.random.default_rng(0)
     n = len(meta["industries"])
     probe = rng.standard_normal((16, n, w, spec.bars_per_day, n_feat))

@@ -1,9 +1,10 @@
 """LightningDataModule over a Panel: a sample is one date with all industries and its window.
 
-The normalised panel is one tensor [D, N, P, F] built once per fold (statistics fitted on that
-fold's training days only). A batch is a tensor of date indices; the windows are gathered from
-the panel by index after the batch reaches its device (`on_after_batch_transfer`), so nothing is
-copied per sample and, with `on_device=True`, the panel lives on the GPU and gathers happen there.
+The panel is one tensor [D, N, P, F] held once per fold. A batch is a tensor of date indices;
+its inputs come from `features.inputs.model_inputs` (the windows gathered by index, normalised
+with statistics fitted on the fold's training days only) after the batch reaches its device
+(`on_after_batch_transfer`), so nothing is copied per sample and, with `on_device=True`, the
+panel lives on the GPU and gathers happen there.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from rotation_dl.features.normalize import NormStats, apply_norm, fit_norm_stats
+from rotation_dl.features.inputs import model_inputs
+from rotation_dl.features.normalize import NormStats, fit_norm_stats
 from rotation_dl.features.panel import Panel
 from rotation_dl.training.walkforward import Fold
 
@@ -97,7 +99,7 @@ class PanelDataModule(DateBatches, L.LightningDataModule):
             self.norm = fit_norm_stats(
                 p.x, train_days, np.asarray(p.active), p.spec.features, p.dates
             )
-        self._x = torch.from_numpy(apply_norm(np.asarray(p.x), self.norm))
+        self._x = torch.from_numpy(np.array(p.x, dtype=np.float32))  # raw; normalised per batch
         label = np.nan_to_num(np.asarray(p.label, dtype=np.float32), nan=0.0)
         mask = p.label_mask()
         if self.shuffle_labels:  # permute industries within each train/val date: no signal left
@@ -107,7 +109,6 @@ class PanelDataModule(DateBatches, L.LightningDataModule):
                 label[d], mask[d] = label[d, perm], mask[d, perm]
         self._label = torch.from_numpy(label)
         self._mask = torch.from_numpy(mask)
-        self._offsets = torch.arange(-self.window + 1, 1)
         first = self.window - 1
         usable = mask.any(axis=1)
         self.days = {
@@ -119,14 +120,15 @@ class PanelDataModule(DateBatches, L.LightningDataModule):
     # ---- gathering windows --------------------------------------------------------------
     def gather(self, days: torch.Tensor) -> dict[str, torch.Tensor]:
         """Date indices [B] -> batch dict; runs on whatever device the panel tensors are on."""
-        assert self._x is not None
+        assert self._x is not None and self.norm is not None
         days = days.to(self._x.device)
-        idx = days[:, None] + self._offsets.to(days.device)  # [B, W]
-        x = self._x[idx]  # [B, W, N, P, F]
+        inputs = model_inputs(
+            self._x, days, self.window, self.norm, label=self._label, mask=self._mask
+        )
         return {
-            "x": x.permute(0, 2, 1, 3, 4).contiguous(),  # [B, N, W, P, F]
-            "y": self._label[days],
-            "mask": self._mask[days],
+            "x": inputs.x.contiguous(),  # [B, N, W, P, F]
+            "y": inputs.label,
+            "mask": inputs.mask,
             "day": days,
         }
 

@@ -4,8 +4,9 @@ Windows are index gathers `(date, stock)` from the panel `[D, S, P, F]`: a batch
 indices becomes x [B, S', W, P, F] by one fancy index. Where the panel fits
 `panel_memory_gb` it is held as one tensor (on the accelerator with `on_device`), otherwise
 each batch is gathered from the memory-mapped arrays (only the batch's date block is read) into
-pinned memory when CUDA is present, so the copy to the device overlaps compute. Features are
-normalised on the gathered batch with statistics fitted on the fold's training days.
+pinned memory when CUDA is present, so the copy to the device overlaps compute. Inputs come
+from `features.inputs.model_inputs`: the gathered windows normalised with statistics fitted on
+the fold's training days.
 
 Training batches sample at most `max_stocks` stocks (and, for pooled models, at most
 `max_constituents` per industry) with a generator seeded by (seed, batch dates): a resumed run
@@ -18,7 +19,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from rotation_dl.features.normalize import NormStats
+from rotation_dl.features.inputs import model_inputs
+from rotation_dl.features.normalize import NormStats, fit_norm
 from rotation_dl.features.panel import Panel
 from rotation_dl.features.stock_panel import StockPanel
 from rotation_dl.training.datamodule import DateBatches
@@ -36,33 +38,10 @@ def fit_stock_norm(
     per_day = max(1, int(active[train_days].sum(axis=1).mean())) * sp.x.shape[2]
     step = max(1, int(np.ceil(len(train_days) * per_day / max_cells)))
     days = train_days[::step]
-    sums = np.zeros(sp.n_features)
-    sq = np.zeros(sp.n_features)
-    n = np.zeros(sp.n_features)
-    for d in days:
-        cells = np.asarray(sp.x[d][active[d]], dtype=np.float64).reshape(-1, sp.n_features)
-        ok = np.isfinite(cells)
-        sums += np.where(ok, cells, 0).sum(axis=0)
-        sq += np.where(ok, cells, 0).__pow__(2).sum(axis=0)
-        n += ok.sum(axis=0)
-    mean = np.where(n > 0, sums / np.maximum(n, 1), 0.0)
-    var = np.where(n > 1, sq / np.maximum(n, 1) - mean**2, 1.0)
-    std = np.sqrt(np.maximum(var, 0))
-    std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
-    return NormStats(
-        tuple(sp.features),
-        tuple(mean.tolist()),
-        tuple(std.tolist()),
-        str(sp.dates[int(train_days.min())]),
-        str(sp.dates[int(train_days.max())]),
-        clip,
-    )
-
-
-def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, clip: float) -> torch.Tensor:
-    """(x - mean) / std clipped to +-clip, NaN -> 0, float32 (the industry panel's rule)."""
-    out = ((x.float() - mean) / std).clamp(-clip, clip)
-    return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    cells = [np.asarray(sp.x[d][active[d]], dtype=np.float64) for d in days]
+    flat = np.concatenate([c.reshape(-1, sp.n_features) for c in cells])
+    first, last = sp.dates[int(train_days.min())], sp.dates[int(train_days.max())]
+    return fit_norm(flat, sp.features, first, last, clip)
 
 
 def sample_stocks(
@@ -143,8 +122,6 @@ class StockDataModule(DateBatches, L.LightningDataModule):
         sp, f = self.sp, self.fold
         if self.norm is None:
             self.norm = fit_stock_norm(sp, np.arange(*f.train))
-        self._mean = torch.tensor(self.norm.mean, dtype=torch.float32)
-        self._std = torch.tensor(self.norm.std, dtype=torch.float32)
         self._x = as_tensor(np.array(sp.x)) if self.in_memory else sp.x
         y = np.nan_to_num(np.asarray(sp.label, dtype=np.float32), nan=0.0)
         m = sp.label_mask()
@@ -187,24 +164,19 @@ class StockDataModule(DateBatches, L.LightningDataModule):
 
     def gather(self, days: torch.Tensor, train: bool = False) -> dict[str, torch.Tensor]:
         """Date indices [B] -> batch dict (see the class docstring)."""
-        assert self._x is not None
+        assert self._x is not None and self.norm is not None
         stocks = self.stocks_for(days, train)
-        idx = days[:, None].cpu() + torch.arange(-self.window + 1, 1)  # [B, W]
-        if isinstance(self._x, torch.Tensor):
-            device = self._x.device
-            i, j = idx.to(device), stocks.to(device)
-            x = self._x[i[:, :, None], j[None, None, :]]  # [B, W, S', P, F], one gather
-        else:  # memory-mapped: read the batch's date block, then take its stocks
-            lo, hi = int(idx.min()), int(idx.max()) + 1
-            block = np.asarray(self._x[lo:hi])[:, stocks.numpy()]  # [days, S', P, F]
-            x = as_tensor(block[(idx - lo).numpy()])
-            if torch.cuda.is_available():
-                x = x.pin_memory()
-            device = x.device
-        mean, std = self._mean.to(x.device), self._std.to(x.device)
-        x = normalise(x.permute(0, 2, 1, 3, 4), mean, std, self.norm.clip)
         d = days.to(self._y_stock.device)
         s = stocks.to(self._y_stock.device)
+        if isinstance(self._x, torch.Tensor):
+            device = self._x.device
+            x = model_inputs(self._x, days.to(device), self.window, self.norm, stocks.to(device)).x
+        else:  # memory-mapped: read the batch's date block and its stocks only
+            lo = int(days.min()) - self.window + 1
+            block = np.asarray(self._x[lo : int(days.max()) + 1])[:, stocks.numpy()]
+            x = model_inputs(as_tensor(block), days - lo, self.window, self.norm).x.contiguous()
+            if torch.cuda.is_available():  # the copy to the device overlaps compute
+                x = x.pin_memory()
         return {
             "x": x.contiguous(),
             "y_stock": self._y_stock[d][:, s],
