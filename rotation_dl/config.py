@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rotation_dl.backtest.selection import SelectionRule
+from rotation_dl.baselines.diffusion import Eligibility, Variant
 from rotation_dl.data.readers import ColumnMapping
 from rotation_dl.data.validate import IngestPolicy
 from rotation_dl.errors import ConfigError
 from rotation_dl.features.spec import STOCK_STORAGE
 from rotation_dl.models.config import GRUConfig, TrainConfig
-from rotation_dl.session import Session
+from rotation_dl.session import A_SHARE_HOURS, Session
 from rotation_dl.synthetic.market import SampleConfig
 
 log = logging.getLogger(__name__)
@@ -276,10 +277,10 @@ class PortfolioConfig:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    variant: Literal["lag", "multi_horizon", "above_ma", "ema"] = "multi_horizon"
+    variant: Variant = "multi_horizon"
     k: int = 20
     ema_span: float = 10.0
-    multi_horizon: Literal["per_lag", "per_stock"] = "per_lag"
+    multi_horizon: Eligibility = "per_lag"
     above_ma_min_valid: int | None = None  # valid closes an above_ma window needs (None: k)
     all_variants: bool = False
     portfolio: PortfolioConfig = field(
@@ -444,7 +445,7 @@ class MarketConfig:
 
     name: str = "ashare"
     timezone: str = "Asia/Shanghai"
-    session: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+    session: tuple[tuple[str, str], ...] = A_SHARE_HOURS
     calendar: str | None = "XSHG"
     symbol_format: Literal["ashare", "keep"] = "ashare"  # the default of data.mapping
     price_limits: Literal["ashare", "none"] = "ashare"  # the unadjusted-price check's limits

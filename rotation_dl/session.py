@@ -21,11 +21,16 @@ def _minutes(text: str) -> int:
     return int(hh) * 60 + int(mm)
 
 
+# The A-share trading hours, written once: the default of `market.session` (conf/market/
+# ashare.yaml repeats them as configuration; tests/test_registries.py checks the two agree).
+A_SHARE_HOURS: tuple[tuple[str, str], ...] = (("09:30", "11:30"), ("13:00", "15:00"))
+
+
 @dataclass(frozen=True)
 class Session:
     """Trading intervals of a day as (open, close) minutes since midnight."""
 
-    intervals: tuple[tuple[int, int], ...] = ((570, 690), (780, 900))
+    intervals: tuple[tuple[int, int], ...]
 
     @classmethod
     def from_strings(cls, intervals: Sequence[Sequence[str]]) -> Session:
@@ -99,4 +104,6 @@ class Session:
         return date.cast(pl.Datetime("us")) + pl.duration(minutes=minute_of_day)
 
 
-A_SHARE = Session()  # the default of the `session` config key; named, never a silent default
+A_SHARE = Session.from_strings(
+    A_SHARE_HOURS
+)  # the default of the `session` config key; named, never a silent default

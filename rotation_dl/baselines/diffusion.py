@@ -19,7 +19,7 @@ market-calendar days, a stock without a close on either day is left out. Variant
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import polars as pl
@@ -29,7 +29,7 @@ from rotation_dl.errors import ConfigError
 
 Variant = Literal["lag", "multi_horizon", "above_ma", "ema"]
 Eligibility = Literal["per_lag", "per_stock"]
-VARIANTS: tuple[str, ...] = ("lag", "multi_horizon", "above_ma", "ema")
+VARIANTS: tuple[str, ...] = get_args(Variant)  # the one list: config and yaml follow it
 
 
 def stock_indicator(

@@ -7,9 +7,21 @@ store (as plain dicts), so a checkpoint loads with `torch.load(..., weights_only
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from rotation_dl.errors import ConfigError
+
+# The names each registry answers to, written once; `models.losses.LOSSES`, the aggregation
+# code, conf/model, conf/loss and the sweep's choices are checked against them
+# (tests/test_registries.py).
+Arch = Literal["flat", "hierarchical"]
+Level = Literal["industry", "stock", "pooled"]
+Aggregation = Literal["mean", "zmean", "amount_weighted", "median"]
+LossName = Literal["mse", "ic", "listnet"]
+ARCHS: tuple[str, ...] = get_args(Arch)
+LEVELS: tuple[str, ...] = get_args(Level)
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 
 
 @dataclass(frozen=True)
@@ -17,15 +29,15 @@ class GRUConfig:
     """Network shape. `n_features` comes from the feature spec at training time."""
 
     n_features: int = 0
-    arch: Literal["flat", "hierarchical"] = "flat"
+    arch: Arch = "flat"
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.1
     day_hidden: int | None = None  # hierarchical: intraday encoder width (default: hidden)
     # what the encoder reads: industry bars (`industry`), or every constituent stock's bars,
     # scored per stock and aggregated (`stock`) or pooled into an industry vector (`pooled`)
-    level: Literal["industry", "stock", "pooled"] = "industry"
-    aggregate: Literal["mean", "zmean", "amount_weighted", "median"] = "mean"  # stock
+    level: Level = "industry"
+    aggregate: Aggregation = "mean"  # stock
     aux_weight: float = 0.0  # pooled: weight of the auxiliary per-stock loss
     max_stocks: int | None = None  # stocks sampled per training batch (None: all)
     max_constituents: int | None = None  # pooled: constituents sampled per industry and step
@@ -64,7 +76,7 @@ class GRUConfig:
 class LossConfig:
     """The `loss` group (it lands at `trainer.loss`): a loss name and its parameters."""
 
-    name: Literal["mse", "ic", "listnet"] = "mse"
+    name: LossName = "mse"
     temperature: float = 0.1  # listnet: softmax temperature of the target ranking
 
     def __post_init__(self) -> None:
