@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: demo demo-real test bench lint install clean
+.PHONY: demo demo-real test bench lint docs install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,5 +40,9 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check rotation_dl tests scripts
 	$(VENV)/bin/lint-imports --config pyproject.toml
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+	@echo "documentation site: $(CURDIR)/site/index.html"
+
 clean:
-	rm -rf outputs .pytest_cache
+	rm -rf outputs .pytest_cache site

@@ -1,12 +1,15 @@
-"""The README is executable truth: every ```bash block runs as written, in a fresh folder, on
-the sample market or on files generated here (`# docs-test: fixture NAME`); a block on the real
-data runs when it is present (`# docs-test: real_data`); one that needs a GPU, a cluster or
-minutes of compute says `# docs-test: skip REASON` and is skipped with that reason."""
+"""The README and the documentation pages (docs/*.md) are executable truth: every ```bash
+block runs as written, in a fresh folder, on the sample market or on files generated here
+(`# docs-test: fixture NAME`); a block on the real data runs when it is present
+(`# docs-test: real_data`); one that needs a GPU, a cluster or minutes of compute says
+`# docs-test: skip REASON` and is skipped with that reason. The architecture page's "where to
+change what" table names only files and names that exist."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -27,9 +30,16 @@ BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 DIRECTIVE = re.compile(r"^# docs-test: (skip|fixture|real_data)(?: (\S+))?(.*)$", re.M)
 
 
+DOC_PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def readme_blocks() -> list[tuple[str, str]]:
-    text = (REPO / "README.md").read_text()
-    return [(f"block{k:02d}", b) for k, b in enumerate(BLOCK.findall(text))]
+    """(id, text) of every bash block of the README and the docs pages, in page order."""
+    blocks = []
+    for page in DOC_PAGES:
+        for k, b in enumerate(BLOCK.findall(page.read_text())):
+            blocks.append((f"{page.stem}-block{k:02d}", b))
+    return blocks
 
 
 # ---- fixtures ------------------------------------------------------------------------------
@@ -169,7 +179,8 @@ FIXTURES = {
 
 def test_every_block_is_run_or_says_why_not():
     blocks = readme_blocks()
-    assert len(blocks) >= 8
+    assert len(blocks) >= 15
+    assert {n.split("-block")[0] for n, _ in blocks} >= {"README", "getting-started", "data"}
     for name, text in blocks:
         d = DIRECTIVE.search(text)
         if d and d.group(1) == "fixture":
@@ -185,9 +196,9 @@ def test_every_block_is_run_or_says_why_not():
 def test_readme_block_runs_as_written(name, text, tmp_path):
     d = DIRECTIVE.search(text)
     if d and d.group(1) == "skip":
-        pytest.skip(f"README {name}: {(d.group(2) + d.group(3)).strip()}")
+        pytest.skip(f"{name}: {(d.group(2) + d.group(3)).strip()}")
     if d and d.group(1) == "real_data" and not (data_root() / "README.md").exists():
-        pytest.skip(f"README {name}: real data not found at {data_root()}")
+        pytest.skip(f"{name}: real data not found at {data_root()}")
     if d and d.group(1) == "fixture":
         FIXTURES[d.group(2)](tmp_path)
     script = tmp_path / "block.sh"
@@ -200,3 +211,75 @@ def test_readme_block_runs_as_written(name, text, tmp_path):
         ["bash", str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=900
     )
     assert proc.returncode == 0, f"{name}:\n{text}\n{proc.stdout[-1500:]}\n{proc.stderr[-2500:]}"
+
+
+def where_to_change_rows() -> list[str]:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    table = text.split("## Where to change what", 1)[1].split("\n## ", 1)[0]
+    return [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| to add")]
+
+
+def _file(path: str) -> Path | None:
+    """A path from the table, relative to the repository or to rotation_dl/."""
+    for candidate in (REPO / path, REPO / "rotation_dl" / path):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def test_where_to_change_what_names_files_and_names_that_exist():
+    """Every file a row names exists (`<name>` placeholders aside), `file.py:Name` and
+    `package.module.Name` name something in that module, and every other name in backticks is
+    found in one of the row's files."""
+    rows = where_to_change_rows()
+    assert len(rows) >= 12
+    for row in rows:
+        ticks = re.findall(r"`([^`]+)`", row)
+        files, names = [], []
+        for t in ticks:
+            path, _, name = t.partition(":")
+            dotted = t.split(".")
+            if re.fullmatch(r"[\w/<>]+\.(py|toml|yaml)", path):
+                if "<" in path:
+                    continue
+                found = _file(path)
+                assert found is not None, f"{path} does not exist: {row}"
+                files.append(found)
+                if name:
+                    assert name in found.read_text(), f"{name} not in {path}: {row}"
+            elif len(dotted) >= 2 and _file("/".join(dotted[:-1]) + ".py"):
+                module = _file("/".join(dotted[:-1]) + ".py")
+                assert dotted[-1] in module.read_text(), f"{t}: not in {module}: {row}"
+            elif len(dotted) >= 2 and _file("/".join(dotted) + ".py"):
+                pass  # a module named by its dotted path
+            elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\(\))?", t):
+                names.append(t.removesuffix("()"))
+        source = "\n".join(f.read_text() for f in files)
+        for name in names:
+            assert name in source, f"`{name}` is in none of {files}: {row}"
+
+
+MKDOCS = Path(sys.executable).with_name("mkdocs")
+
+
+def build_site(root: Path, site: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    return subprocess.run(
+        [str(MKDOCS), "build", "--strict", "--config-file", str(root / "mkdocs.yml"),
+         "--site-dir", str(site)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not MKDOCS.exists(), reason="mkdocs is not installed (the dev extra)")
+def test_the_site_builds_strictly_and_a_broken_link_fails_it(tmp_path):
+    ok = build_site(REPO, tmp_path / "site")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert (tmp_path / "site" / "architecture" / "index.html").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(REPO / "docs", copy / "docs")
+    shutil.copy(REPO / "mkdocs.yml", copy / "mkdocs.yml")
+    page = copy / "docs" / "index.md"
+    page.write_text(page.read_text() + "\nSee [the cycle](cycle.md#weekly).\n")
+    broken = build_site(copy, tmp_path / "site2")
+    assert broken.returncode != 0 and "cycle.md" in broken.stderr
