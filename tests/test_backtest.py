@@ -330,3 +330,24 @@ def test_too_few_dates_flagged_with_undefined_t():
     assert s.n_dates == 18 and np.isnan(s.t_stat) and np.isnan(s.t_newey_west)
     assert s.warning == "only 18 labelled date(s): too few for a t-stat (needs 20)"
     assert s.mean == pytest.approx(np.mean([0.1, 0.2, -0.05]))
+
+
+def test_ic_series_gives_the_same_bits_whatever_the_row_order():
+    """The per-date correlations sum their rows in (date, industry) order, so shuffled inputs
+    and repeated calls agree to the last bit (the join's own order varies run to run)."""
+    rng = np.random.default_rng(11)
+    days = _days(60)
+    inds = [f"I{i:02d}" for i in range(31)]
+    fac = pl.DataFrame(
+        {
+            "date": [d for d in days for _ in inds],
+            "industry": inds * len(days),
+            "score": rng.normal(size=len(days) * len(inds)),
+        },
+        schema_overrides={"date": pl.Date},
+    )
+    ret = fac.select("date", "industry", pl.Series("fwd_excess", rng.normal(size=fac.height)))
+    want = ic_series(fac, ret)
+    for seed in range(8):
+        got = ic_series(fac.sample(fraction=1.0, shuffle=True, seed=seed), ret.reverse())
+        assert got.equals(want)

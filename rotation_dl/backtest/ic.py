@@ -34,6 +34,7 @@ def ic_series(
             & pl.col("_f").is_finite()
             & pl.col("_r").is_finite()
         )
+        .sort(by, key)  # the join's row order varies run to run, and so would the sums' last bit
     )
     return (
         joined.group_by(by)
