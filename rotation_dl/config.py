@@ -371,6 +371,9 @@ class ScoreConfig:
     holdings: str | None = None
     providers: Literal["auto", "cuda", "cpu"] = "auto"
     lookback_days: int = 60
+    # an industry of the model without a trading constituent in the data: scored as absent
+    # (named in a warning, the score file and the report; never held), or the week refused
+    on_missing_industry: Literal["warn", "fail"] = "warn"
 
     def __post_init__(self) -> None:
         _positive("score", lookback_days=self.lookback_days)

@@ -168,12 +168,26 @@ def fixture_sector_etfs(root: Path) -> None:
     ).write_csv(root / "sector_etfs.csv")
 
 
+def fixture_chinese_classification(root: Path) -> None:
+    m = _sample(25, 12)
+    out = root / "bars"
+    out.mkdir()
+    for (day,), part in m.bars.group_by(pl.col("ts").dt.date(), maintain_order=True):
+        part.write_parquet(out / f"{day}.parquet")
+    m.classification.select(
+        pl.col("symbol").str.slice(0, 6).alias("股票代码"),
+        pl.col("industry").alias("申万一级行业"),
+        pl.lit("2020-01-01").alias("纳入日期"),
+    ).write_csv(root / "industries_cn.csv")
+
+
 FIXTURES = {
     "sector_etfs": fixture_sector_etfs,
     "minute_csv": fixture_minute_csv,
     "tdx": fixture_tdx,
     "vendor_csv": fixture_vendor_csv,
     "us_daily": fixture_us_daily,
+    "chinese_classification": fixture_chinese_classification,
 }
 
 

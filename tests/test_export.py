@@ -23,7 +23,7 @@ from rotation_dl.export.onnx_export import (
     make_variant,
     variant_report,
 )
-from rotation_dl.export.scoring import OnnxScorer, score_from_industry_bars
+from rotation_dl.export.scoring import OnnxScorer, score_from_industry_bars, write_score
 
 
 def _cli(args, cwd=REPO, env=None):
@@ -158,13 +158,41 @@ def test_score_refusals(trained, tmp_path):
     path, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "m.onnx")
     scorer = OnnxScorer([path])
     ib = _industry_bars(trained)
-    with pytest.raises(ScoringError, match="missing from the data"):
-        score_from_industry_bars(ib.filter(pl.col("industry") != ib["industry"][0]), scorer)
+    gone = ib.filter(pl.col("industry") != ib["industry"][0])
+    with pytest.raises(ScoringError, match="missing from the data.*on_missing_industry=warn"):
+        score_from_industry_bars(gone, scorer, on_missing_industry="fail")
+    with pytest.raises(ScoringError, match="missing from the data"):  # nothing left to score
+        score_from_industry_bars(ib.head(0), scorer)
     with pytest.raises(ScoringError, match="30-minute bars"):
         score_from_industry_bars(ib, scorer, bar_minutes=30)
     early = ib["date"].unique().sort()[3]
     with pytest.raises(ScoringError, match="not enough history"):
         score_from_industry_bars(ib, scorer, asof=early)
+
+
+def test_an_industry_without_data_is_scored_as_absent_and_never_held(trained, tmp_path):
+    """One industry's only constituent stopped trading: the others are scored exactly as
+    with it, the absent one is named, unranked among the scored and sold if it was held."""
+    path, _ = export_onnx(trained["flat"]["ckpt"], tmp_path / "m.onnx")
+    scorer = OnnxScorer([path])
+    ib = _industry_bars(trained)
+    full = score_from_industry_bars(ib, scorer)
+    gone = full.holdings[0]  # a held industry loses its data
+    res = score_from_industry_bars(
+        ib.filter(pl.col("industry") != gone), scorer, current_holdings=full.holdings
+    )
+    assert res.missing == (gone,) and gone in res.warning()
+    row = res.table.filter(pl.col("industry") == gone).to_dicts()[0]
+    assert row["score"] is None and not row["held"] and not row["in_data"]
+    assert row["action"] == "sell" and row["rank"] == len(scorer.industries)
+    assert gone not in res.holdings and res.holdings  # the rest are still held
+    others = full.table.filter(pl.col("industry") != gone).sort("industry")["score"]
+    kept = res.table.filter(pl.col("industry") != gone).sort("industry")["score"]
+    assert kept.to_list() == others.to_list()  # each industry's score reads its own bars only
+    payload = write_score(
+        res, tmp_path / "s.parquet", tmp_path / "s.csv", tmp_path / "s.json", [path]
+    )
+    assert payload["missing_industries"] == [gone] and gone in payload["warnings"][0]
 
 
 def test_ensemble_averages(trained, tmp_path):

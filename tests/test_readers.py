@@ -199,3 +199,17 @@ def test_unplaceable_codes_are_refused_at_ingest_with_count_and_examples(tmp_pat
     assert set(scan_store(tmp_path / "kept").collect()["symbol"]) == {
         "SH#600000", "XX600001", "6000", "SZ#1",
     }  # fmt: skip
+
+
+def test_missing_classification_columns_name_the_key_with_a_guess(tmp_path):
+    """Chinese headers: the error names data.classification_columns and the override to type,
+    quoted for Hydra; that override then reads the file."""
+    df = pl.DataFrame({"股票代码": ["600000", "000001"], "申万一级行业": ["银行", "银行"]})
+    path = write(df, tmp_path / "cls.csv")
+    with pytest.raises(SchemaError) as err:
+        read_classification(path)
+    msg = str(err.value)
+    assert "data.classification_columns={symbol: '股票代码', industry: '申万一级行业'}" in msg
+    assert "\n" not in msg
+    cls = read_classification(path, columns={"symbol": "股票代码", "industry": "申万一级行业"})
+    assert cls["symbol"].to_list() == ["600000.SH", "000001.SZ"]

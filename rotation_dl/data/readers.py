@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -181,17 +182,64 @@ def scan_file(path: Path, string_cols: Sequence[str] = ()) -> pl.LazyFrame:
     return pl.scan_parquet(path)
 
 
+# Header words that usually name a canonical column (English and Chinese vendor exports).
+COLUMN_HINTS: dict[str, tuple[str, ...]] = {
+    "symbol": ("symbol", "code", "ticker", "secu", "stock", "代码", "证券"),
+    "industry": ("industry", "sector", "l1", "行业", "板块", "申万"),
+    "ts": ("datetime", "time", "date", "日期", "时间"),
+    "date": ("date", "日期", "交易日"),
+    "start": ("start", "include", "begin", "in_date", "纳入", "开始"),
+    "end": ("end", "exclude", "out_date", "剔除", "结束"),
+    "factor": ("factor", "adj", "复权"),
+    "open": ("open", "开盘"),
+    "high": ("high", "最高"),
+    "low": ("low", "最低"),
+    "close": ("close", "收盘"),
+    "volume": ("volume", "vol", "成交量"),
+}
+
+
+def guess_column(canon: str, columns: Sequence[str]) -> str | None:
+    """The file's column most likely meant as `canon` (a header hint), or None."""
+    for word in COLUMN_HINTS.get(canon, (canon,)):
+        for c in columns:
+            if word in str(c).lower():
+                return str(c)
+    return None
+
+
+def _hydra_name(name: str) -> str:
+    """A column name as a Hydra override value: quoted unless plain ASCII."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else f"'{name}'"
+
+
 def _require_columns(
-    schema: Mapping[str, pl.DataType], needed: Mapping[str, str], file: str
+    schema: Mapping[str, pl.DataType],
+    needed: Mapping[str, str],
+    file: str,
+    key: str | None = None,
 ) -> None:
-    missing = [f"{canon} (source '{src}')" for canon, src in needed.items() if src not in schema]
-    if missing:
-        raise SchemaError(
-            f"missing column(s) {', '.join(missing)}; file has {list(schema)}",
-            file=file,
-            column=next(iter(needed[c.split(" ")[0]] for c in missing)),
-            count=None,
+    """SchemaError naming the missing columns, the file's own and, with `key`, the setting
+    that maps them (with a guess from the headers where one fits)."""
+    absent = [canon for canon, src in needed.items() if src not in schema]
+    if not absent:
+        return
+    missing = [f"{canon} (source '{needed[canon]}')" for canon in absent]
+    hint = ""
+    if key:
+        guesses = {c: guess_column(c, list(schema)) for c in needed}
+        pairs = ", ".join(
+            f"{c}: {_hydra_name(guesses[c] or needed[c] if c in absent else needed[c])}"
+            for c in needed
+            if c in absent or needed[c] != c
         )
+        hint = f'; map them with "{key}={{{pairs}}}"'
+    raise SchemaError(
+        f"missing column(s) {', '.join(missing)}; file has {list(schema)}{hint}",
+        file=file,
+        column=needed[absent[0]],
+        count=None,
+    )
 
 
 def _check_numeric(schema: Mapping[str, pl.DataType], cols: Mapping[str, str], file: str) -> None:
@@ -268,7 +316,7 @@ def read_bars_file(
     lf = scan_file(path, string_cols=[sym_src])
     schema = lf.collect_schema()
     needed = {c: mapping.source(c) for c in BAR_SCHEMA if c != "amount"}
-    _require_columns(schema, needed, file)
+    _require_columns(schema, needed, file, key="data.mapping.columns")
     amount_src = mapping.source("amount")
     has_amount = amount_src in schema
     _check_numeric(
@@ -361,7 +409,7 @@ def read_classification(
     lf = pl.concat(frames, how="diagonal_relaxed")
     schema = lf.collect_schema()
     needed = {c: cols.get(c, c) for c in ("symbol", "industry")}
-    _require_columns(schema, needed, file)
+    _require_columns(schema, needed, file, key="data.classification_columns")
     start_src, end_src = cols.get("start", "start"), cols.get("end", "end")
     exprs = [
         (
@@ -423,7 +471,7 @@ def read_adjustment(
     lf = pl.concat([scan_file(f, [sym_src]) for f in list_files(path, "adjustment")])
     schema = lf.collect_schema()
     needed = {c: cols.get(c, c) for c in ADJUSTMENT_SCHEMA}
-    _require_columns(schema, needed, file)
+    _require_columns(schema, needed, file, key="data.adjustment_columns")
     lf = lf.select(
         pl.col(needed["symbol"]).cast(pl.String).alias("symbol"),
         pl.col(needed["date"]).cast(pl.Date).alias("date"),
@@ -468,7 +516,8 @@ def read_daily_closes(
     date_src = cols.get("date", date_src if date_src in cols.values() else "date")
     lf = pl.concat([scan_file(f, [sym_src]) for f in list_files(path, "daily bar")])
     schema = lf.collect_schema()
-    _require_columns(schema, {"symbol": sym_src, "date": date_src, "close": close_src}, file)
+    needed = {"symbol": sym_src, "date": date_src, "close": close_src}
+    _require_columns(schema, needed, file, key="data.adjusted_daily_columns")
     d = pl.col(date_src)
     d = d.str.to_date(strict=False) if schema[date_src] == pl.String else d.cast(pl.Date)
     if start is not None:

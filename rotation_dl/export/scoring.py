@@ -254,13 +254,61 @@ class WeeklyScore:
     holdings: list[str]
     provider: str
     stocks: pl.DataFrame | None = None  # constituent models: the stock scores behind them
+    missing: tuple[str, ...] = ()  # model industries without trading constituents in the data
+
+    def warning(self) -> str | None:
+        """One line naming the model's industries that had no data (None when there were none)."""
+        if not self.missing:
+            return None
+        n = len(self.missing)
+        return (
+            f"{n} industr{'y' if n == 1 else 'ies'} of the model had no trading constituent in "
+            f"the data and {'is' if n == 1 else 'are'} left unscored and unheld: "
+            f"{', '.join(self.missing)}"
+        )
+
+
+def missing_industries_error(missing: Sequence[str], what: str) -> ScoringError:
+    n = len(missing)
+    return ScoringError(
+        f"{n} industr{'y' if n == 1 else 'ies'} the model was trained on {what}: "
+        f"{list(missing)[:5]} (score.on_missing_industry=warn scores the rest)"
+    )
+
+
+def with_absent_industries(panel: Panel, industries: Sequence[str]) -> Panel:
+    """`panel` over `industries`: those without bars get undefined features and are inactive
+    on every day (scored as absent, as an industry without a trading constituent that day)."""
+    from dataclasses import replace
+
+    absent = [i for i in industries if i not in panel.industries]
+    if not absent:
+        return panel
+    d, n = len(panel.dates), len(absent)
+
+    def widen(a: np.ndarray, fill: object) -> np.ndarray:
+        pad = np.full((d, n, *a.shape[2:]), fill, dtype=a.dtype)
+        return np.concatenate([np.asarray(a), pad], axis=1)
+
+    return replace(
+        panel,
+        x=widen(panel.x, np.nan),
+        label=widen(panel.label, np.nan),
+        fwd_ret=widen(panel.fwd_ret, np.nan),
+        active=widen(panel.active, False),
+        industries=[*panel.industries, *absent],
+    )
 
 
 def industry_panel_for(
-    industry_bars: pl.DataFrame, scorer: OnnxScorer, bar_minutes: int | None = None
-) -> Panel:
-    """The industry panel of the model's industries under its own feature spec; refused
-    (ScoringError) when the bars do not fit the model."""
+    industry_bars: pl.DataFrame,
+    scorer: OnnxScorer,
+    bar_minutes: int | None = None,
+    on_missing_industry: str = "warn",
+) -> tuple[Panel, list[str]]:
+    """The industry panel of the model's industries under its own feature spec, and the model
+    industries the bars lack (in the panel, inactive; `on_missing_industry="fail"` refuses
+    them); refused (ScoringError) when the bars do not fit the model."""
     spec = scorer.spec
     if bar_minutes is not None and bar_minutes != spec.bar_minutes:
         raise ScoringError(
@@ -268,15 +316,12 @@ def industry_panel_for(
         )
     have = set(industry_bars["industry"].unique().to_list())
     missing = [i for i in scorer.industries if i not in have]
-    if missing:
-        raise ScoringError(
-            f"{len(missing)} industr{'y' if len(missing) == 1 else 'ies'} the "
-            f"model was trained on are missing from the data: {missing[:5]}"
-        )
+    if missing and (on_missing_industry == "fail" or len(missing) == len(scorer.industries)):
+        raise missing_industries_error(missing, "are missing from the data")
     panel = build_panel(industry_bars.filter(pl.col("industry").is_in(scorer.industries)), spec)
     if panel.bars_per_day != spec.bars_per_day:
         raise ScoringError("bars per day of the data differ from the model's feature spec")
-    return panel
+    return with_absent_industries(panel, scorer.industries), missing
 
 
 def by_industry(scores: np.ndarray, active: np.ndarray, industries: Sequence[str]) -> dict:
@@ -292,10 +337,12 @@ def score_from_industry_bars(
     rule: SelectionRule | None = None,
     current_holdings: Sequence[str] | None = None,
     bar_minutes: int | None = None,
+    on_missing_industry: str = "warn",
 ) -> WeeklyScore:
     """Industry bars -> scores for `asof` (default: the latest complete week's last day) and the
-    week before, ranks, rank changes and holdings under the portfolio rule."""
-    panel = industry_panel_for(industry_bars, scorer, bar_minutes)
+    week before, ranks, rank changes and holdings under the portfolio rule; model industries
+    without bars are left unscored and unheld (`WeeklyScore.missing`)."""
+    panel, missing = industry_panel_for(industry_bars, scorer, bar_minutes, on_missing_industry)
     asof, prev, days = scored_days(panel.dates, asof, scorer.spec.warmup_days(scorer.window))
     order = [panel.industries.index(i) for i in scorer.industries]
     # inputs -> onnxruntime
@@ -304,7 +351,7 @@ def score_from_industry_bars(
     now, *before = (by_industry(scores[k], active[k], scorer.industries) for k in range(len(days)))
     return weekly_score(  # -> ranks and holdings
         now, before[0] if before else {}, scorer.industries, asof, prev,
-        rule or SelectionRule(), current_holdings, scorer.provider,
+        rule or SelectionRule(), current_holdings, scorer.provider, missing=missing,
     )  # fmt: skip
 
 
@@ -323,6 +370,8 @@ def score_from_stock_panel(
     stock scores ride along in `WeeklyScore.stocks`. `history`: trading days the panel's
     build read before its first day (they count towards the warm-up)."""
     rule = rule or SelectionRule()
+    present = set(np.unique(np.asarray(sp.member)[np.asarray(sp.member) >= 0]).tolist())
+    missing = [ind for k, ind in enumerate(scorer.industries) if k not in present]
     if list(sp.industries) != scorer.industries:
         raise ScoringError("the stock panel's industries differ from the model's")
     if list(sp.features) != scorer.stock_features:
@@ -390,6 +439,7 @@ def score_from_stock_panel(
         current_holdings,
         scorer.provider,
         stocks=table.sort("rank"),
+        missing=missing,
     )
 
 
@@ -403,14 +453,17 @@ def weekly_score(
     current_holdings: Sequence[str] | None,
     provider: str,
     stocks: pl.DataFrame | None = None,
+    missing: Sequence[str] = (),
 ) -> WeeklyScore:
-    """Industry scores of `asof` and the week before -> ranks, rank changes and holdings."""
+    """Industry scores of `asof` and the week before -> ranks, rank changes and holdings;
+    `missing` industries (no data) are never held: one held before is sold."""
     held_before = (
         list(current_holdings)
         if current_holdings is not None
         else (select(before, [], rule) if before else [])
     )
-    holdings = select(now, held_before, rule)
+    holdable = [h for h in held_before if h not in missing]
+    holdings = [h for h in select(now, holdable, rule) if h not in missing]
     rank_now = {ind: r for r, ind in enumerate(rank_order(now), 1)}
     rank_prev = {ind: r for r, ind in enumerate(rank_order(before), 1)} if before else {}
     rows = []
@@ -425,7 +478,10 @@ def weekly_score(
                 "prev_rank": rank_prev.get(ind),
                 "rank_change": (rank_prev[ind] - rank_now[ind]) if ind in rank_prev else None,
                 "held": held,
-                "action": "buy"
+                "in_data": ind not in missing,
+                "action": "no data"
+                if ind in missing and not was
+                else "buy"
                 if held and not was
                 else "sell"
                 if was and not held
@@ -443,7 +499,7 @@ def weekly_score(
             "score": pl.Float64,
         },
     )
-    return WeeklyScore(asof, prev, table.sort("rank"), holdings, provider, stocks)
+    return WeeklyScore(asof, prev, table.sort("rank"), holdings, provider, stocks, tuple(missing))
 
 
 def write_score(
@@ -463,6 +519,8 @@ def write_score(
         "holdings": result.holdings,
         "provider": result.provider,
         "models": [str(m) for m in models],
+        "missing_industries": list(result.missing),
+        "warnings": [w for w in [result.warning()] if w],
         "table": result.table.to_dicts(),
     }
     atomic_write_bytes(json_path, json.dumps(payload, indent=2, default=str).encode())

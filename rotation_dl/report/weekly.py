@@ -270,6 +270,11 @@ def build_weekly_report(inputs: ReportInputs, html_path: Path, md_path: Path) ->
             + (_table(moves) if moves.height else "<p>No change in holdings this week.</p>")
         )
         parts.append("<h3>Ranks and week-over-week changes</h3>" + _table(t))
+        if absent := _absent(inputs.score_table):
+            parts.append(
+                f"<p class='warning'>No data this week (unscored, never held): "
+                f"{html.escape(', '.join(absent))}</p>"
+            )
     if inputs.di_rankings is not None:
         week = inputs.di_rankings.filter(pl.col("date") == inputs.di_rankings["date"].max())
         parts.append("<h2>Diffusion index</h2>" + charts.get("di", ""))
@@ -382,6 +387,8 @@ def markdown_summary(inputs: ReportInputs, perf: dict) -> str:
             f"**{inputs.models[0].name} holdings:** {', '.join(held)}",
             f"in: {', '.join(buys) or '–'}; out: {', '.join(sells) or '–'}",
         ]
+        if absent := _absent(inputs.score_table):
+            lines.append(f"No data this week (unscored, never held): {', '.join(absent)}")
     if inputs.di_rankings is not None:
         week = inputs.di_rankings.filter(pl.col("date") == inputs.di_rankings["date"].max())
         lines += [
@@ -403,3 +410,10 @@ def markdown_summary(inputs: ReportInputs, perf: dict) -> str:
             ),
         ]
     return "\n".join(lines) + "\n"
+
+
+def _absent(score_table: pl.DataFrame) -> list[str]:
+    """Industries of the score table without data this week (older tables: none)."""
+    if "in_data" not in score_table.columns:
+        return []
+    return score_table.filter(~pl.col("in_data"))["industry"].to_list()

@@ -51,9 +51,11 @@ class ScoreResult:
 
     def describe(self) -> str:
         s = self.score
+        warning = f"warning: {s.warning()}\n" if s.missing else ""
         return (
-            f"score {s.asof} (vs {s.previous}), {len(self.models)} model(s) on {s.provider}:\n"
-            f"{table_text(s.table)}\nholdings: {', '.join(s.holdings)}\n  outputs: {self.out_dir}"
+            f"{warning}score {s.asof} (vs {s.previous}), {len(self.models)} model(s) on "
+            f"{s.provider}:\n{table_text(s.table)}\nholdings: {', '.join(s.holdings)}\n"
+            f"  outputs: {self.out_dir}"
         )
 
 
@@ -104,6 +106,7 @@ def score(cfg: RunConfig) -> ScoreResult:
             rule=rule,
             current_holdings=holdings,
             bar_minutes=ib.bar_minutes,
+            on_missing_industry=s.on_missing_industry,
         )
     else:
         result = score_constituents(cfg_for_model, scorer, store, start, end, asof, rule, holdings)
@@ -126,7 +129,11 @@ def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holding
 
     from rotation_dl.artifacts import remove_stale_temp_dirs, temp_dir_for
     from rotation_dl.errors import ScoringError
-    from rotation_dl.export.scoring import score_from_stock_panel, scored_days
+    from rotation_dl.export.scoring import (
+        missing_industries_error,
+        score_from_stock_panel,
+        scored_days,
+    )
     from rotation_dl.stages.stock_panel import build_stock_panel_for
 
     days = scan_trading_days(store, start, end, cfg.data.store_version)
@@ -155,11 +162,10 @@ def score_constituents(cfg, scorer, store: Path, start, end, asof, rule, holding
         )
         present = set(np.unique(np.asarray(sp.member)[np.asarray(sp.member) >= 0]).tolist())
         missing = [ind for k, ind in enumerate(scorer.industries) if k not in present]
-        if missing:
-            raise ScoringError(
-                f"{len(missing)} industr{'y' if len(missing) == 1 else 'ies'} the model was "
-                f"trained on have no stocks in the data: {missing[:5]}"
-            )
+        if missing and (
+            cfg.score.on_missing_industry == "fail" or len(missing) == len(scorer.industries)
+        ):
+            raise missing_industries_error(missing, "have no stocks in the data")
         result = score_from_stock_panel(
             sp, scorer, asof=asof, rule=rule, current_holdings=holdings, history=len(history)
         )
