@@ -98,3 +98,40 @@ def test_manifest_records_bar_size(tmp_path, tiny_market):
 def test_scan_store_without_manifest(tmp_path):
     with pytest.raises(StoreError, match="not a rotation_dl store"):
         scan_store(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_the_vendors_1300_stamp_is_named_and_fixed_in_any_format(tmp_path, suffix):
+    """The morning's last bar stamped 13:00 (TongDaXin's quirk) in a parquet or CSV file: the
+    SessionError says which key to add, and with it the same file stores the 11:30 bar."""
+    from rotation_dl.data.readers import ColumnMapping
+    from rotation_dl.errors import SessionError
+
+    days = next_days(2)
+    good = pl.concat([day_bars(("600000.SH", "000001.SZ"), d) for d in days])
+    t = pl.col("ts").dt.time()
+    moved = pl.col("ts").dt.date().cast(pl.Datetime("us")) + pl.duration(hours=13)
+    raw = write(
+        good.with_columns(pl.when(t == pl.time(11, 30)).then(moved).otherwise("ts").alias("ts")),
+        tmp_path / f"raw{suffix}",
+    )
+    with pytest.raises(SessionError, match=r"add data\.mapping\.morning_close_1300=true"):
+        ingest_bars(raw, tmp_path / "s1", session=A_SHARE)
+    assert not (tmp_path / "s1" / "_delta_log").exists()
+    ingest_bars(raw, tmp_path / "s2", ColumnMapping(morning_close_1300=True), session=A_SHARE)
+    stored = scan_store(tmp_path / "s2").select(good.columns).collect().sort("symbol", "ts")
+    assert stored.equals(good.sort("symbol", "ts"))
+
+
+def test_a_true_1300_stray_gets_no_morning_close_hint(tmp_path):
+    """A 13:00 stamp on a day that has its 11:30 bar is not the quirk: no hint."""
+    from rotation_dl.errors import DataError
+
+    bars = day_bars(("600000.SH",), next_days(1)[0])
+    extra = bars.head(1).with_columns(
+        (pl.col("ts").dt.date().cast(pl.Datetime("us")) + pl.duration(hours=13)).alias("ts")
+    )
+    raw = write(pl.concat([bars, extra]), tmp_path / "raw.parquet")
+    with pytest.raises(DataError) as err:
+        ingest_bars(raw, tmp_path / "s", session=A_SHARE)
+    assert "morning_close_1300" not in str(err.value)

@@ -20,7 +20,7 @@ from typing import Literal
 
 import polars as pl
 
-from rotation_dl.data.tdx import TDX_SUFFIXES
+from rotation_dl.data.tdx import TDX_SUFFIXES, morning_close_fix
 from rotation_dl.errors import EmptyInputError, SchemaError, UnreadableFileError
 from rotation_dl.schema import ADJUSTMENT_SCHEMA, BAR_SCHEMA, CLASSIFICATION_SCHEMA
 
@@ -40,6 +40,9 @@ class ColumnMapping:
         ts_label: whether source bar stamps mark the bar `end` (canonical) or its `start`.
         symbol_format: `ashare` normalises A-share codes to `600000.SH`; `keep` leaves them.
         datetime_format: strptime format for string timestamps (None: let polars infer).
+        morning_close_1300: the vendor stamps the morning's last bar 13:00 (TongDaXin's
+            quirk, in any format): a 13:00 bar-end on a symbol's day without an 11:30 bar
+            goes back to 11:30.
     """
 
     columns: Mapping[str, str] = field(default_factory=dict)
@@ -48,6 +51,7 @@ class ColumnMapping:
     ts_label: Literal["end", "start"] = "end"
     symbol_format: Literal["ashare", "keep"] = "ashare"
     datetime_format: str | None = None
+    morning_close_1300: bool = False
 
     def source(self, canonical: str) -> str:
         return self.columns.get(canonical, canonical)
@@ -368,6 +372,8 @@ def read_bars_file(
     if with_row_index:
         cols.insert(0, pl.col("_row"))
     out = lf.select(cols)
+    if mapping.morning_close_1300 and mapping.ts_label == "end":
+        out = morning_close_fix(out)
     if ts_dtype == pl.String:
         bad = (
             lf.select(pl.col(ts_src))

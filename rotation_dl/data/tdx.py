@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
@@ -249,14 +250,21 @@ def _split(line: str, sep: str | None) -> list[str]:
     return [p.strip() for p in line.split(sep)] if sep else line.split()
 
 
-def morning_close_fix(frame: pl.DataFrame) -> pl.DataFrame:
-    """Minute bars: a 13:00 stamp on a day without an 11:30 bar is the morning's last bar."""
-    if frame.is_empty() or frame.schema["ts"] == pl.Date:
+F = TypeVar("F", pl.DataFrame, pl.LazyFrame)
+
+
+def morning_close_fix(frame: F) -> F:
+    """Minute bars: a 13:00 stamp on a (symbol's) day without an 11:30 bar is the morning's
+    last bar, restamped by the vendor; it goes back to 11:30. TongDaXin's exports always get
+    this; other files with `data.mapping.morning_close_1300=true`."""
+    schema = frame.collect_schema()
+    if schema["ts"] == pl.Date or (isinstance(frame, pl.DataFrame) and frame.is_empty()):
         return frame
     t = pl.col("ts").dt.time()
     day = pl.col("ts").dt.date()
+    keys = [pl.col("symbol"), day] if "symbol" in schema.names() else [day]
     at_1300 = t == pl.time(13, 0)
-    has_1130 = (t == pl.time(11, 30)).any().over(day)
+    has_1130 = (t == pl.time(11, 30)).any().over(keys)
     moved = pl.col("ts").dt.date().cast(pl.Datetime("us")) + pl.duration(hours=11, minutes=30)
     return frame.with_columns(
         pl.when(at_1300 & ~has_1130).then(moved).otherwise(pl.col("ts")).alias("ts")

@@ -249,6 +249,38 @@ def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int
     stray = ~pl.col("ts").dt.time().is_in(grid.implode())
     if not s.select(stray.any()).item():
         return
+    try:
+        _check_strays(s, file, session, bar_minutes, stray)
+    except (SessionError, BarSizeError) as exc:
+        if not morning_close_restamped(s, stray):
+            raise
+        raise type(exc)(
+            exc.problem + f" ({MORNING_CLOSE_HINT})",
+            file=exc.file, column=exc.column, count=exc.count, example=exc.example,
+            unit=exc.unit, at_least=exc.at_least,
+        ) from None  # fmt: skip
+
+
+MORNING_CLOSE_HINT = (
+    "every one is a 13:00 stamp on a day without an 11:30 bar: the morning's last bar, "
+    "restamped by the vendor; add data.mapping.morning_close_1300=true"
+)
+
+
+def morning_close_restamped(s: pl.DataFrame, stray: pl.Expr) -> bool:
+    """Whether every stray bar-end is 13:00 on a (symbol, day) without an 11:30 bar."""
+    t = pl.col("ts").dt.time()
+    keys = [pl.col("symbol"), pl.col("ts").dt.date()]
+    has_1130 = (t == pl.time(11, 30)).any().over(keys)
+    odd = stray & ~((t == pl.time(13, 0)) & ~has_1130)
+    return not s.select(odd.any()).item()
+
+
+def _check_strays(
+    s: pl.DataFrame, file: str, session: Session, bar_minutes: int, stray: pl.Expr
+) -> None:
+    """The first rule the stray bar-ends break: outside the session, or off the grid."""
+    grid_text = f"are off the {bar_minutes}-minute bar grid (mixed bar sizes or bad stamps)"
     _first_violation(
         s,
         [
@@ -257,7 +289,7 @@ def check_session(s: pl.DataFrame, file: str, session: Session, bar_minutes: int
                 "off_grid",
                 stray,
                 BarSizeError,
-                f"are off the {bar_minutes}-minute bar grid (mixed bar sizes or bad stamps)",
+                grid_text,
                 "ts",
             ),
         ],
