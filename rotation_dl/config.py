@@ -77,6 +77,7 @@ class DataConfig:
     adjusted_daily: str | None = None
     adjusted_daily_columns: dict[str, str] = field(default_factory=dict)
     mapping: ColumnMapping = field(default_factory=ColumnMapping)
+    units_unchecked: tuple[str, ...] = ()  # file globs whose units are taken as they are
     on_unadjusted: Literal["fail", "warn"] = "fail"  # prices that look unadjusted
     max_limit_breaks_per_10k: float = 1.0  # unexplained limit moves tolerated per 10k stock-days
     sample: SampleConfig | None = None  # kind=sample: the generated market's knobs

@@ -135,3 +135,76 @@ def test_a_true_1300_stray_gets_no_morning_close_hint(tmp_path):
     with pytest.raises(DataError) as err:
         ingest_bars(raw, tmp_path / "s", session=A_SHARE)
     assert "morning_close_1300" not in str(err.value)
+
+
+def _forward_adjusted(factor_before: dict[str, float], n_days: int = 6) -> pl.DataFrame:
+    """Bars whose prices before the last day are scaled by each stock's factor (a forward
+    adjustment), with amount as traded: amount / (volume x close) is 1 / factor on those days."""
+    days = next_days(n_days)
+    frames = []
+    for k, day in enumerate(days):
+        bars = day_bars(tuple(factor_before), day, price=10.0, volume=1000.0)
+        if k < n_days - 1:
+            f = pl.col("symbol").replace_strict(factor_before, return_dtype=pl.Float64)
+            bars = bars.with_columns(pl.col("open", "high", "low", "close") * f)
+        frames.append(bars)
+    return pl.concat(frames)
+
+
+def test_forward_adjusted_prices_pass_the_units_check_on_each_stocks_last_bar(tmp_path):
+    """A qfq file: amount / (volume x close) is about 2 over the history but 1 on the last day,
+    where the forward factor is 1: stored, with a note that says why."""
+    raw = write(_forward_adjusted({"600000.SH": 0.49, "000001.SZ": 0.45}), tmp_path / "q.parquet")
+    report = ingest_bars(raw, tmp_path / "s", session=A_SHARE, check_limits=False)
+    assert any("forward-adjusted" in n and "q.parquet" in n for n in report.notes)
+
+
+def test_forward_adjusted_lots_name_the_volume_multiplier_not_adjustment(tmp_path):
+    from rotation_dl.data.readers import ColumnMapping
+    from rotation_dl.errors import UnitsError
+
+    bars = _forward_adjusted({"600000.SH": 0.49, "000001.SZ": 0.45})
+    raw = write(bars.with_columns(pl.col("volume") / 100), tmp_path / "lots.parquet")
+    with pytest.raises(UnitsError, match=r"data\.mapping\.volume_multiplier=100\b"):
+        ingest_bars(raw, tmp_path / "s", session=A_SHARE, check_limits=False)
+    lots = ColumnMapping(volume_multiplier=100)
+    ingest_bars(raw, tmp_path / "s", lots, session=A_SHARE, check_limits=False)
+    stored = scan_store(tmp_path / "s").collect()
+    assert stored["volume"].max() == pytest.approx(1000.0)
+
+
+def test_adjusted_prices_without_a_unadjusted_day_name_adjustment_and_the_override(tmp_path):
+    """Back-adjusted style: every day's ratio is off, by a different amount per stock and no
+    power of ten; the error names adjustment and the per-file override, which then stores it."""
+    from rotation_dl.errors import UnitsError
+
+    bars = _forward_adjusted({"600000.SH": 3.1, "000001.SZ": 4.7}, n_days=4)
+    bars = bars.with_columns(
+        pl.col("open", "high", "low", "close")
+        * pl.col("symbol").replace_strict({"600000.SH": 3.1, "000001.SZ": 4.7}, default=1.0)
+        .pipe(lambda f: pl.when(pl.col("ts").dt.date() == pl.col("ts").dt.date().max())
+              .then(f).otherwise(1.0))
+    )  # fmt: skip
+    raw = write(bars, tmp_path / "hfq.parquet")
+    with pytest.raises(UnitsError) as err:
+        ingest_bars(raw, tmp_path / "s", session=A_SHARE, check_limits=False)
+    msg = str(err.value)
+    assert "varies by stock" in msg and "data.units_unchecked=['hfq.parquet']" in msg
+    assert "volume_multiplier" not in msg
+    report = ingest_bars(
+        raw, tmp_path / "s", session=A_SHARE, check_limits=False, units_unchecked=["hfq.*"]
+    )
+    assert any("units taken as they are" in n for n in report.notes)
+
+
+def test_the_settings_key_of_existing_stores_is_unchanged_by_later_defaults():
+    """A store ingested before `morning_close_1300` existed keeps its files' settings key, so
+    the next ingest does not read every file again (the key of the defaults, pinned)."""
+    from rotation_dl.data.ingest import settings_key
+    from rotation_dl.data.readers import ColumnMapping
+    from rotation_dl.data.validate import IngestPolicy
+
+    key = settings_key(ColumnMapping(), A_SHARE, "Asia/Shanghai", "XSHG", IngestPolicy(), None)
+    assert key == "98338c5552c19ee9"
+    on = ColumnMapping(morning_close_1300=True)
+    assert settings_key(on, A_SHARE, "Asia/Shanghai", "XSHG", IngestPolicy(), None) != key

@@ -137,9 +137,17 @@ def _collect(lf: pl.LazyFrame, file: str) -> pl.DataFrame:
 SOURCES = "_sources.json"
 
 
+# Settings added after stores existed, at their defaults: left out of the key, so upgrading
+# does not make every stored file look changed (and be read again) on the next ingest.
+LATER_DEFAULTS = (", morning_close_1300=False",)
+
+
 def settings_key(*settings: object) -> str:
     """Hash of everything besides the file that shapes what ingest stores from it."""
-    return hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+    text = repr(settings)
+    for default in LATER_DEFAULTS:
+        text = text.replace(default, "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def fingerprint(path: Path, settings: str) -> dict:
@@ -454,6 +462,7 @@ def ingest_bars(
     check_limits: bool = True,
     bar_size: int | None = None,
     lock_timeout_s: float = 600.0,
+    units_unchecked: Sequence[str] = (),
 ) -> IngestReport:
     """Validate raw bar files and add them to the store at `store` (created if missing).
 
@@ -480,6 +489,8 @@ def ingest_bars(
             bar per symbol and day is daily).
         lock_timeout_s: how long to wait for another ingest holding the store's writer
             lock before failing with StoreLockedError.
+        units_unchecked: glob patterns of files whose amount / volume units are taken as
+            they are (the units check would refuse them; noted in the report).
 
     Returns:
         An IngestReport; raises a DataError subclass (nothing written) on bad input.
@@ -525,12 +536,12 @@ def ingest_bars(
         what they find, with counts over all files (only called once something failed)."""
         every = [profiles.get(f) or profile_file(f, mapping, timezone) for f in files]
         check_symbols(every, mapping)
-        check_units(every, mapping)
+        check_units(every, mapping, units_unchecked)
         check_trading_days(every, calendar, timezone, policy.on_non_trading_day, today)
 
     try:
         check_symbols(list(profiles.values()), mapping)
-        check_units(list(profiles.values()), mapping)
+        check_units(list(profiles.values()), mapping, units_unchecked)
     except DataError:
         if small:
             check_every_file()  # counts over every file
@@ -582,7 +593,7 @@ def ingest_bars(
                 if codes - placed:  # codes no earlier file had
                     check_symbols([prof], mapping)
                     placed |= codes
-                check_units([prof], mapping)
+                check_units([prof], mapping, units_unchecked)
                 small_profiles.append(prof)
                 report.rows_read += prep.rows
                 if prep.non_trading_rows:
@@ -619,7 +630,9 @@ def ingest_bars(
         writer.wait()
         if manifest is None:
             raise EmptyInputError("no valid rows in the input", file=str(paths[0]), count=0)
-        report.notes += check_units([*profiles.values(), *small_profiles], mapping)
+        report.notes += check_units(
+            [*profiles.values(), *small_profiles], mapping, units_unchecked
+        )
         result = commit_partitions(
             root,
             staging,

@@ -6,7 +6,10 @@ refusals cover every file, not the first chunk.
 * units: the median of amount / (volume x close) per file is ~1 when volume is in shares and
   amount in currency; ~100 means volume in lots of 100, ~1e-4 amount in 10,000s
   (`UnitsError`, naming the setting that fixes it); a file without an amount column gets
-  close x volume, said once;
+  close x volume, said once. Adjusted prices move the ratio too (forward-adjusted closes sit
+  below the traded ones), so a file outside the band is looked at again on each stock's last
+  traded bar, where a forward adjustment factor is 1; if the ratio is still off and varies by
+  stock, the error names adjustment, and `data.units_unchecked` takes named files as they are;
 * dates that cannot be trading days: weekends, after today, exchange holidays
   (`NonTradingDayError`, or dropped and counted under `on_non_trading_day=drop`).
 """
@@ -17,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from fnmatch import fnmatch
 from pathlib import Path
 
 import polars as pl
@@ -48,6 +52,10 @@ class FileProfile:
     symbols: pl.Series
     amount_ratio: float | None  # median amount / (volume x close); None without amounts
     has_amount: bool
+    # only for a file whose amount_ratio is out of band: the median over stocks of the ratio
+    # on each stock's last traded bar, and the range of the stocks' first-bar ratios
+    latest_ratio: float | None = None
+    ratio_range: tuple[float, float] | None = None
 
     @property
     def dates(self) -> list[date]:
@@ -59,7 +67,29 @@ TRADED = (
     pl.all_horizontal([pl.col(c).is_finite() & (pl.col(c) > 0) for c in _UNITS_COLS])
     & (pl.col("volume") * pl.col("close")).is_finite()
 )  # absurd values are validation's to name, not a units question
-UNITS_RATIO = (pl.col("amount") / (pl.col("volume") * pl.col("close"))).median().alias("r")
+RATIO = pl.col("amount") / (pl.col("volume") * pl.col("close"))
+UNITS_RATIO = RATIO.median().alias("r")
+
+
+def units_in_band(ratio: float | None) -> bool:
+    return ratio is None or UNITS_OK[0] <= ratio <= UNITS_OK[1]
+
+
+def ratios_by_stock(frame: pl.LazyFrame) -> tuple[float | None, tuple[float, float] | None]:
+    """(median over stocks of amount / (volume x close) on each stock's last traded bar,
+    (min, max) over stocks of it on their first traded bar): a second look at a file whose
+    prices may be adjusted."""
+    per_stock = (
+        frame.filter(TRADED)
+        .group_by("symbol")
+        .agg(RATIO.sort_by("ts").last().alias("last"), RATIO.sort_by("ts").first().alias("first"))
+        .select(pl.col("last").median(), pl.col("first").min().alias("lo"), pl.col("first").max())
+        .collect()
+    )
+    if per_stock.height == 0 or per_stock["last"][0] is None:
+        return None, None
+    row = per_stock.row(0)
+    return float(row[0]), (float(row[1]), float(row[2]))
 
 
 def has_amount_column(path: Path, mapping: ColumnMapping) -> bool:
@@ -87,12 +117,15 @@ def profile_file(path: Path, mapping: ColumnMapping, timezone: str) -> FileProfi
     r = ratio.item() if has_amount else None  # None too when no row has all three
     if has_amount and r is None:
         r = _collect([lf.filter(TRADED).select(UNITS_RATIO)], file)[0].item()
+    latest, spread = (None, None) if units_in_band(r) else ratios_by_stock(lf)
     return FileProfile(
         path,
         dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
         symbols["symbol"],
         float(r) if r is not None else None,
         has_amount,
+        latest,
+        spread,
     )
 
 
@@ -110,12 +143,15 @@ def profile_frame(
         r = raw.head(UNITS_SAMPLE).filter(TRADED).select(UNITS_RATIO).item()
         if r is None:
             r = raw.filter(TRADED).select(UNITS_RATIO).item()
+    latest, spread = (None, None) if units_in_band(r) else ratios_by_stock(raw.lazy())
     return FileProfile(
         path,
         dict(zip(days["d"].to_list(), days["n"].to_list(), strict=True)),
         raw["symbol"].unique(),
         float(r) if r is not None else None,
         has_amount,
+        latest,
+        spread,
     )
 
 
@@ -213,24 +249,67 @@ def units_fix(ratio: float, mapping: ColumnMapping) -> str:
     return "volume or amount units look inconsistent: check volume_multiplier, amount_multiplier"
 
 
-def check_units(profiles: Sequence[FileProfile], mapping: ColumnMapping) -> list[str]:
-    """Refuse a file whose amount and volume x price disagree; returns notes for the report."""
+def _power_of_ten(ratio: float) -> bool:
+    """A ratio a units mistake makes: 10^k (k != 0), give or take the VWAP/close spread."""
+    if ratio <= 0:
+        return False
+    k = math.log10(ratio)
+    return round(k) != 0 and abs(k - round(k)) < 0.15
+
+
+def unchecked(path: Path, patterns: Sequence[str]) -> bool:
+    """Whether `path` matches one of the `data.units_unchecked` glob patterns (name or path)."""
+    return any(fnmatch(path.name, p) or fnmatch(str(path), p) for p in patterns)
+
+
+def check_units(
+    profiles: Sequence[FileProfile], mapping: ColumnMapping, units_unchecked: Sequence[str] = ()
+) -> list[str]:
+    """Refuse a file whose amount and volume x price disagree; returns notes for the report.
+
+    A file out of band whose stocks' last traded bars are in band has forward-adjusted prices
+    (noted, not refused); one whose ratio varies by stock and is no power of ten gets an error
+    that names adjustment; files matching `units_unchecked` are taken as they are (noted)."""
+    notes: list[str] = []
     for p in profiles:
         r = p.amount_ratio
-        if r is not None and not UNITS_OK[0] <= r <= UNITS_OK[1]:
-            raise UnitsError(
-                f"median amount / (volume x close) is {r:.4g}, expected about 1 (volume in "
-                f"shares, amount in currency): {units_fix(r, mapping)}",
-                file=str(p.path),
-                column=mapping.source("amount"),
+        if units_in_band(r):
+            continue
+        assert r is not None
+        if unchecked(p.path, units_unchecked):
+            notes.append(f"{p.path.name}: units taken as they are (data.units_unchecked)")
+            continue
+        if units_in_band(p.latest_ratio):
+            notes.append(
+                f"{p.path.name}: amount / (volume x close) {r:.3g} overall but "
+                f"{p.latest_ratio:.3g} on each stock's last bar: prices look forward-adjusted"
             )
+            continue
+        lo, hi = p.ratio_range or (r, r)
+        if p.latest_ratio is not None and _power_of_ten(p.latest_ratio):
+            fix = units_fix(p.latest_ratio, mapping)  # a units slip, seen on unadjusted bars
+        elif _power_of_ten(r) and hi <= lo * 1.5:
+            fix = units_fix(r, mapping)
+        else:
+            fix = (
+                f"it varies by stock ({lo:.3g} to {hi:.3g}) and is no power of ten, as "
+                "adjusted prices make it: map the traded close as close and the adjusted one "
+                "as adj_close, or set "
+                f"\"data.units_unchecked=['{p.path.name}']\" to take the units as they are"
+            )
+        raise UnitsError(
+            f"median amount / (volume x close) is {r:.4g}, expected about 1 (volume in "
+            f"shares, amount in currency): {fix}",
+            file=str(p.path),
+            column=mapping.source("amount"),
+        )
     derived = [p for p in profiles if not p.has_amount]
     if derived:
-        return [
+        notes.append(
             f"amount derived as close x volume for {len(derived)} file(s) without an "
             f"'{mapping.source('amount')}' column"
-        ]
-    return []
+        )
+    return notes
 
 
 def check_trading_days(

@@ -95,6 +95,7 @@ def ingest(cfg: RunConfig) -> IngestResult:
         policy=cfg.ingest.policy,
         bar_size=d.bar_minutes,
         lock_timeout_s=cfg.ingest.lock_timeout_s,
+        units_unchecked=d.units_unchecked,
     )
     return IngestResult(report, store)
 
