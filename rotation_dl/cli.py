@@ -41,7 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "checkpoints -> ONNX with self-describing metadata"),
     "score": ("score", "score", "score the latest complete week with onnxruntime"),
     "report": ("report", "report", "weekly HTML + Markdown report"),
-    "demo": ("demo", "demo", "every stage on the sample market, with progress"),
+    "demo": (
+        "demo",
+        "demo",
+        "every stage on the sample market, with progress (experiment=demo unless given)",
+    ),
 }
 
 USAGE = (
@@ -59,12 +63,51 @@ NOISE = (
 )
 
 
+class OncePerCommand(logging.Filter):
+    """Lets each warning through once per command (one message template of one logger) and
+    counts the repeats, which `summary()` reports at the end in one line each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[tuple[str, str], list] = {}
+        self._last: tuple[logging.LogRecord | None, bool] = (None, True)  # a record meets
+        # every handler's filter: the decision for the last record, held (not its id)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if self._last[0] is record:
+            return self._last[1]
+        key = (record.name, str(record.msg))
+        first = key not in self.seen
+        if first:
+            self.seen[key] = [record.getMessage(), 0]
+        else:
+            self.seen[key][1] += 1
+        self._last = (record, first)
+        return first
+
+    def summary(self) -> list[str]:
+        return [
+            f"warning repeated {n} more time{'s' if n > 1 else ''} in this command: {first}"
+            for first, n in self.seen.values()
+            if n
+        ]
+
+
+ONCE = OncePerCommand()
+
+
 def _setup_logging(level: str) -> None:
-    """One log format; Lightning's own handler and known third-party noise silenced."""
+    """One log format, each warning once (with its count at the end); Lightning's own handler
+    and known third-party noise silenced."""
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if ONCE not in handler.filters:
+            handler.addFilter(ONCE)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).propagate = False
     for pattern in NOISE:
@@ -75,6 +118,8 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
     """Compose the run, call the command's stage and return its result (raises user errors)."""
     from rotation_dl.config import compose_run
 
+    if name == "demo" and not any(o.lstrip("+").startswith("experiment=") for o in overrides):
+        overrides = ["experiment=demo", *overrides]  # what `make demo` runs
     cfg = compose_run(overrides)
     _setup_logging(cfg.log_level)
     if multirun:
@@ -109,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     multirun = any(o in ("-m", "--multirun") for o in rest)
     overrides = [o for o in rest if o not in ("-m", "--multirun")]
+    ONCE.seen.clear()
     try:
         result = run_command(name, overrides, multirun)
     except RotationDLError as exc:
@@ -118,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if typed is None:
             raise
         return _user_error(name, typed)
+    for line in ONCE.summary():
+        print(line, file=sys.stderr)
     text = result.describe()
     if text:
         print(text)

@@ -33,11 +33,13 @@ Groups and their types::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -576,6 +578,23 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def closest(key: str, known: Iterable[str]) -> str | None:
+    """The known name nearest to a mistyped `key` (None when nothing is near)."""
+    found = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _flat_keys(tree: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a nested mapping."""
+    if not isinstance(tree, Mapping):
+        return []
+    out = []
+    for k, v in tree.items():
+        out.append(f"{prefix}{k}")
+        out += _flat_keys(v, f"{prefix}{k}.")
+    return out
+
+
 def build(cls: type, values: Mapping[str, Any], where: str = ""):
     """Dataclass `cls` from a mapping; unknown keys and ill-typed values are `ConfigError`s."""
     hints = typing.get_type_hints(cls)
@@ -583,10 +602,12 @@ def build(cls: type, values: Mapping[str, Any], where: str = ""):
     unknown = sorted(set(values) - names)
     prefix = f"{where}." if where else ""
     if unknown:
+        guess = closest(unknown[0], names)
         raise ConfigError(
             f"unknown key{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(prefix + k for k in unknown)} (not a field of {cls.__name__}; "
-            f"known: {', '.join(sorted(names))})"
+            f"{', '.join(prefix + k for k in unknown)} (not a field of {cls.__name__}"
+            + (f"; did you mean {prefix}{guess}?" if guess else "")
+            + f"; known: {', '.join(sorted(names))})"
         )
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in values.items()}
     try:
@@ -673,6 +694,20 @@ def compose(overrides: Sequence[str] = ()):
         return hydra_compose(config_name="config", overrides=dict_overrides_merge(overrides))
 
 
+def unknown_override(key: str, overrides: Sequence[str]) -> str | None:
+    """Hydra's "Could not override 'k'" said our way: the unknown key and the nearest known
+    one (from the config composed without that override), instead of advice to add `+k`."""
+    from omegaconf import OmegaConf
+
+    rest = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") == key]
+    try:
+        known = _flat_keys(OmegaConf.to_container(compose(rest), resolve=False))
+    except Exception:  # the other overrides fail too: Hydra's own message then
+        return None
+    guess = closest(key, known)
+    return f"unknown key {key}" + (f" (did you mean {guess}?)" if guess else "")
+
+
 def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
     """Compose and convert: the one way a run's configuration is made."""
     from hydra.errors import HydraException
@@ -688,5 +723,7 @@ def compose_run(overrides: Sequence[str] = ()) -> RunConfig:
                 " (quote an override with braces or spaces whole, and non-ASCII names inside "
                 "it: \"data.mapping.columns={symbol: '代码'}\")"
             )
+        elif m := re.match(r"Could not override '([^']+)'", msg):
+            msg = unknown_override(m.group(1), overrides) or msg
         raise ConfigError(msg) from exc
     return to_run_config(tree)  # type: ignore[arg-type]

@@ -107,3 +107,8 @@ class Session:
 A_SHARE = Session.from_strings(
     A_SHARE_HOURS
 )  # the default of the `session` config key; named, never a silent default
+
+
+def bar_size_text(bar_minutes: int | None) -> str:
+    """How a bar size reads in messages: "daily" for one bar a day (0), else "15-min"."""
+    return "daily" if not bar_minutes else f"{bar_minutes}-min"

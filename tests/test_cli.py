@@ -219,8 +219,14 @@ def test_every_option_of_every_group_builds_its_typed_config():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("+model.hiden=3", "unknown key model.hiden"),
+        ("+model.hiden=3", "unknown key model.hiden (not a field of GRUConfig; did you mean"),
         ("+portfolio.top_k=3", "unknown key portfolio.top_k"),
+        ("model.hiden=3", "unknown key model.hiden (did you mean model.hidden?)"),
+        ("portfolio.top_k=3", "unknown key portfolio.top_k (did you mean portfolio.k?)"),
+        (
+            "trainer.max_epoch=3",
+            "unknown key trainer.max_epoch (did you mean trainer.max_epochs?)",
+        ),
         ("model.arch=lstm", "model.arch='lstm' is not one of"),
         ("trainer.loss.name=hinge", "trainer.loss.name='hinge' is not one of"),
         ("loss=hinge", "Could not find 'loss/hinge'"),
@@ -372,3 +378,50 @@ def test_dict_overrides_work_as_the_readme_writes_them(capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("rotation-dl ingest: error: ConfigError")
         assert "data.mapping.columns" in err[0] or "quote an override" in err[0]
+
+
+NOISY = """
+import logging, sys
+import rotation_dl.stages.ingest as stage
+from rotation_dl import cli
+
+class Result:
+    def describe(self):
+        return "done"
+
+def noisy(cfg):
+    for n in (3, 5, 2):
+        logging.getLogger("rotation_dl.industry.aggregate").warning(
+            "dropped bars of %d unmapped symbols", n)
+    logging.getLogger("rotation_dl.data.ingest").warning("another warning")
+    return Result()
+
+stage.noisy = noisy
+cli.COMMANDS["noisy"] = ("ingest", "noisy", "a test command")
+sys.exit(cli.main(["noisy"]))
+"""
+
+
+def test_each_warning_is_printed_once_per_command_with_its_count(tmp_path):
+    """A warning logged from every chunk shows once, and one closing line counts the rest."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NOISY], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert err.count("unmapped symbols") == 2  # the first warning, and the closing count
+    assert "dropped bars of 3 unmapped symbols" in err and "another warning" in err
+    assert "warning repeated 2 more times in this command: dropped bars of 3" in err
+    assert proc.stdout.strip() == "done"
+
+
+def test_the_demo_command_runs_the_demo_experiment(monkeypatch):
+    """`rotation-dl demo` is `make demo` (experiment=demo) unless an experiment is named."""
+    import rotation_dl.stages.demo as demo_stage
+    from rotation_dl import cli
+
+    seen = []
+    monkeypatch.setattr(demo_stage, "demo", lambda cfg, progress: seen.append(cfg.run))
+    cli.run_command("demo", [])
+    cli.run_command("demo", ["experiment=sample_stock"])
+    assert seen == ["demo", "sample_stock"]

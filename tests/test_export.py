@@ -163,7 +163,7 @@ def test_score_refusals(trained, tmp_path):
         score_from_industry_bars(gone, scorer, on_missing_industry="fail")
     with pytest.raises(ScoringError, match="missing from the data"):  # nothing left to score
         score_from_industry_bars(ib.head(0), scorer)
-    with pytest.raises(ScoringError, match="30-minute bars"):
+    with pytest.raises(ScoringError, match="data has 30-min bars"):
         score_from_industry_bars(ib, scorer, bar_minutes=30)
     early = ib["date"].unique().sort()[3]
     with pytest.raises(ScoringError, match="not enough history"):

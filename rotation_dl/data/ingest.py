@@ -73,7 +73,7 @@ from rotation_dl.errors import (
     UnreadableFileError,
 )
 from rotation_dl.schema import BAR_SCHEMA, DAILY_SCHEMA
-from rotation_dl.session import Session
+from rotation_dl.session import Session, bar_size_text
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class IngestReport:
                 f"{self.files} file(s), all unchanged since the last ingest: nothing read or "
                 f"added; store version {self.store_version}"
             )
-        size = "daily" if self.frequency == "daily" else f"{self.bar_minutes}-min"
+        size = "daily" if self.frequency == "daily" else bar_size_text(self.bar_minutes)
         dropped = ", ".join(f"{k}={v}" for k, v in self.dropped.items()) or "none"
         notes = "".join(f"; note: {n}" for n in self.notes)
         if self.skipped_files:
@@ -503,8 +503,8 @@ def ingest_bars(
     existing = read_manifest(root)
     bar_minutes = existing.bar_minutes if existing else bar_size
     if existing is not None and bar_size is not None and bar_size != existing.bar_minutes:
-        size = "daily" if bar_size == 0 else f"{bar_size}-min"
-        held = "daily" if existing.bar_minutes == 0 else f"{existing.bar_minutes}-min"
+        size = bar_size_text(bar_size)
+        held = bar_size_text(existing.bar_minutes)
         raise BarSizeError(
             f"data.bar_size says {size} bars but the store holds {held} bars; use another store",
             file=str(root),

@@ -28,6 +28,7 @@ from rotation_dl.features.inputs import panel_inputs
 from rotation_dl.features.normalize import NormStats
 from rotation_dl.features.panel import Panel, build_panel
 from rotation_dl.features.spec import FeatureSpec
+from rotation_dl.session import bar_size_text
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +313,8 @@ def industry_panel_for(
     spec = scorer.spec
     if bar_minutes is not None and bar_minutes != spec.bar_minutes:
         raise ScoringError(
-            f"model expects {spec.bar_minutes}-minute bars, data has {bar_minutes}-minute bars"
+            f"model expects {bar_size_text(spec.bar_minutes)} bars, data has "
+            f"{bar_size_text(bar_minutes)} bars"
         )
     have = set(industry_bars["industry"].unique().to_list())
     missing = [i for i in scorer.industries if i not in have]

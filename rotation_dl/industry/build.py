@@ -38,7 +38,7 @@ from rotation_dl.industry.aggregate import (
 from rotation_dl.industry.daily import factors_from_pre_close
 from rotation_dl.industry.kernel import industry_chunk
 from rotation_dl.schema import BAR_SCHEMA
-from rotation_dl.session import Session
+from rotation_dl.session import Session, bar_size_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,8 +59,8 @@ class IndustryBarsResult:
         return (
             f"{f['industry'].n_unique()} industries x {days} days x "
             f"{f.height // max(1, days * f['industry'].n_unique())} bars/day "
-            f"({self.bar_minutes}-min), {f.height:,} rows; mean active constituents per bar "
-            f"{active['n_active'].mean():.1f}; bars with no trading constituent: "
+            f"({bar_size_text(self.bar_minutes)}), {f.height:,} rows; mean active constituents "
+            f"per bar {active['n_active'].mean():.1f}; bars with no trading constituent: "
             f"{f.height - active.height}; from store version {self.store_version}"
         )
 

@@ -19,7 +19,7 @@ from rotation_dl.config import FeatureConfig, LoggerConfig, RunConfig, WalkForwa
 from rotation_dl.layout import RunLayout
 from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.provenance import code_version
-from rotation_dl.session import Session
+from rotation_dl.session import Session, bar_size_text
 from rotation_dl.stages.common import layout_of
 from rotation_dl.stages.industry import ensure_industry_bars
 
@@ -78,7 +78,7 @@ class WalkForwardPlan:
     def describe(self) -> str:
         from rotation_dl.training.walkforward import plan_text
 
-        size = "daily" if self.spec.bar_minutes == 0 else f"{self.spec.bar_minutes}-min"
+        size = bar_size_text(self.spec.bar_minutes)
         head = (
             f"panel: {len(self.panel.industries)} industries x {len(self.panel.dates)} days "
             f"({self.panel.dates[0]}..{self.panel.dates[-1]}), {size} bars, "
