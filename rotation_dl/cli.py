@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "checkpoints -> ONNX with self-describing metadata"),
     "score": ("score", "score", "score the latest complete week with onnxruntime"),
     "report": ("report", "report", "weekly HTML + Markdown report"),
+    "init-experiment": (
+        "experiment",
+        "init_experiment",
+        "save NAME [key=value ...] as your own experiment (then: experiment=NAME)",
+    ),
     "demo": (
         "demo",
         "demo",
@@ -118,6 +123,10 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
     """Compose the run, call the command's stage and return its result (raises user errors)."""
     from rotation_dl.config import compose_run
 
+    if name == "init-experiment":  # saves the overrides themselves, composed only to check
+        from rotation_dl.stages.experiment import init_experiment
+
+        return init_experiment(overrides)
     if name == "demo" and not any(o.lstrip("+").startswith("experiment=") for o in overrides):
         overrides = ["experiment=demo", *overrides]  # what `make demo` runs
     cfg = compose_run(overrides)

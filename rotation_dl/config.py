@@ -682,16 +682,31 @@ def dict_overrides_merge(overrides: Sequence[str]) -> list[str]:
     return out
 
 
+USER_CONF = "rotation_dl_conf"  # a user's own config folder, in the working directory
+
+
+def user_conf_dir() -> Path:
+    """Where a user's own configs live (`init-experiment` writes `experiment/NAME.yaml` there):
+    $ROTATION_DL_USER_CONF, else ./rotation_dl_conf. Composition searches it after conf/."""
+    return Path(os.environ.get("ROTATION_DL_USER_CONF") or Path.cwd() / USER_CONF).resolve()
+
+
 def compose(overrides: Sequence[str] = ()):
-    """Hydra-compose conf/config.yaml with command-line style overrides (a DictConfig)."""
+    """Hydra-compose conf/config.yaml with command-line style overrides (a DictConfig); the
+    user's config folder (`user_conf_dir`), when it exists, is on the search path, so
+    `experiment=NAME` finds an experiment saved there."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     root = conf_dir()
     if not (root / "config.yaml").exists():
         raise ConfigError(f"no config.yaml under {root} (set ROTATION_DL_CONF_DIR)")
+    overrides = dict_overrides_merge(overrides)
+    user = user_conf_dir()
+    if user.is_dir() and not any(o.startswith("hydra.searchpath") for o in overrides):
+        overrides.append(f"hydra.searchpath=[file://{user}]")
     with initialize_config_dir(config_dir=str(root), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=dict_overrides_merge(overrides))
+        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def unknown_override(key: str, overrides: Sequence[str]) -> str | None:

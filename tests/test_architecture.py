@@ -61,3 +61,18 @@ def test_an_import_that_breaks_a_layer_is_refused(tmp_path, module, bad_import, 
     broken = run.stdout.split("Broken contracts")[-1]
     assert contract in broken, run.stdout[-3000:]
     assert f"rotation_dl.{module[:-3].replace('/', '.')}" in broken
+
+
+def test_every_stage_module_has_a_place_in_the_stages_contract():
+    """A new stage module cannot slip past the stages layering unnoticed."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    stages = next(c for c in config["contracts"] if c["name"].startswith("Stages"))
+    named = {m.strip() for layer in stages["layers"] for m in layer.split("|")}
+    modules = {
+        f"rotation_dl.stages.{p.stem}"
+        for p in (ROOT / "rotation_dl" / "stages").glob("*.py")
+        if p.stem != "__init__"
+    }
+    assert modules == named
