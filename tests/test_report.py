@@ -191,3 +191,39 @@ def test_report_reads_the_factors_override(demo_run, tmp_path):
     assert data["performance"]["GRU"]["to_date"]["ytd"]["excess_compounded"] == pytest.approx(
         engine
     )
+
+
+def test_the_ic_table_compares_models_on_their_common_dates_and_says_against_what():
+    """Two factors over different spans: each one's IC comes from the dates both have, and the
+    caption names the forward return (one OOS IC definition in the report)."""
+    from datetime import date, timedelta
+
+    import numpy as np
+
+    from rotation_dl.backtest.ic import ic_series, summarize_ic
+    from rotation_dl.report.weekly import ModelResult, ReportInputs, ic_table
+
+    rng = np.random.default_rng(5)
+    days = [date(2024, 1, 1) + timedelta(days=k) for k in range(60)]
+    inds = [f"I{k}" for k in range(8)]
+    grid = pl.DataFrame(
+        {"date": [d for d in days for _ in inds], "industry": inds * len(days)}
+    ).with_columns(pl.Series("fwd_excess", rng.normal(size=len(days) * len(inds))))
+    full = grid.select("date", "industry", pl.Series("score", rng.normal(size=grid.height)))
+    late = full.filter(pl.col("date") >= days[30])
+    empty = pl.DataFrame()
+    inputs = ReportInputs(
+        asof=days[-1],
+        models=[ModelResult("A", full, empty, empty), ModelResult("B", late, empty, empty)],
+        forward=grid,
+        horizon=1,
+        forward_label="forward 1-day excess of constituent returns (equal-weighted)",
+    )
+    html = ic_table(inputs)
+    assert "on the 30 dates every model has" in html
+    assert "constituent returns (equal-weighted)" in html
+    want = summarize_ic(ic_series(late, grid)["rank_ic"], 1).mean
+    assert f"{want:.4f}"[:6] in html  # A's IC is computed on B's 30 dates, not its own 60
+    own = summarize_ic(ic_series(full, grid)["rank_ic"], 1).mean
+    shared = summarize_ic(ic_series(full.filter(pl.col("date") >= days[30]), grid)["rank_ic"], 1)
+    assert f"{shared.mean:.4f}"[:6] in html and shared.mean != own

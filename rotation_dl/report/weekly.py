@@ -42,16 +42,34 @@ class ReportInputs:
     factor_ic: pl.DataFrame | None = None  # factor IC summary
     notes: list[str] = field(default_factory=list)
     horizon: int = 5  # days of the forward return the IC is measured against
+    forward_label: str = ""  # what `forward` is, in words (stages.inputs.ic_label)
+
+
+def common_ic_dates(inputs: ReportInputs) -> dict[str, pl.DataFrame]:
+    """Each model's rank IC series up to the report date, on the dates every model has (a
+    comparison on each model's own dates would compare different markets)."""
+    series = {
+        m.name: ic_series(m.factors.filter(pl.col("date") <= inputs.asof), inputs.forward)
+        for m in inputs.models
+    }
+    shared = None
+    for ic in series.values():
+        dates = set(ic["date"].to_list())
+        shared = dates if shared is None else shared & dates
+    keep = pl.Series(sorted(shared or []), dtype=pl.Date)
+    return {name: ic.filter(pl.col("date").is_in(keep.implode())) for name, ic in series.items()}
 
 
 def ic_table(inputs: ReportInputs) -> str:
-    """Each model's mean rank IC up to the report date with its naive, Newey-West (lag h - 1)
-    and non-overlapping t-stats, or the too-few-dates warning."""
+    """Each model's mean rank IC up to the report date, on the dates all models share, with
+    its naive, Newey-West (lag h - 1) and non-overlapping t-stats, or the too-few-dates
+    warning; a caption says what the IC is measured against."""
     from rotation_dl.backtest.ic import summarize_ic
 
     rows = []
+    common = common_ic_dates(inputs)
     for m in inputs.models:
-        ic = ic_series(m.factors.filter(pl.col("date") <= inputs.asof), inputs.forward)
+        ic = common[m.name]
         s = summarize_ic(ic["rank_ic"], inputs.horizon)
         rows.append(
             {
@@ -64,7 +82,12 @@ def ic_table(inputs: ReportInputs) -> str:
                 "note": s.warning or "",
             }
         )
-    return _table(pl.DataFrame(rows), cls="ic-table")
+    n = len(next(iter(common.values()))) if common else 0
+    against = html.escape(inputs.forward_label or "forward excess return")
+    caption = (
+        f"<p class='ic-caption'>Rank IC vs the {against}, on the {n} dates every model has.</p>"
+    )
+    return caption + _table(pl.DataFrame(rows), cls="ic-table")
 
 
 def performance_numbers(inputs: ReportInputs) -> dict:

@@ -23,6 +23,7 @@ from rotation_dl.stages.inputs import (
     adjusted_daily_bars,
     backtest_returns,
     daily_and_classification,
+    ic_label,
 )
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 def describe_performance(name: str, summary: dict, out: Path) -> str:
     p = summary["performance"]
     ic = summary["ic"]["rank_ic"]
+    against = summary["ic"].get("measured_against")
     return (
         f"{name}: {p['start']}..{p['end']}: excess total {p['excess_compounded']:+.2%} "
         f"geometric / {p['excess_total_arithmetic']:+.2%} arithmetic (summed daily "
@@ -38,7 +40,9 @@ def describe_performance(name: str, summary: dict, out: Path) -> str:
         f"{p['annual_excess_arithmetic']:+.2%} arithmetic, IR {p['information_ratio']:.2f}, "
         "max DD of excess "
         f"{p['max_drawdown_excess']:.2%}, turnover {p['mean_turnover']:.2f}; rank IC "
-        f"{ic['mean']:.4f} ({describe_t(ic)})\n  outputs: {out}"
+        f"{ic['mean']:.4f} ({describe_t(ic)})"
+        + (f" vs {against}" if against else "")
+        + f"\n  outputs: {out}"
     )
 
 
@@ -51,8 +55,10 @@ def run_and_write_backtest(
     *,
     factor_col: str = "score",
     horizon: int = 5,
+    measured_against: str | None = None,
 ) -> dict:
-    """Run the engine and write daily, holdings, rebalances, years and the summary."""
+    """Run the engine and write daily, holdings, rebalances, years and the summary (whose IC
+    says what it is `measured_against`)."""
     res = run_backtest(
         factors,
         returns,
@@ -64,6 +70,8 @@ def run_and_write_backtest(
         factor_col=factor_col,
     )
     summary = backtest_summary(res, factors, returns, factor_col, horizon)
+    if measured_against:
+        summary["ic"]["measured_against"] = measured_against
     write_table(res.daily, files.daily)
     write_table(res.holdings, files.holdings)
     write_table(res.rebalances, files.rebalances)
@@ -112,6 +120,7 @@ def backtest(cfg: RunConfig) -> BacktestStageResult:
         rule,
         factor_col=cfg.backtest.factor_col,
         horizon=cfg.backtest.horizon,
+        measured_against=ic_label(cfg),
     )
     return BacktestStageResult(summary, files.dir)
 
@@ -171,6 +180,7 @@ def baseline(cfg: RunConfig) -> BaselineResult:
             b.portfolio,
             rule,
             horizon=cfg.backtest.horizon,
+            measured_against=ic_label(cfg),
         )
         write_table(di, layout.di_panel(v), csv=False)
         rankings = di_rankings(di, rebalance_dates(di["date"].unique(), "weekly"))

@@ -62,6 +62,25 @@ def daily_and_classification(
     return daily, read_classification_of(cfg, what)
 
 
+def returns_source(cfg: RunConfig) -> str:
+    """The industry returns the backtest (and its IC) use, resolved from `backtest.returns`."""
+    src = cfg.backtest.returns
+    if src == "auto":
+        src = "industry_bars" if cfg.data.series else "constituents"
+    return src
+
+
+def ic_label(cfg: RunConfig) -> str:
+    """What the backtest's and the report's rank IC are measured against, in words."""
+    src = returns_source(cfg)
+    what = {
+        "constituents": f"constituent returns ({cfg.backtest.weighting}-weighted)",
+        "industry_bars": "industry-bar returns",
+        "file": f"the returns file {cfg.backtest.returns_file}",
+    }[src]
+    return f"forward {cfg.backtest.horizon}-day excess of {what}"
+
+
 def backtest_returns(
     cfg: RunConfig,
     daily: pl.DataFrame | None = None,

@@ -12,7 +12,7 @@ import polars as pl
 
 from rotation_dl.config import RunConfig
 from rotation_dl.stages.common import layout_of
-from rotation_dl.stages.inputs import backtest_returns
+from rotation_dl.stages.inputs import backtest_returns, ic_label
 
 
 def run_note(run: str, model_version: str | None, factor_panel: Path) -> str:
@@ -102,6 +102,7 @@ def report(cfg: RunConfig) -> ReportResult:
         factor_ic=pl.read_parquet(fic) if fic.exists() else None,
         notes=[run_note(cfg.run, version, factor_panel_path(cfg))],
         horizon=cfg.backtest.horizon,
+        forward_label=ic_label(cfg),
     )
     html = build_weekly_report(inputs, layout.report_file(asof), layout.report_file(asof, ".md"))
     return ReportResult(html, layout.report_file(asof, ".md"))

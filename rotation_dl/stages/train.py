@@ -28,6 +28,11 @@ RUN_LOCK = "_train.lock"  # in the run's output folder
 
 ExtraCallbacks = Callable[[int, int], Sequence[Any]]
 
+# what `train`'s OOS IC is measured against (the backtest's IC says its own: `ic_label`)
+TRAIN_IC_LABEL = (
+    "forward {h}-day excess of the industry bars' close, rank-normalised (the training labels)"
+)
+
 
 def _stock_line(m: dict) -> str:
     s = m.get("oos_stock_rank_ic")
@@ -59,9 +64,9 @@ class TrainResult:
         )
         return (
             f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "
-            f"mean {r['mean']:.4f} ICIR {r['icir']:.3f} {describe_t(r)}{per_seed}; mean val "
-            f"rank IC {m['mean_val_rank_ic']:.4f}{_stock_line(m)}\n  factor panel: "
-            f"{self.factor_panel}\n"
+            f"(vs the training labels: industry bars) mean {r['mean']:.4f} ICIR "
+            f"{r['icir']:.3f} {describe_t(r)}{per_seed}; mean val rank IC "
+            f"{m['mean_val_rank_ic']:.4f}{_stock_line(m)}\n  factor panel: {self.factor_panel}\n"
             f"  metrics: {self.metrics_path}\n  checkpoints: {self.checkpoints}"
         )
 
@@ -259,6 +264,7 @@ def train_walk_forward(
         "folds": len(folds),
         "test_dates": int(result.factor_panel["date"].n_unique()),
         "oos_rank_ic": summarize_ic(ic["rank_ic"], spec.horizon).to_dict(),
+        "oos_rank_ic_measured_against": TRAIN_IC_LABEL.format(h=spec.horizon),
         "oos_ic": summarize_ic(ic["ic"], spec.horizon).to_dict(),
         "seed_oos_rank_ic": seed_rank_ics(result.seed_scores, labels),
         "model_level": net.level,
