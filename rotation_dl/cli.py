@@ -145,10 +145,11 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
 
 
 def _user_error(name: str, exc: Exception) -> int:
-    """Print one line for a user or environment error; the exit status 2."""
+    """Print one line for a user or environment error; the exit status 2 (or the error's own,
+    e.g. 143 for training stopped by SIGTERM)."""
     msg = " ".join(str(exc).split())
     print(f"rotation-dl {name}: error: {type(exc).__name__}: {msg}", file=sys.stderr)
-    return 2
+    return int(getattr(exc, "exit_status", 2))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,10 +199,14 @@ class WalkForwardConfig:
     retrain_every: int = 20
     gap: int = 5
     max_folds: int | None = None
+    # at most this many folds over the whole out-of-sample span: a longer history raises
+    # retrain_every instead of planning hundreds of folds (None: no cap)
+    fold_cap: int | None = 24
 
     def __post_init__(self) -> None:
         _positive(
             "walkforward",
+            fold_cap=self.fold_cap,
             min_train_days=self.min_train_days,
             train_days=self.train_days,
             val_days=self.val_days,

@@ -143,6 +143,12 @@ class OutputError(RotationDLError):
     permission denied. The message names the path and the fix."""
 
 
+class TrainingStopped(RotationDLError):
+    """Training was stopped by a signal (SIGTERM); finished epochs' checkpoints are kept."""
+
+    exit_status = 128 + 15  # the shell's convention for a process ended by SIGTERM
+
+
 class CheckpointError(RotationDLError):
     """A checkpoint cannot be loaded safely (truncated, or holds objects the weights-only
     loader refuses)."""

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from conftest import REPO, feature_spec
+from conftest import REPO, SMALL_TRAIN, feature_spec
 
 from rotation_dl.config import FeatureConfig, LoggerConfig, WalkForwardConfig, build
 from rotation_dl.features.normalize import fit_norm_stats
@@ -366,3 +366,39 @@ def test_a_second_train_on_the_same_output_folder_is_refused_in_one_line(tmp_pat
     with pytest.raises(RuntimeError), run_lock(fresh):
         raise RuntimeError("the run failed")
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_train_at_once_and_resume_finishes(tmp_path):
+    """SIGTERM during training: one line, exit 143, finished epochs' checkpoints kept; the
+    same command with resume=true finishes the run (a scheduler's stop is not a crash)."""
+    import signal
+    import time
+
+    out, ck = tmp_path / "o", tmp_path / "ck"
+    args = [
+        sys.executable, "-m", "rotation_dl.cli", "train",
+        f"paths.output_dir={out}", f"paths.checkpoints={ck}",
+        *[a for a in SMALL_TRAIN if not a.startswith("trainer.max_epochs")],
+        "trainer.max_epochs=40", "trainer.patience=40", "walkforward.max_folds=1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(ck.glob("fold_*/seed_0/last.ckpt")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "TrainingStopped" in errors[0] and "resume=true" in errors[0]
+    assert list(ck.glob("fold_*/seed_0/last.ckpt")) and not (out / "factor_panel.parquet").exists()
+    done = subprocess.run(
+        [*args[:-3], "trainer.max_epochs=3", "trainer.patience=3", "walkforward.max_folds=1",
+         "resume=true"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "factor_panel.parquet").exists()
+    assert "CPU threads:" in done.stdout and "ETA" not in done.stdout.split("fold 1/1")[-1]

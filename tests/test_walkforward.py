@@ -33,3 +33,26 @@ def test_max_folds_and_too_short():
     assert [f.index for f in folds] == [0, 1] and folds[-1].test[1] == 300
     with pytest.raises(ConfigError, match="walk-forward needs at least"):
         walk_forward_folds(100, warmup=25)
+
+
+def test_a_long_history_raises_retrain_every_to_the_fold_cap_and_the_plan_says_so(tmp_path):
+    """walkforward.fold_cap: the plan keeps the whole test span in at most that many folds
+    (retrain_every raised, said in the plan), times a batch here and gives an estimate."""
+    from conftest import SMALL_TRAIN
+
+    from rotation_dl.config import compose_run
+    from rotation_dl.stages.train import plan
+
+    base = [f"paths.output_dir={tmp_path / 'o'}", *SMALL_TRAIN, "walkforward.retrain_every=5"]
+    free = plan(compose_run([*base, "walkforward.fold_cap=null"]))
+    capped = plan(compose_run([*base, "walkforward.fold_cap=3"]))
+    assert len(free.folds) > 3 and len(capped.folds) <= 3
+
+    def tested(p) -> set[int]:
+        return {d for f in p.folds for d in range(*f.test)}
+
+    assert tested(capped) == tested(free)  # the same out-of-sample days, fewer models
+    text = capped.describe()
+    assert "retrain_every raised from 5 to" in text and "walkforward.fold_cap=3" in text
+    assert "ms per batch" in text and "CPU threads:" in text
+    assert "retrain_every raised" not in free.describe()

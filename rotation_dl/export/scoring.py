@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -28,6 +27,7 @@ from rotation_dl.features.inputs import panel_inputs
 from rotation_dl.features.normalize import NormStats
 from rotation_dl.features.panel import Panel, build_panel
 from rotation_dl.features.spec import FeatureSpec
+from rotation_dl.machine import usable_cores
 from rotation_dl.session import bar_size_text
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,7 @@ STOCK_CHUNK = 1000  # at most this many stocks per onnxruntime call when runs ar
 
 def cpu_workers() -> int:
     """CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores()
 
 
 class OnnxScorer:

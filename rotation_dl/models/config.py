@@ -116,6 +116,8 @@ class TrainConfig:
     enable_progress_bar: bool = True
     log_every_n_steps: int = 10
     limit_train_batches: float | int = 1.0
+    # CPU threads for torch (None: this machine's usable cores / the training processes on it)
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_dates", "max_epochs", "min_epochs", "patience", "num_nodes"):

@@ -17,6 +17,7 @@ from rotation_dl.artifacts import atomic_write_parquet, write_json
 from rotation_dl.backtest.ic import describe_t
 from rotation_dl.config import FeatureConfig, LoggerConfig, RunConfig, WalkForwardConfig
 from rotation_dl.layout import RunLayout
+from rotation_dl.machine import cpu_threads
 from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.provenance import code_version
 from rotation_dl.session import Session, bar_size_text
@@ -79,6 +80,7 @@ class WalkForwardPlan:
     spec: Any  # features.spec.FeatureSpec
     folds: list
     walkforward: WalkForwardConfig
+    notes: tuple[str, ...] = ()  # what the plan chose for the data (a raised retrain_every)
 
     def describe(self) -> str:
         from rotation_dl.training.walkforward import plan_text
@@ -96,7 +98,8 @@ class WalkForwardPlan:
             horizon=self.spec.horizon,
             scheme=self.walkforward.scheme,
         )
-        return f"{head}\n{body}"
+        notes = "".join(f"\n{n}" for n in self.notes)
+        return f"{head}\n{body}{notes}"
 
 
 def plan_walk_forward(
@@ -117,18 +120,33 @@ def plan_walk_forward(
     spec = features.spec(bar_minutes, session, series=series)
     panel = cached_panel(industry_bars_path, spec, layout.panel_cache)
     wf = walkforward
-    folds = walk_forward_folds(
-        len(panel.dates),
-        warmup=spec.warmup_days(features.window),
-        min_train_days=wf.min_train_days,
-        val_days=wf.val_days,
-        retrain_every=wf.retrain_every,
-        gap=wf.gap,
-        scheme=wf.scheme,
-        train_days=wf.train_days,
-        max_folds=wf.max_folds,
-    )
-    return WalkForwardPlan(panel, spec, folds, wf)
+
+    def folds_every(retrain_every: int) -> list:
+        return walk_forward_folds(
+            len(panel.dates),
+            warmup=spec.warmup_days(features.window),
+            min_train_days=wf.min_train_days,
+            val_days=wf.val_days,
+            retrain_every=retrain_every,
+            gap=wf.gap,
+            scheme=wf.scheme,
+            train_days=wf.train_days,
+            max_folds=wf.max_folds,
+        )
+
+    folds, notes = folds_every(wf.retrain_every), []
+    if wf.fold_cap is not None and len(folds) > wf.fold_cap:
+        test_days = sum(f.test[1] - f.test[0] for f in folds)
+        every = -(-test_days // wf.fold_cap)
+        planned = len(folds)
+        folds = folds_every(every)
+        notes.append(
+            f"retrain_every raised from {wf.retrain_every} to {every}: {planned} folds over "
+            f"{test_days:,} test days is more than walkforward.fold_cap={wf.fold_cap} "
+            f"(now {len(folds)}; set walkforward.retrain_every with walkforward.fold_cap=null "
+            "to choose yourself)"
+        )
+    return WalkForwardPlan(panel, spec, folds, wf, tuple(notes))
 
 
 def seed_rank_ics(
@@ -165,9 +183,13 @@ def seed_rank_ics(
 
 
 def plan(cfg: RunConfig) -> WalkForwardPlan:
-    """The run's walk-forward plan (industry bars are built first when missing); trains
-    nothing."""
-    return plan_walk_forward(
+    """The run's walk-forward plan (industry bars are built first when missing), with an
+    estimate of the training time from a timing probe on this machine; trains nothing."""
+    from dataclasses import replace
+
+    import torch
+
+    p = plan_walk_forward(
         ensure_industry_bars(cfg),
         layout_of(cfg),
         cfg.features,
@@ -175,6 +197,21 @@ def plan(cfg: RunConfig) -> WalkForwardPlan:
         cfg.trading_session(),
         cfg.data.series,
     )
+    threads, why = cpu_threads(cfg.trainer.cpu_threads, training_processes(cfg))
+    torch.set_num_threads(threads)
+    if cfg.model.level != "industry":
+        estimate = (
+            f"estimate: not timed for model.level={cfg.model.level} (its stock panel is built "
+            "when training starts)"
+        )
+    else:
+        from rotation_dl.training.loop import estimate_text
+
+        net = GRUConfig(**{**cfg.model.to_dict(), "n_features": p.panel.n_features})
+        estimate = estimate_text(
+            p.panel, p.folds, net, cfg.trainer, cfg.features.window, len(cfg.seeds)
+        )
+    return replace(p, notes=(*p.notes, f"CPU threads: {threads} ({why})", estimate))
 
 
 def train_walk_forward(
@@ -254,6 +291,7 @@ def train_walk_forward(
         },
         extra_callbacks=extra_callbacks,
         stock_panel=sp,
+        progress=progress or log.info,
     )
     if not is_rank_zero():  # distributed training: artifacts come from rank zero only
         return TrainResult(layout.factor_panel, layout.train_metrics, layout.checkpoints, {})
@@ -346,9 +384,14 @@ def _train(
     extra_callbacks: ExtraCallbacks | None,
     progress: Callable[[str], None] | None,
 ) -> TrainResult:
+    import torch
+
     from rotation_dl.models.tracking import finish_wandb
 
     ib = ensure_industry_bars(cfg)
+    threads, why = cpu_threads(cfg.trainer.cpu_threads, training_processes(cfg))
+    torch.set_num_threads(threads)
+    (progress or log.info)(f"CPU threads: {threads} ({why})")
     builder = None
     if cfg.model.level != "industry":
         from rotation_dl.stages.stock_panel import stock_panel_for
@@ -357,22 +400,63 @@ def _train(
             return stock_panel_for(cfg, panel, ib)
 
     try:
-        return train_walk_forward(
-            ib,
-            layout_of(cfg),
-            features=cfg.features,
-            net=cfg.model,
-            trainer=cfg.trainer,
-            walkforward=cfg.walkforward,
-            seeds=cfg.seeds,
-            session=cfg.trading_session(),
-            resume=cfg.resume,
-            logger=cfg.logger,
-            run=cfg.run,
-            extra_callbacks=extra_callbacks,
-            series=cfg.data.series,
-            progress=progress,
-            stock_panel=builder,
-        )
+        with sigterm_stops_training():
+            return train_walk_forward(
+                ib,
+                layout_of(cfg),
+                features=cfg.features,
+                net=cfg.model,
+                trainer=cfg.trainer,
+                walkforward=cfg.walkforward,
+                seeds=cfg.seeds,
+                session=cfg.trading_session(),
+                resume=cfg.resume,
+                logger=cfg.logger,
+                run=cfg.run,
+                extra_callbacks=extra_callbacks,
+                series=cfg.data.series,
+                progress=progress,
+                stock_panel=builder,
+            )
     finally:
         finish_wandb()
+
+
+def training_processes(cfg: RunConfig) -> int:
+    """Processes training on this machine at once: sweep workers, DDP ranks on the CPU."""
+    n = 1
+    hs = cfg.hparams_search
+    if hs is not None and (cfg.sweep_worker or hs.workers > 1):
+        n *= hs.workers
+    tc = cfg.trainer
+    if tc.accelerator == "cpu" and str(tc.strategy).startswith("ddp"):
+        n *= tc.devices if isinstance(tc.devices, int) else 1
+    return n
+
+
+@contextlib.contextmanager
+def sigterm_stops_training() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) interrupts training at once with TrainingStopped:
+    Lightning tears the fit down, checkpoints of finished epochs stay, and `resume=true` goes
+    on. Only the main thread can hold a signal handler; elsewhere nothing changes."""
+    import signal
+    import threading
+
+    from rotation_dl.errors import TrainingStopped
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+        raise TrainingStopped(
+            "stopped by SIGTERM; the checkpoints of finished epochs and folds are kept: run "
+            "the same command with resume=true to go on"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

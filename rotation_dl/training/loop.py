@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -297,6 +298,89 @@ def train_fold(
     return result
 
 
+def seconds_per_batch(
+    panel: Panel, fold: Fold, net: GRUConfig, tc: TrainConfig, window: int, batches: int = 3
+) -> float:
+    """Median wall seconds of one training batch (forward, loss, backward, AdamW step) of an
+    industry-level model on this machine, after one warm-up batch: the unit of the plan's
+    estimate. Trains nothing that is kept."""
+    from rotation_dl.models.gru import build_net
+    from rotation_dl.models.losses import make_loss
+
+    torch.manual_seed(0)
+    dm = PanelDataModule(panel, fold, window, tc.batch_dates, seed=0)
+    dm.setup()
+    model = build_net(net)
+    loss_fn = make_loss(tc.loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr)
+    days = torch.tensor(dm.days["train"][: tc.batch_dates], dtype=torch.long)
+    times = []
+    for k in range(batches + 1):
+        t0 = time.perf_counter()
+        batch = dm.gather(days)
+        loss = loss_fn(model(batch["x"]).float(), batch["y"], batch["mask"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if k:  # the first is the warm-up
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def estimate_text(
+    panel: Panel,
+    folds: Sequence[Fold],
+    net: GRUConfig,
+    tc: TrainConfig,
+    window: int,
+    seeds: int,
+) -> str:
+    """The plan's training-time estimate from a timing probe on this machine: per-batch time x
+    batches per epoch (train + validation at a third of the cost) x max_epochs, over every
+    fold and seed; an upper bound, since early stopping usually ends a fold sooner."""
+    per = seconds_per_batch(panel, folds[0], net, tc, window)
+    total = 0.0
+    for f in folds:
+        train = -(-(f.train[1] - f.train[0]) // tc.batch_dates)
+        val = -(-(f.val[1] - f.val[0]) // tc.batch_dates)
+        total += (train + val / 3) * per * tc.max_epochs
+    first = folds[0]
+    epoch = (-(-(first.train[1] - first.train[0]) // tc.batch_dates)) * per
+    return (
+        f"estimate on this machine: {per * 1e3:,.0f} ms per batch of {tc.batch_dates} dates "
+        f"(timed), so about {_hms(epoch)} per epoch of fold 1 and at most "
+        f"{_hms(total * seeds)} for {len(folds)} fold(s) x {seeds} seed(s) x "
+        f"{tc.max_epochs} epochs (early stopping usually ends sooner)"
+    )
+
+
+class FoldClock:
+    """Elapsed time and an ETA over a run's (fold, seed) trainings, each weighted by its
+    training days (an expanding window's later folds take longer)."""
+
+    def __init__(self, train_days: Sequence[int]) -> None:
+        self.weights = list(train_days)
+        self.done = 0
+        self.start = time.perf_counter()
+        self.last = self.start
+
+    def tick(self, what: str) -> str:
+        now = time.perf_counter()
+        took, elapsed = now - self.last, now - self.start
+        self.last = now
+        self.done += 1
+        finished = sum(self.weights[: self.done])
+        left = sum(self.weights[self.done :])
+        eta = elapsed / max(finished, 1) * left
+        tail = f", ETA {_hms(eta)}" if left else ""
+        return f"{what} done in {_hms(took)} (elapsed {_hms(elapsed)}{tail})"
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 def run_walk_forward(
     panel: Panel,
     folds: Sequence[Fold],
@@ -310,12 +394,15 @@ def run_walk_forward(
     meta: dict[str, Any] | None = None,
     extra_callbacks: Callable[[int, int], Sequence[Any]] | None = None,
     stock_panel: Any = None,
+    progress: Callable[[str], None] | None = None,
 ) -> WalkForwardResult:
-    """Train every fold (and seed); returns the out-of-sample factor panel.
+    """Train every fold (and seed); returns the out-of-sample factor panel. After each
+    (fold, seed), `progress` gets its time, the elapsed time and an ETA.
 
     The factor panel has one row per test date and industry: date, industry, score (mean over
     seeds), fold, model_version; scores of inactive industries are null.
     """
+    clock = FoldClock([f.train[1] - f.train[0] for f in folds for _ in seeds])
     level = "" if net.level == "industry" else f"{net.level}-"
     version = f"{level}{net.arch}-h{net.hidden}l{net.layers}-{code_version()}"
     results: list[FoldResult] = []
@@ -355,6 +442,8 @@ def run_walk_forward(
                 stock_panel,
             )
             results.append(res)
+            if progress is not None and is_rank_zero():
+                progress(clock.tick(f"fold {fold.index + 1}/{len(folds)} seed {seed}"))
     frames = [r.scores for r in results if r.scores is not None]
     if not frames:
         return WalkForwardResult(pl.DataFrame(), [])
