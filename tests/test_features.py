@@ -223,3 +223,39 @@ def test_the_cache_key_leaves_out_modules_that_shape_no_number():
     modules = definition_modules()
     assert {"rotation_dl.features.daygrid", "rotation_dl.session"} <= set(modules)
     assert "rotation_dl.errors" not in modules and "rotation_dl.artifacts" not in modules
+
+
+def test_a_feature_that_carries_nothing_is_named_and_left_out_unless_asked_for(
+    tiny_market, tmp_path, caplog
+):
+    """vwap_gap is 0 everywhere when amounts were derived as close x volume: the plan leaves
+    it out of the model's inputs and says so; named in features.names it stays."""
+    from rotation_dl.config import compose_run
+    from rotation_dl.features.panel import constant_features
+    from rotation_dl.industry.aggregate import industry_bars
+    from rotation_dl.layout import RunLayout
+    from rotation_dl.stages.train import plan_walk_forward
+
+    ib = industry_bars(
+        tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
+    ).collect()
+    path = tmp_path / "ib.parquet"
+    ib.with_columns(pl.lit(0.0).alias("vwap_gap")).write_parquet(path)
+    keys = [
+        "features.window=4",
+        "walkforward.min_train_days=8",
+        "walkforward.val_days=3",
+        "walkforward.retrain_every=5",
+        "walkforward.gap=2",
+        f"paths.output_dir={tmp_path}",
+    ]
+    cfg = compose_run(keys)
+    layout = RunLayout.from_paths(cfg.paths)
+    with caplog.at_level("WARNING"):
+        p = plan_walk_forward(path, layout, cfg.features, cfg.walkforward, A_SHARE)
+    assert "vwap_gap" not in p.spec.features and p.panel.n_features == len(p.spec.features)
+    assert "vwap_gap (always 0)" in p.describe() and "vwap_gap" in caplog.text
+    assert not constant_features(p.panel)
+    named = compose_run([*keys, "features.names=[close_rel,vwap_gap]"])
+    kept = plan_walk_forward(path, layout, named.features, named.walkforward, A_SHARE)
+    assert kept.spec.features == ("close_rel", "vwap_gap")

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -85,6 +86,32 @@ class Panel:
         ).with_columns(
             pl.col("date").cast(pl.Date), pl.col("fwd_ret", "fwd_excess", "label").fill_nan(None)
         )
+
+
+def constant_features(panel: Panel) -> dict[str, float | None]:
+    """Features that carry nothing in this panel: the same value (or none) in every active
+    cell, e.g. `vwap_gap` when amounts were derived as close x volume. name -> that value
+    (None when never defined)."""
+    x = np.asarray(panel.x)[np.asarray(panel.active)]  # [cells, P, F]
+    flat = x.reshape(-1, x.shape[-1])
+    out: dict[str, float | None] = {}
+    for k, name in enumerate(panel.spec.features):
+        col = flat[:, k]
+        col = col[np.isfinite(col)]
+        if col.size == 0:
+            out[name] = None
+        elif col.min() == col.max():
+            out[name] = float(col[0])
+    return out
+
+
+def without_features(panel: Panel, drop: Sequence[str]) -> Panel:
+    """The panel and its spec without the features `drop` (the model never sees them)."""
+    from dataclasses import replace
+
+    keep = [k for k, f in enumerate(panel.spec.features) if f not in drop]
+    spec = replace(panel.spec, features=tuple(panel.spec.features[k] for k in keep))
+    return replace(panel, x=np.ascontiguousarray(np.asarray(panel.x)[..., keep]), spec=spec)
 
 
 def build_panel(industry_bars: pl.DataFrame | pl.LazyFrame, spec: FeatureSpec) -> Panel:

@@ -112,13 +112,20 @@ def plan_walk_forward(
 ) -> WalkForwardPlan:
     """Industry bars -> (cached) panel -> folds; raises ConfigError, naming the keys to change,
     when the history is too short."""
-    from rotation_dl.features.panel import cached_panel
+    from rotation_dl.features.panel import cached_panel, constant_features
     from rotation_dl.industry.build import infer_bar_minutes
     from rotation_dl.training.walkforward import walk_forward_folds
 
     bar_minutes = infer_bar_minutes(pl.scan_parquet(industry_bars_path))
     spec = features.spec(bar_minutes, session, series=series)
     panel = cached_panel(industry_bars_path, spec, layout.panel_cache)
+    notes: list[str] = []
+    empty = constant_features(panel)
+    if empty and features.names is None:  # asked for by name: kept, with the warning
+        panel, spec = _without(panel, empty, notes)
+    elif empty:
+        log.warning("feature(s) %s carry nothing in these data (kept: named in features.names)",
+                    ", ".join(empty))  # fmt: skip
     wf = walkforward
 
     def folds_every(retrain_every: int) -> list:
@@ -134,7 +141,7 @@ def plan_walk_forward(
             max_folds=wf.max_folds,
         )
 
-    folds, notes = folds_every(wf.retrain_every), []
+    folds = folds_every(wf.retrain_every)
     if wf.fold_cap is not None and len(folds) > wf.fold_cap:
         test_days = sum(f.test[1] - f.test[0] for f in folds)
         every = -(-test_days // wf.fold_cap)
@@ -147,6 +154,23 @@ def plan_walk_forward(
             "to choose yourself)"
         )
     return WalkForwardPlan(panel, spec, folds, wf, tuple(notes))
+
+
+def _without(panel: Any, empty: dict[str, float | None], notes: list[str]) -> tuple[Any, Any]:
+    """The panel without its empty features, with the warning logged and noted in the plan."""
+    from rotation_dl.features.panel import without_features
+
+    what = ", ".join(
+        f"{f} ({'never defined' if v is None else f'always {v:g}'})" for f, v in empty.items()
+    )
+    text = (
+        f"feature(s) left out: {what} in every active cell of these data (e.g. vwap_gap when "
+        "amount is derived as close x volume); name them in features.names to keep them"
+    )
+    log.warning(text)
+    notes.append(text)
+    panel = without_features(panel, list(empty))
+    return panel, panel.spec
 
 
 def seed_rank_ics(
