@@ -80,7 +80,10 @@ class DataConfig:
     adjusted_daily_columns: dict[str, str] = field(default_factory=dict)
     mapping: ColumnMapping = field(default_factory=ColumnMapping)
     units_unchecked: tuple[str, ...] = ()  # file globs whose units are taken as they are
-    on_unadjusted: Literal["fail", "warn"] = "fail"  # prices that look unadjusted
+    # prices that look unadjusted: refuse (fail), go on as they are (warn), or leave the
+    # unexplained moves out of returns as missing overnight moves (drop); warn and drop put a
+    # caveat on every output
+    on_unadjusted: Literal["fail", "warn", "drop"] = "fail"
     max_limit_breaks_per_10k: float = 1.0  # unexplained limit moves tolerated per 10k stock-days
     sample: SampleConfig | None = None  # kind=sample: the generated market's knobs
     raw_dir: str | None = None  # kind=sample: where the generated raw files go

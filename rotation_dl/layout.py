@@ -126,6 +126,16 @@ class RunLayout:
 
     # ---- training ------------------------------------------------------------------------
     @property
+    def gap_factors(self) -> Path:
+        """data.on_unadjusted=drop: the adjustment factors that leave the flagged stock-days'
+        overnight moves out (beside `gap_report`, their count and the store version)."""
+        return self.output_dir / "gaps" / "gap_factors.parquet"
+
+    @property
+    def gap_report(self) -> Path:
+        return self.output_dir / "gaps" / "gaps.json"
+
+    @property
     def factor_panel(self) -> Path:
         return self.output_dir / "factor_panel.parquet"
 

@@ -181,3 +181,72 @@ def test_classification_errors_name_the_file(tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()[-1]
     assert "my_industries.csv" in err and "two industries on one date" in err
+
+
+def _split_daily(tmp_path):
+    """Daily bars of a small sample market (with its amounts) in which two stocks halve (a
+    2:1 split) on two dates, unadjusted and without factors or pre_close; its
+    classification; and the split stocks."""
+    from rotation_dl.data.resample import resample_bars
+    from rotation_dl.synthetic.market import SampleConfig, make_sample_market
+
+    m = make_sample_market(
+        SampleConfig(n_industries=3, n_stocks=24, n_days=60, seed=5, calendar="XSHG")
+    )
+    daily = (
+        resample_bars(m.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE)
+        .collect()
+        .sort("symbol", "date")
+    )
+    days = daily["date"].unique().sort()
+    symbols = daily["symbol"].unique().sort()
+    splits = {symbols[0]: days[30], symbols[5]: days[40]}
+    for sym, day in splits.items():
+        after = (pl.col("symbol") == sym) & (pl.col("date") >= day)
+        daily = daily.with_columns(
+            *[pl.when(after).then(pl.col(c) / 2).otherwise(pl.col(c)).alias(c)
+              for c in ("open", "high", "low", "close")],
+            pl.when(after).then(pl.col("volume") * 2).otherwise(pl.col("volume")).alias("volume"),
+        )  # fmt: skip
+    bars = write(daily.rename({"date": "ts"}), tmp_path / "daily.parquet")
+    cls = write(m.classification, tmp_path / "cls.parquet")
+    return bars, cls, sorted(splits)
+
+
+@pytest.mark.parametrize("policy", ["fail", "warn", "drop"])
+def test_unadjusted_daily_bars_without_factors_fail_warn_or_drop_the_gaps(tmp_path, policy):
+    """Two splits and no factors: fail refuses; warn goes on with the gaps and a caveat; drop
+    leaves the two overnight moves out of the industry returns, with the count and a caveat in
+    every summary."""
+    import json
+
+    from rotation_dl.config import compose_run
+    from rotation_dl.errors import AdjustmentError
+    from rotation_dl.stages.evaluate import baseline
+    from rotation_dl.stages.industry import industry_bars
+
+    bars, cls, split = _split_daily(tmp_path)
+    cfg = compose_run([
+        "data=parquet", f"data.bars={bars}", f"data.classification={cls}",
+        f"paths.output_dir={tmp_path / 'o'}", f"data.on_unadjusted={policy}",
+        "baseline.k=5", "backtest.horizon=2",
+    ])  # fmt: skip
+    if policy == "fail":
+        with pytest.raises(AdjustmentError, match="data.on_unadjusted"):
+            industry_bars(cfg)
+        return
+    ib = industry_bars(cfg).result.frame
+    summary = baseline(cfg).summary
+    caveats = next(iter(summary["variants"].values())).get("data_caveats") or summary.get(
+        "data_caveats"
+    )
+    report = json.loads((tmp_path / "o" / "gaps" / "gaps.json").read_text())
+    assert report["stock_days"] == 2 and report["policy"] == policy
+    assert caveats and f"data.on_unadjusted={policy}" in caveats[0] and "2 stock-day" in caveats[0]
+    worst = ib["ret_ew"].min()
+    if policy == "drop":  # no industry day carries a halving stock's -50%
+        assert worst > -0.1
+        factors = pl.read_parquet(tmp_path / "o" / "gaps" / "gap_factors.parquet")
+        assert sorted(set(factors.filter(pl.col("factor") != 1.0)["symbol"])) == split
+    else:
+        assert worst < -0.05, worst  # the gap is in the returns, and the caveat says so

@@ -502,7 +502,12 @@ def weekly_score(
 
 
 def write_score(
-    result: WeeklyScore, parquet: Path, csv: Path, json_path: Path, models: Sequence[Path]
+    result: WeeklyScore,
+    parquet: Path,
+    csv: Path,
+    json_path: Path,
+    models: Sequence[Path],
+    caveats: Sequence[str] = (),
 ) -> dict:
     """The score table as parquet and CSV and a JSON payload (holdings, provider, models),
     each written atomically; returns the payload."""
@@ -520,6 +525,7 @@ def write_score(
         "models": [str(m) for m in models],
         "missing_industries": list(result.missing),
         "warnings": [w for w in [result.warning()] if w],
+        "data_caveats": list(caveats),
         "table": result.table.to_dicts(),
     }
     atomic_write_bytes(json_path, json.dumps(payload, indent=2, default=str).encode())

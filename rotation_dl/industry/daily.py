@@ -94,3 +94,18 @@ def daily_bars(
     if adjustment is not None:
         daily = adjust_bars(daily, read_adjustment(adjustment, columns=adjustment_columns))
     return daily.select(keep).collect()
+
+
+def raw_daily_closes(
+    store: str | Path, session: Session, store_version: int | None = None
+) -> pl.DataFrame:
+    """The store's own daily closes (symbol, date, close), unadjusted: a daily store's as
+    stored, an intraday store's last bar of each day."""
+    man = read_manifest(Path(store))
+    if man is None:
+        raise DataError("not a rotation_dl store; run `rotation-dl ingest` first", file=str(store))
+    version = resolve_version(store, store_version)
+    lf = scan_store(store, version=version)
+    if man.frequency == "daily":
+        return lf.select("symbol", "date", "close").collect()
+    return resample_bars(lf, "1d", session).select("symbol", "date", "close").collect()

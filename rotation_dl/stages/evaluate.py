@@ -4,6 +4,7 @@ backtest engine and metrics, tables written under the run's layout."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rotation_dl.config import PortfolioConfig, RunConfig
 from rotation_dl.errors import DataError
 from rotation_dl.layout import TableSet
 from rotation_dl.stages.common import layout_of, require_constituents
+from rotation_dl.stages.gaps import data_caveats
 from rotation_dl.stages.inputs import (
     adjusted_daily_bars,
     backtest_returns,
@@ -42,6 +44,7 @@ def describe_performance(name: str, summary: dict, out: Path) -> str:
         f"{p['max_drawdown_excess']:.2%}, turnover {p['mean_turnover']:.2f}; rank IC "
         f"{ic['mean']:.4f} ({describe_t(ic)})"
         + (f" vs {against}" if against else "")
+        + "".join(f"\n  caveat: {c}" for c in summary.get("data_caveats", []))
         + f"\n  outputs: {out}"
     )
 
@@ -56,6 +59,7 @@ def run_and_write_backtest(
     factor_col: str = "score",
     horizon: int = 5,
     measured_against: str | None = None,
+    caveats: Sequence[str] = (),
 ) -> dict:
     """Run the engine and write daily, holdings, rebalances, years and the summary (whose IC
     says what it is `measured_against`)."""
@@ -72,6 +76,8 @@ def run_and_write_backtest(
     summary = backtest_summary(res, factors, returns, factor_col, horizon)
     if measured_against:
         summary["ic"]["measured_against"] = measured_against
+    if caveats:
+        summary["data_caveats"] = list(caveats)
     write_table(res.daily, files.daily)
     write_table(res.holdings, files.holdings)
     write_table(res.rebalances, files.rebalances)
@@ -121,6 +127,7 @@ def backtest(cfg: RunConfig) -> BacktestStageResult:
         factor_col=cfg.backtest.factor_col,
         horizon=cfg.backtest.horizon,
         measured_against=ic_label(cfg),
+        caveats=data_caveats(cfg) if not cfg.data.series else (),
     )
     return BacktestStageResult(summary, files.dir)
 
@@ -160,6 +167,7 @@ def baseline(cfg: RunConfig) -> BaselineResult:
     # only the columns it needs: memory on long histories
     daily, cls = daily_and_classification(cfg, wanted, "the diffusion-index baseline")
     returns = backtest_returns(cfg, daily, cls)
+    caveats = data_caveats(cfg)
     variants = list(VARIANTS) if b.all_variants else [b.variant]
     results: dict[str, dict] = {}
     for v in variants:
@@ -181,6 +189,7 @@ def baseline(cfg: RunConfig) -> BaselineResult:
             rule,
             horizon=cfg.backtest.horizon,
             measured_against=ic_label(cfg),
+            caveats=caveats,
         )
         write_table(di, layout.di_panel(v), csv=False)
         rankings = di_rankings(di, rebalance_dates(di["date"].unique(), "weekly"))

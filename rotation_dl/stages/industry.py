@@ -10,6 +10,7 @@ from pathlib import Path
 from rotation_dl.config import RunConfig
 from rotation_dl.industry.build import IndustryBarsResult, build_industry_bars
 from rotation_dl.stages.common import layout_of, require_classification
+from rotation_dl.stages.gaps import priced
 from rotation_dl.stages.ingest import ensure_store
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def build_for(
     """Industry bars from the run's store with the run's data and industry settings: from
     constituent stock bars and the classification, or (data.level=industries) taken from the
     stored industry series as they are."""
+    cfg = priced(cfg)  # under data.on_unadjusted=drop: the gap factors
     d, ind = cfg.data, cfg.industry
     if d.series:
         from rotation_dl.industry.series import build_series_industry_bars

@@ -14,6 +14,7 @@ from rotation_dl.stages.common import (
     require_classification,
     require_constituents,
 )
+from rotation_dl.stages.gaps import priced
 from rotation_dl.stages.industry import ensure_industry_bars
 from rotation_dl.stages.ingest import ensure_store
 
@@ -26,8 +27,9 @@ def adjusted_daily_bars(cfg: RunConfig, columns: Sequence[str] | None = None) ->
     from rotation_dl.data.limits import check_adjusted
     from rotation_dl.industry.daily import daily_bars
 
-    d = cfg.data
     require_constituents(cfg, "adjusted daily stock bars")
+    cfg = priced(cfg)  # under data.on_unadjusted=drop: the gap factors
+    d = cfg.data
     store = ensure_store(cfg)
     daily = daily_bars(
         store,

@@ -12,6 +12,7 @@ import polars as pl
 
 from rotation_dl.config import RunConfig
 from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.gaps import data_caveats
 from rotation_dl.stages.inputs import backtest_returns, ic_label
 
 
@@ -100,7 +101,10 @@ def report(cfg: RunConfig) -> ReportResult:
         di_rankings=di_rankings,
         timing=timing,
         factor_ic=pl.read_parquet(fic) if fic.exists() else None,
-        notes=[run_note(cfg.run, version, factor_panel_path(cfg))],
+        notes=[
+            run_note(cfg.run, version, factor_panel_path(cfg)),
+            *(data_caveats(cfg) if not cfg.data.series else []),
+        ],
         horizon=cfg.backtest.horizon,
         forward_label=ic_label(cfg),
     )

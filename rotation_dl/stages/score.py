@@ -15,6 +15,7 @@ from rotation_dl.data.store import partition_span, stored_partitions
 from rotation_dl.errors import ModelFileError, StoreError
 from rotation_dl.export.scoring import WeeklyScore
 from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.gaps import data_caveats
 from rotation_dl.stages.ingest import ensure_store
 
 
@@ -52,6 +53,7 @@ class ScoreResult:
     def describe(self) -> str:
         s = self.score
         warning = f"warning: {s.warning()}\n" if s.missing else ""
+        warning += "".join(f"caveat: {c}\n" for c in self.payload.get("data_caveats", []))
         return (
             f"{warning}score {s.asof} (vs {s.previous}), {len(self.models)} model(s) on "
             f"{s.provider}:\n{table_text(s.table)}\nholdings: {', '.join(s.holdings)}\n"
@@ -116,6 +118,7 @@ def score(cfg: RunConfig) -> ScoreResult:
         layout.score_file(result.asof, ".csv"),
         layout.score_file(result.asof, ".json"),
         scorer.paths,
+        caveats=data_caveats(cfg) if not cfg.data.series else (),
     )
     return ScoreResult(result, payload, models, layout.score_dir)
 

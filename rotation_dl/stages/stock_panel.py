@@ -36,8 +36,9 @@ def adjustment_factors(
     from rotation_dl.data.store import scan_store
     from rotation_dl.industry.aggregate import factors_from_adjusted_daily
     from rotation_dl.industry.build import as_bars, pre_close_factors
+    from rotation_dl.stages.gaps import priced
 
-    d = cfg.data
+    d = priced(cfg).data  # under data.on_unadjusted=drop: the gap factors
     if d.adjustment is not None:
         return read_adjustment(d.adjustment, columns=d.adjustment_columns, start=start, end=end)
     if d.adjusted_daily is not None:
@@ -168,9 +169,10 @@ def stock_panel_for(cfg: RunConfig, panel, industry_bars: Path):  # -> StockPane
     )
     from rotation_dl.industry.build import open_for_build
     from rotation_dl.stages.common import layout_of, require_constituents
+    from rotation_dl.stages.gaps import priced
     from rotation_dl.stages.ingest import ensure_store
 
-    d, f = cfg.data, cfg.features
+    d, f = priced(cfg).data, cfg.features
     require_constituents(cfg, f"model.level={cfg.model.level}")
     _, version = open_for_build(ensure_store(cfg), None, d.store_version)
     inputs = {

@@ -22,6 +22,7 @@ from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.provenance import code_version
 from rotation_dl.session import Session, bar_size_text
 from rotation_dl.stages.common import layout_of
+from rotation_dl.stages.gaps import data_caveats
 from rotation_dl.stages.industry import ensure_industry_bars
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,9 @@ class TrainResult:
             f"train: {m['folds']} fold(s), {m['test_dates']} out-of-sample dates; OOS rank IC "
             f"(vs the training labels: industry bars) mean {r['mean']:.4f} ICIR "
             f"{r['icir']:.3f} {describe_t(r)}{per_seed}; mean val rank IC "
-            f"{m['mean_val_rank_ic']:.4f}{_stock_line(m)}\n  factor panel: {self.factor_panel}\n"
+            f"{m['mean_val_rank_ic']:.4f}{_stock_line(m)}"
+            + "".join(f"\n  caveat: {c}" for c in m.get("data_caveats", []))
+            + f"\n  factor panel: {self.factor_panel}\n"
             f"  metrics: {self.metrics_path}\n  checkpoints: {self.checkpoints}"
         )
 
@@ -255,6 +258,7 @@ def train_walk_forward(
     series: bool = False,
     progress: Callable[[str], None] | None = None,
     stock_panel: Callable[[Any], Any] | None = None,
+    caveats: Sequence[str] = (),
 ) -> TrainResult:
     """Industry bars -> panel -> walk-forward training -> factor panel + metrics (via layout).
     `series`: the industry bars are industry series (no constituent features). The plan
@@ -327,6 +331,7 @@ def train_walk_forward(
         "test_dates": int(result.factor_panel["date"].n_unique()),
         "oos_rank_ic": summarize_ic(ic["rank_ic"], spec.horizon).to_dict(),
         "oos_rank_ic_measured_against": TRAIN_IC_LABEL.format(h=spec.horizon),
+        "data_caveats": list(caveats),
         "oos_ic": summarize_ic(ic["ic"], spec.horizon).to_dict(),
         "seed_oos_rank_ic": seed_rank_ics(result.seed_scores, labels),
         "model_level": net.level,
@@ -441,6 +446,7 @@ def _train(
                 series=cfg.data.series,
                 progress=progress,
                 stock_panel=builder,
+                caveats=data_caveats(cfg) if not cfg.data.series else (),
             )
     finally:
         finish_wandb()
