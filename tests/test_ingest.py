@@ -173,7 +173,7 @@ def test_forward_adjusted_lots_name_the_volume_multiplier_not_adjustment(tmp_pat
     assert stored["volume"].max() == pytest.approx(1000.0)
 
 
-def test_adjusted_prices_without_a_unadjusted_day_name_adjustment_and_the_override(tmp_path):
+def test_adjusted_prices_without_an_unadjusted_day_name_adjustment_and_the_override(tmp_path):
     """Back-adjusted style: every day's ratio is off, by a different amount per stock and no
     power of ten; the error names adjustment and the per-file override, which then stores it."""
     from rotation_dl.errors import UnitsError
@@ -189,8 +189,9 @@ def test_adjusted_prices_without_a_unadjusted_day_name_adjustment_and_the_overri
     with pytest.raises(UnitsError) as err:
         ingest_bars(raw, tmp_path / "s", session=A_SHARE, check_limits=False)
     msg = str(err.value)
-    assert "varies by stock" in msg and "data.units_unchecked=['hfq.parquet']" in msg
+    assert "no power of ten" in msg and "data.units_unchecked=['hfq.parquet']" in msg
     assert "volume_multiplier" not in msg
+    assert not list((tmp_path / "s").rglob("*.parquet"))  # refused before anything is kept
     report = ingest_bars(
         raw, tmp_path / "s", session=A_SHARE, check_limits=False, units_unchecked=["hfq.*"]
     )
@@ -208,3 +209,24 @@ def test_the_settings_key_of_existing_stores_is_unchanged_by_later_defaults():
     assert key == "98338c5552c19ee9"
     on = ColumnMapping(morning_close_1300=True)
     assert settings_key(on, A_SHARE, "Asia/Shanghai", "XSHG", IngestPolicy(), None) != key
+
+
+def test_forward_adjusted_day_files_are_told_by_the_later_files(tmp_path):
+    """One file a day: the days before a qfq factor change hold no bar at factor 1, but the
+    later days' files are in band, so the whole input reads as forward-adjusted; a power of
+    ten in them (lots) is still named."""
+    from rotation_dl.errors import UnitsError
+
+    bars = _forward_adjusted({"600000.SH": 0.49, "000001.SZ": 0.45})
+    folder = tmp_path / "days"
+    for (day,), part in bars.group_by(pl.col("ts").dt.date(), maintain_order=True):
+        write(part, folder / f"{day}.parquet")
+    report = ingest_bars(folder, tmp_path / "s", session=A_SHARE, check_limits=False)
+    assert any("later files are about 1" in n for n in report.notes)
+    lots = tmp_path / "lots"
+    for (day,), part in bars.with_columns(pl.col("volume") / 100).group_by(
+        pl.col("ts").dt.date(), maintain_order=True
+    ):
+        write(part, lots / f"{day}.parquet")
+    with pytest.raises(UnitsError, match="volume_multiplier=100"):
+        ingest_bars(lots, tmp_path / "s2", session=A_SHARE, check_limits=False)

@@ -631,7 +631,7 @@ def ingest_bars(
         if manifest is None:
             raise EmptyInputError("no valid rows in the input", file=str(paths[0]), count=0)
         report.notes += check_units(
-            [*profiles.values(), *small_profiles], mapping, units_unchecked
+            [*profiles.values(), *small_profiles], mapping, units_unchecked, final=True
         )
         result = commit_partitions(
             root,

@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 FIXES = (
     "give adjustment factors (data.adjustment), a pre_close column, or adjusted daily bars "
-    "(data.adjusted_daily); or set data.on_unadjusted=warn to go on knowingly"
+    "(data.adjusted_daily); without them, data.on_unadjusted=drop leaves these days' "
+    "overnight moves out of returns (or warn goes on with them in), with a caveat on every "
+    "output"
 )
 
 

@@ -263,26 +263,32 @@ def unchecked(path: Path, patterns: Sequence[str]) -> bool:
 
 
 def check_units(
-    profiles: Sequence[FileProfile], mapping: ColumnMapping, units_unchecked: Sequence[str] = ()
+    profiles: Sequence[FileProfile],
+    mapping: ColumnMapping,
+    units_unchecked: Sequence[str] = (),
+    final: bool = False,
 ) -> list[str]:
     """Refuse a file whose amount and volume x price disagree; returns notes for the report.
 
-    A file out of band whose stocks' last traded bars are in band has forward-adjusted prices
-    (noted, not refused); one whose ratio varies by stock and is no power of ten gets an error
-    that names adjustment; files matching `units_unchecked` are taken as they are (noted)."""
+    Out of band, a file is forward-adjusted (noted, not refused) when its stocks' last traded
+    bars are in band, or, in the `final` check over the whole input, when later files are in
+    band (the data reach the traded prices); a power-of-ten ratio is a units slip (the setting
+    named); any other ratio waits for the final check, which refuses it naming adjustment and
+    the per-file override. Files matching `units_unchecked` are taken as they are (noted)."""
     notes: list[str] = []
     for p in profiles:
         r = p.amount_ratio
         if units_in_band(r):
             continue
         assert r is not None
+        name = p.path.name
         if unchecked(p.path, units_unchecked):
-            notes.append(f"{p.path.name}: units taken as they are (data.units_unchecked)")
+            notes.append(f"{name}: units taken as they are (data.units_unchecked)")
             continue
         if units_in_band(p.latest_ratio):
             notes.append(
-                f"{p.path.name}: amount / (volume x close) {r:.3g} overall but "
-                f"{p.latest_ratio:.3g} on each stock's last bar: prices look forward-adjusted"
+                f"{name}: amount / (volume x close) {r:.3g} overall but {p.latest_ratio:.3g} on "
+                "each stock's last bar: prices look forward-adjusted"
             )
             continue
         lo, hi = p.ratio_range or (r, r)
@@ -290,12 +296,22 @@ def check_units(
             fix = units_fix(p.latest_ratio, mapping)  # a units slip, seen on unadjusted bars
         elif _power_of_ten(r) and hi <= lo * 1.5:
             fix = units_fix(r, mapping)
+        elif not final:
+            continue  # adjusted prices or not: the whole input decides
+        elif any(
+            q.has_amount and units_in_band(q.amount_ratio) and q.dates[0] > p.dates[-1]
+            for q in profiles
+        ):
+            notes.append(
+                f"{name}: amount / (volume x close) {r:.3g}, no power of ten, while later files "
+                "are about 1: prices look forward-adjusted"
+            )
+            continue
         else:
             fix = (
-                f"it varies by stock ({lo:.3g} to {hi:.3g}) and is no power of ten, as "
-                "adjusted prices make it: map the traded close as close and the adjusted one "
-                "as adj_close, or set "
-                f"\"data.units_unchecked=['{p.path.name}']\" to take the units as they are"
+                f"it is no power of ten ({lo:.3g} to {hi:.3g} by stock), as adjusted prices make "
+                "it: map the traded close as close and the adjusted one as adj_close, or set "
+                f"\"data.units_unchecked=['{name}']\" to take this file's units as they are"
             )
         raise UnitsError(
             f"median amount / (volume x close) is {r:.4g}, expected about 1 (volume in "

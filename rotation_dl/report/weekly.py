@@ -418,7 +418,8 @@ def markdown_summary(inputs: ReportInputs, perf: dict) -> str:
             "",
             "**Top diffusion index:** "
             + ", ".join(
-                f"{r['industry']} ({r['di']:.2f})" for r in week.sort("rank").head(6).to_dicts()
+                f"{r['industry']} ({'–' if r['di'] is None else format(r['di'], '.2f')})"
+                for r in week.sort("rank").head(6).to_dicts()
             ),
         ]
     if inputs.timing is not None:
