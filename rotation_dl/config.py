@@ -721,12 +721,17 @@ def unknown_override(key: str, overrides: Sequence[str]) -> str | None:
     one (from the config composed without that override), instead of advice to add `+k`."""
     from omegaconf import OmegaConf
 
-    rest = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~") == key]
+    parent = key.rsplit(".", 1)[0] + "."  # its siblings are likely unknown there too
+    rest = [o for o in overrides if not o.split("=", 1)[0].lstrip("+~").startswith(parent)]
     try:
         known = _flat_keys(OmegaConf.to_container(compose(rest), resolve=False))
     except Exception:  # the other overrides fail too: Hydra's own message then
         return None
-    guess = closest(key, known)
+    head = key.rpartition(".")[0]
+    if head and head not in known:
+        return f"unknown key {key} ({head} does not exist in this config)"
+    siblings = [k for k in known if k.rpartition(".")[0] == head]
+    guess = closest(key, siblings)
     return f"unknown key {key}" + (f" (did you mean {guess}?)" if guess else "")
 
 

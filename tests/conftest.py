@@ -110,3 +110,30 @@ def feature_spec(**kw):
     if "features" in kw:
         kw["features"] = tuple(kw["features"])
     return replace(base, **kw)
+
+
+def split_daily_market(n_days: int, seed: int, at: tuple[int, int]):
+    """Daily bars of a small sample market (3 industries, 24 stocks, with its amounts) in
+    which two stocks halve (2:1 splits) on trading days `at`, unadjusted, without factors or
+    pre_close: (daily bars, classification, the split stocks)."""
+    from rotation_dl.data.resample import resample_bars
+    from rotation_dl.session import A_SHARE
+
+    m = make_sample_market(
+        SampleConfig(n_industries=3, n_stocks=24, n_days=n_days, seed=seed, calendar="XSHG")
+    )
+    daily = (
+        resample_bars(m.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE)
+        .collect()
+        .sort("symbol", "date")
+    )
+    days, symbols = daily["date"].unique().sort(), daily["symbol"].unique().sort()
+    splits = {symbols[1]: days[at[0]], symbols[9]: days[at[1]]}
+    for sym, day in splits.items():
+        after = (pl.col("symbol") == sym) & (pl.col("date") >= day)
+        daily = daily.with_columns(
+            *[pl.when(after).then(pl.col(c) / 2).otherwise(pl.col(c)).alias(c)
+              for c in ("open", "high", "low", "close")],
+            pl.when(after).then(pl.col("volume") * 2).otherwise(pl.col("volume")).alias("volume"),
+        )  # fmt: skip
+    return daily, m.classification, sorted(splits)

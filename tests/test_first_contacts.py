@@ -16,22 +16,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import SMALL_TRAIN, split_daily_market
 
 from rotation_dl.cli import main
-from rotation_dl.data.resample import resample_bars
-from rotation_dl.session import A_SHARE
 from rotation_dl.synthetic.market import SampleConfig, make_sample_market
 
 TRAIN = [
-    "features.window=4",
-    "model.hidden=8",
-    "model.layers=1",
-    "trainer.max_epochs=1",
-    "walkforward.min_train_days=30",
-    "walkforward.val_days=8",
+    *(a for a in SMALL_TRAIN if not a.startswith(("walkforward.retrain_every", "data.sample"))),
     "walkforward.retrain_every=30",
-    "trainer.enable_progress_bar=false",
-    "logger=none",
 ]
 
 
@@ -71,24 +63,9 @@ def minute_vendor_set(root: Path) -> str:
 
 
 def daily_split_set(root: Path) -> None:
-    m = make_sample_market(
-        SampleConfig(n_industries=3, n_stocks=24, n_days=160, seed=6, calendar="XSHG")
-    )
-    daily = (
-        resample_bars(m.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE)
-        .collect()
-        .sort("symbol", "date")
-    )
-    days, symbols = daily["date"].unique().sort(), daily["symbol"].unique().sort()
-    for sym, day in ((symbols[1], days[70]), (symbols[9], days[120])):
-        after = (pl.col("symbol") == sym) & (pl.col("date") >= day)
-        daily = daily.with_columns(
-            *[pl.when(after).then(pl.col(c) / 2).otherwise(pl.col(c)).alias(c)
-              for c in ("open", "high", "low", "close")],
-            pl.when(after).then(pl.col("volume") * 2).otherwise(pl.col("volume")).alias("volume"),
-        )  # fmt: skip
+    daily, cls, _ = split_daily_market(160, 6, (70, 120))
     daily.rename({"date": "ts"}).write_csv(root / "daily.csv")
-    m.classification.write_csv(root / "classification.csv")
+    cls.write_csv(root / "classification.csv")
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

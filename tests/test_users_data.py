@@ -7,7 +7,7 @@ from datetime import date
 
 import polars as pl
 import pytest
-from conftest import REPO, day_bars, write
+from conftest import REPO, day_bars, split_daily_market, write
 
 from rotation_dl.data.ingest import ingest_bars
 from rotation_dl.data.readers import ColumnMapping
@@ -184,33 +184,10 @@ def test_classification_errors_name_the_file(tmp_path):
 
 
 def _split_daily(tmp_path):
-    """Daily bars of a small sample market (with its amounts) in which two stocks halve (a
-    2:1 split) on two dates, unadjusted and without factors or pre_close; its
-    classification; and the split stocks."""
-    from rotation_dl.data.resample import resample_bars
-    from rotation_dl.synthetic.market import SampleConfig, make_sample_market
-
-    m = make_sample_market(
-        SampleConfig(n_industries=3, n_stocks=24, n_days=60, seed=5, calendar="XSHG")
-    )
-    daily = (
-        resample_bars(m.bars.filter(pl.col("close") > 0).lazy(), "1d", A_SHARE)
-        .collect()
-        .sort("symbol", "date")
-    )
-    days = daily["date"].unique().sort()
-    symbols = daily["symbol"].unique().sort()
-    splits = {symbols[0]: days[30], symbols[5]: days[40]}
-    for sym, day in splits.items():
-        after = (pl.col("symbol") == sym) & (pl.col("date") >= day)
-        daily = daily.with_columns(
-            *[pl.when(after).then(pl.col(c) / 2).otherwise(pl.col(c)).alias(c)
-              for c in ("open", "high", "low", "close")],
-            pl.when(after).then(pl.col("volume") * 2).otherwise(pl.col("volume")).alias("volume"),
-        )  # fmt: skip
+    """Two 2:1 splits in unadjusted daily bars (conftest.split_daily_market), as files."""
+    daily, cls, split = split_daily_market(60, 5, (30, 40))
     bars = write(daily.rename({"date": "ts"}), tmp_path / "daily.parquet")
-    cls = write(m.classification, tmp_path / "cls.parquet")
-    return bars, cls, sorted(splits)
+    return bars, write(cls, tmp_path / "cls.parquet"), split
 
 
 @pytest.mark.parametrize("policy", ["fail", "warn", "drop"])
