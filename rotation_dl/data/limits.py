@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 FIXES = (
     "give adjustment factors (data.adjustment), a pre_close column, or adjusted daily bars "
     "(data.adjusted_daily); without them, data.on_unadjusted=drop leaves these days' "
-    "overnight moves out of returns (or warn goes on with them in), with a caveat on every "
-    "output"
+    "overnight moves out of returns and data.on_unadjusted=warn goes on with them in, either "
+    "with a caveat on every output"
 )
 
 
