@@ -62,7 +62,7 @@ class DataError(RotationDLError):
 # problems are worded for many rows ("are null"); one row takes the singular verb
 _SINGULAR = {
     "are": "is", "have": "has", "repeat": "repeats", "come": "comes", "lie": "lies",
-    "use": "uses", "fall": "falls", "appear": "appears",
+    "use": "uses", "fall": "falls", "appear": "appears", "overlap": "overlaps",
 }  # fmt: skip
 
 

@@ -213,3 +213,25 @@ def test_missing_classification_columns_name_the_key_with_a_guess(tmp_path):
     assert "\n" not in msg
     cls = read_classification(path, columns={"symbol": "股票代码", "industry": "申万一级行业"})
     assert cls["symbol"].to_list() == ["600000.SH", "000001.SZ"]
+
+
+def test_overlapping_classification_intervals_are_refused_even_without_trades(tmp_path):
+    """Two industries for one stock over overlapping dates: the file contradicts itself,
+    whether or not the stock traded then; the stock, the dates and both industries named."""
+    df = pl.DataFrame(
+        {
+            "symbol": ["600000", "600000", "000001"],
+            "industry": ["Banks", "Insurance", "Banks"],
+            "start": ["2020-01-01", "2021-06-01", None],
+            "end": ["2021-07-31", None, None],
+        }
+    )
+    with pytest.raises(SchemaError) as err:
+        read_classification(write(df, tmp_path / "cls.csv"))
+    msg = str(err.value)
+    assert "1 interval overlaps an interval of the same stock in another industry" in msg
+    assert "600000.SH in Banks until 2021-07-31 and in Insurance from 2021-06-01" in msg
+    fixed = df.with_columns(pl.Series("start", ["2020-01-01", "2021-08-01", None]))
+    assert read_classification(write(fixed, tmp_path / "ok.csv")).height == 3
+    same = df.with_columns(pl.Series("industry", ["Banks", "Banks", "Banks"]))  # a restatement
+    assert read_classification(write(same, tmp_path / "same.csv")).height == 3

@@ -455,7 +455,37 @@ def read_classification(
         df = df.sort("symbol", "start").with_columns(
             (pl.col("start").shift(-1).over("symbol") - pl.duration(days=1)).alias("end")
         )
-    return df.select(list(CLASSIFICATION_SCHEMA)).cast(CLASSIFICATION_SCHEMA)
+    out = df.select(list(CLASSIFICATION_SCHEMA)).cast(CLASSIFICATION_SCHEMA)
+    refuse_overlapping_intervals(out, file)
+    return out
+
+
+def refuse_overlapping_intervals(cls: pl.DataFrame, file: str) -> None:
+    """A stock in two industries over overlapping [start, end] intervals contradicts itself,
+    whether or not it traded then: refused with the stock, the dates and both industries."""
+    lo, hi = pl.col("start").fill_null(date.min), pl.col("end").fill_null(date.max)
+    rows = cls.select("symbol", "industry", lo.alias("lo"), hi.alias("hi")).sort("symbol", "lo")
+    # after sorting by start, an overlap shows as an interval starting before the running
+    # latest end of the stock's earlier intervals
+    prev_hi = pl.col("hi").cum_max().shift(1).over("symbol")
+    prev_ind = pl.col("industry").shift(1).over("symbol")
+    clash = rows.with_columns(prev_hi.alias("prev_hi"), prev_ind.alias("prev_industry")).filter(
+        (pl.col("lo") <= pl.col("prev_hi")) & (pl.col("industry") != pl.col("prev_industry"))
+    )
+    if clash.height:
+        r = clash.row(0, named=True)
+        raise SchemaError(
+            "overlap an interval of the same stock in another industry (start/end): the file "
+            "contradicts itself",
+            file=file,
+            column="start/end",
+            count=clash.height,
+            example=(
+                f"{r['symbol']} in {r['prev_industry']} until {r['prev_hi']} and in "
+                f"{r['industry']} from {r['lo']}"
+            ),
+            unit="interval",
+        )
 
 
 def read_adjustment(
