@@ -299,11 +299,12 @@ def train_fold(
 
 
 def seconds_per_batch(
-    panel: Panel, fold: Fold, net: GRUConfig, tc: TrainConfig, window: int, batches: int = 3
+    panel: Panel, fold: Fold, net: GRUConfig, tc: TrainConfig, window: int
 ) -> float:
-    """Median wall seconds of one training batch (forward, loss, backward, AdamW step) of an
-    industry-level model on this machine, after one warm-up batch: the unit of the plan's
-    estimate. Trains nothing that is kept."""
+    """Wall seconds of one training batch (forward, loss, backward, AdamW step) of an
+    industry-level model on this machine: one full batch of `trainer.batch_dates` timed after
+    a one-date warm-up step (a GRU's step costs nearly as much for one date as for many, so
+    a smaller probe cannot be scaled). Trains nothing that is kept."""
     from rotation_dl.models.gru import build_net
     from rotation_dl.models.losses import make_loss
 
@@ -313,18 +314,17 @@ def seconds_per_batch(
     model = build_net(net)
     loss_fn = make_loss(tc.loss)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr)
-    days = torch.tensor(dm.days["train"][: tc.batch_dates], dtype=torch.long)
-    times = []
-    for k in range(batches + 1):
+    train = dm.days["train"]
+    seconds = 0.0
+    for days in (train[:1], train[: tc.batch_dates]):  # warm-up, then the timed batch
         t0 = time.perf_counter()
-        batch = dm.gather(days)
+        batch = dm.gather(torch.tensor(days, dtype=torch.long))
         loss = loss_fn(model(batch["x"]).float(), batch["y"], batch["mask"])
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if k:  # the first is the warm-up
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        seconds = time.perf_counter() - t0
+    return seconds
 
 
 def estimate_text(
