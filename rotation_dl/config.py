@@ -387,6 +387,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         _positive("score", lookback_days=self.lookback_days)
+        _iso_date("score.asof", self.asof)
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,9 @@ class ReportConfig:
     asof: str | None = None
     gru_name: str = "GRU"
     di_name: str = "Diffusion index"
+
+    def __post_init__(self) -> None:
+        _iso_date("report.asof", self.asof)
 
 
 # ---- sweeps ----------------------------------------------------------------------------------
@@ -583,6 +587,18 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return str(value)
         raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
+
+
+def _iso_date(key: str, value: object) -> None:
+    """A date key must be YYYY-MM-DD (or unset): a one-line ConfigError otherwise."""
+    if value is None:
+        return
+    try:
+        date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(
+            f"{key}={value!r} is not a date: use YYYY-MM-DD, e.g. 2025-01-10"
+        ) from None
 
 
 def closest(key: str, known: Iterable[str]) -> str | None:

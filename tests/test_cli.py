@@ -237,6 +237,8 @@ def test_every_option_of_every_group_builds_its_typed_config():
         ("features.horizon=-2", "features.horizon must be at least 1, got -2"),
         ("features.stock_storage=int8", "use float32, float16 or bfloat16"),
         ("seeds=[]", "seeds is empty"),
+        ("score.asof=yesterday", "score.asof='yesterday' is not a date: use YYYY-MM-DD"),
+        ("report.asof=2025-13-01", "report.asof='2025-13-01' is not a date"),
         ("portfolio.k=0", "portfolio.k must be at least 1, got 0"),
         ("model.hidden=abc", "model.hidden must be an integer, got 'abc'"),
         ("walkforward.scheme=sliding", "walkforward.scheme='sliding' is not one of"),

@@ -375,3 +375,16 @@ def test_signed_models(trained, tmp_path, monkeypatch):
         read_model(signed)
     monkeypatch.delenv("ROTATION_DL_MODEL_KEY")
     assert read_model(signed)[1]["window"] and read_model(unsigned)[1]["window"]
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.05, 0.0])
+def test_a_truncated_checkpoint_is_one_checkpoint_error(trained, tmp_path, keep):
+    """Cut anywhere (even to nothing), a checkpoint given to export is refused in one line."""
+    from rotation_dl.errors import CheckpointError
+
+    data = Path(trained["flat"]["ckpt"]).read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match="cut.ckpt") as err:
+        export_onnx(cut, tmp_path / "m.onnx")
+    assert "\n" not in str(err.value) and not (tmp_path / "m.onnx").exists()

@@ -34,6 +34,9 @@ SPACE = [
 ]
 
 
+STUDY = "demo_gru_optuna"  # the default study is named after the run (run=demo)
+
+
 def _sweep(tmp_path, extra, n_trials, **kw):
     args = [
         sys.executable,
@@ -60,7 +63,7 @@ def _sweep(tmp_path, extra, n_trials, **kw):
 
 def _study(tmp_path):
     return optuna.load_study(
-        study_name="gru_optuna", storage=f"sqlite:///{tmp_path / 'sweeps' / 'gru_optuna.db'}"
+        study_name=STUDY, storage=f"sqlite:///{tmp_path / 'sweeps' / f'{STUDY}.db'}"
     )
 
 
@@ -83,9 +86,9 @@ def test_failing_trial_is_recorded_and_sweep_goes_on(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         states = [t.state for t in _study(tmp_path).trials]
     assert optuna.trial.TrialState.FAIL in states
-    table = pl.read_csv(tmp_path / "sweeps" / "gru_optuna" / "trials.csv")
+    table = pl.read_csv(tmp_path / "sweeps" / STUDY / "trials.csv")
     assert set(table.columns) >= {"number", "state", "value", "duration_s", "seed"}
-    best = (tmp_path / "best" / "gru_optuna_best.yaml").read_text()
+    best = (tmp_path / "best" / f"{STUDY}_best.yaml").read_text()
     assert best.startswith("# @package _global_") and "features:" in best
 
 
@@ -106,7 +109,7 @@ def test_sweep_where_every_trial_fails_exits_2_with_the_first_error(tmp_path):
 @pytest.mark.slow
 def test_killed_sweep_resumes(tmp_path):
     proc = _sweep(tmp_path, [], 4, background=True)
-    db = tmp_path / "sweeps" / "gru_optuna.db"
+    db = tmp_path / "sweeps" / f"{STUDY}.db"
     deadline = time.time() + 300
     done = 0
     while time.time() < deadline:
@@ -148,3 +151,14 @@ def test_parallel_workers_share_one_study(tmp_path):
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(len(numbers))) and len(numbers) >= 4  # no duplicate numbers
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+
+
+def test_each_run_has_its_own_default_study():
+    """A new run never inherits an old run's trials: the default study and its database are
+    named after the run."""
+    from rotation_dl.config import compose_run
+
+    a = compose_run(["hparams_search=gru_optuna", "run=a"]).hparams_search
+    b = compose_run(["hparams_search=gru_optuna", "run=b"]).hparams_search
+    assert (a.study_name, b.study_name) == ("a_gru_optuna", "b_gru_optuna")
+    assert a.storage != b.storage and a.storage.endswith("a_gru_optuna.db")

@@ -402,3 +402,36 @@ def test_sigterm_stops_train_at_once_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "factor_panel.parquet").exists()
     assert "CPU threads:" in done.stdout and "ETA" not in done.stdout.split("fold 1/1")[-1]
+
+
+PAYLOAD = """
+import os, pickle, sys
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+with open(sys.argv[1], "wb") as f:
+    pickle.dump({"state_dict": Boom()}, f)
+"""
+
+
+@pytest.mark.slow
+def test_a_pickle_planted_as_last_ckpt_is_refused_by_resume_in_one_line(tmp_path):
+    """resume=true reads last.ckpt with the weights-only loader first: a planted pickle never
+    runs, and the user gets export's one-line CheckpointError, not Lightning's traceback that
+    advises weights_only=False."""
+    out, ck = tmp_path / "o", tmp_path / "ck"
+    args = [sys.executable, "-m", "rotation_dl.cli", "train", f"paths.output_dir={out}",
+            f"paths.checkpoints={ck}", *SMALL_TRAIN, "walkforward.max_folds=1"]  # fmt: skip
+    first = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    fold = next(ck.glob("fold_*/seed_0"))
+    (fold / "done.json").unlink()  # the fold looks interrupted
+    pwned = tmp_path / "pwned"
+    subprocess.run([sys.executable, "-c", PAYLOAD, str(fold / "last.ckpt"), str(pwned)],
+                   check=True)  # fmt: skip
+    again = subprocess.run([*args, "resume=true"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)  # fmt: skip
+    errors = [line for line in again.stderr.splitlines() if ": error: " in line]
+    assert again.returncode == 2 and len(errors) == 1, again.stderr[-2000:]
+    assert "CheckpointError" in errors[0] and "last.ckpt" in errors[0]
+    assert "weights_only=False" not in again.stderr and not pwned.exists()

@@ -15,7 +15,9 @@ def safe_load_checkpoint(path: str | Path) -> dict:
         import torch
 
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise CheckpointError(f"{path}: no such checkpoint") from exc
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: the weights-only loader refuses this checkpoint ({first}); use "

@@ -264,6 +264,10 @@ def train_fold(
         num_sanity_val_steps=0,
     )
     last = files.last
+    if resume and last.exists():  # weights only: a planted pickle never reaches Lightning's loader
+        from rotation_dl.models.checkpoint import safe_load_checkpoint
+
+        safe_load_checkpoint(last)
     trainer.fit(module, dm, ckpt_path=str(last) if resume and last.exists() else None)
     best_path = ckpt.best_model_path or str(last)
     from rotation_dl.models.checkpoint import safe_load_checkpoint
