@@ -235,3 +235,20 @@ def test_overlapping_classification_intervals_are_refused_even_without_trades(tm
     assert read_classification(write(fixed, tmp_path / "ok.csv")).height == 3
     same = df.with_columns(pl.Series("industry", ["Banks", "Banks", "Banks"]))  # a restatement
     assert read_classification(write(same, tmp_path / "same.csv")).height == 3
+
+
+def test_a_gbk_csv_is_read_as_gbk_not_as_mojibake(tmp_path):
+    """Chinese vendors save CSV as GBK: its headers and names come through intact (a UTF-8
+    read would report missing columns in mojibake); bytes neither UTF-8 nor GB18030 are one
+    UnreadableFileError naming the encodings tried."""
+    from rotation_dl.errors import UnreadableFileError
+
+    text = "股票代码,申万一级行业\n600000,银行\n000001,银行\n600519,食品饮料\n"
+    path = tmp_path / "cls.csv"
+    path.write_bytes(text.encode("gbk"))
+    cls = read_classification(path, columns={"symbol": "股票代码", "industry": "申万一级行业"})
+    assert cls["industry"].to_list() == ["银行", "银行", "食品饮料"]
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"symbol,industry\n600000,\xff\xfe\xff\n")
+    with pytest.raises(UnreadableFileError, match="neither UTF-8 nor GBK"):
+        read_classification(bad)

@@ -142,13 +142,58 @@ def list_files(path: str | Path, what: str = "input") -> list[Path]:
     return files
 
 
+CSV_ENCODINGS = ("utf-8", "gb18030")  # GB18030 reads GBK and GB2312, Chinese vendors' own
+
+
+def csv_encoding(path: Path, probe: int = 1 << 20) -> str:
+    """The encoding a CSV file is read with: UTF-8 when its first `probe` bytes decode as
+    such, else GB18030 (a superset of GBK); UnreadableFileError, naming both, otherwise."""
+    import codecs
+
+    head = path.read_bytes()[:probe] if path.stat().st_size <= probe else _head(path, probe)
+    for name in CSV_ENCODINGS:
+        try:
+            codecs.getincrementaldecoder(name)().decode(head, final=False)
+            return name
+        except UnicodeDecodeError:
+            continue
+    raise UnreadableFileError(
+        f"is neither UTF-8 nor GBK/GB18030 text; save it as UTF-8 ({', '.join(CSV_ENCODINGS)} "
+        "tried)",
+        file=str(path),
+    )
+
+
+def _head(path: Path, n: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+@functools.lru_cache(maxsize=4)
+def _utf8_copy(path: Path, mtime_ns: int, size: int, encoding: str) -> bytes:
+    """A non-UTF-8 CSV's bytes re-encoded as UTF-8 (held in memory; polars reads UTF-8)."""
+    log.info("%s: read as %s text", path, encoding.upper())
+    return path.read_bytes().decode(encoding).encode("utf-8")
+
+
+def _csv_scan(path: Path, **kw) -> pl.LazyFrame:
+    """pl.scan_csv of a UTF-8 file; a GBK/GB18030 one is re-encoded in memory first."""
+    encoding = csv_encoding(path)
+    if encoding == "utf-8":
+        return pl.scan_csv(path, **kw)
+    st = path.stat()
+    return pl.read_csv(_utf8_copy(path, st.st_mtime_ns, st.st_size, encoding), **kw).lazy()
+
+
 def _file_schema(path: Path, string_cols: Sequence[str]) -> dict[str, pl.DataType]:
     if path.suffix.lower() in TDX_SUFFIXES:
         return dict(_tdx_frame(path).schema.items())
+    if path.suffix.lower() == ".csv":
+        csv_encoding(path)  # an unreadable encoding is said as such, not as a polars error
     try:
         if path.suffix.lower() == ".csv":
             return dict(
-                pl.scan_csv(path, schema_overrides={c: pl.String for c in string_cols})
+                _csv_scan(path, schema_overrides={c: pl.String for c in string_cols})
                 .collect_schema()
                 .items()
             )
@@ -181,7 +226,7 @@ def scan_file(path: Path, string_cols: Sequence[str] = ()) -> pl.LazyFrame:
     schema = _file_schema(path, string_cols)
     if path.suffix.lower() == ".csv":
         overrides = {c: pl.String for c in string_cols if c in schema}
-        return pl.scan_csv(path, schema_overrides=overrides, infer_schema_length=10_000)
+        return _csv_scan(path, schema_overrides=overrides, infer_schema_length=10_000)
     del schema
     return pl.scan_parquet(path)
 
