@@ -259,6 +259,7 @@ def train_walk_forward(
     progress: Callable[[str], None] | None = None,
     stock_panel: Callable[[Any], Any] | None = None,
     caveats: Sequence[str] = (),
+    cpu_note: str | None = None,
 ) -> TrainResult:
     """Industry bars -> panel -> walk-forward training -> factor panel + metrics (via layout).
     `series`: the industry bars are industry series (no constituent features). The plan
@@ -275,7 +276,7 @@ def train_walk_forward(
     plan = plan_walk_forward(industry_bars_path, layout, features, wf, session, series)
     panel, spec, folds = plan.panel, plan.spec, plan.folds
     if is_rank_zero():
-        (progress or log.info)(plan.describe())
+        (progress or log.info)(plan.describe() + (f"\n{cpu_note}" if cpu_note else ""))
     sp = None
     if net.level != "industry":  # constituent models read every stock's bars
         if stock_panel is None:
@@ -420,7 +421,6 @@ def _train(
     ib = ensure_industry_bars(cfg)
     threads, why = cpu_threads(cfg.trainer.cpu_threads, training_processes(cfg))
     torch.set_num_threads(threads)
-    (progress or log.info)(f"CPU threads: {threads} ({why})")
     builder = None
     if cfg.model.level != "industry":
         from rotation_dl.stages.stock_panel import stock_panel_for
@@ -447,6 +447,7 @@ def _train(
                 progress=progress,
                 stock_panel=builder,
                 caveats=data_caveats(cfg) if not cfg.data.series else (),
+                cpu_note=f"CPU threads: {threads} ({why})",
             )
     finally:
         finish_wandb()
