@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "store_upgrade",
         "convert a store of the old layout (parquet under bars/) to the Delta table",
     ),
+    "store-check": (
+        "ingest",
+        "store_check",
+        "check that the store's log and every data file of its version are there",
+    ),
     "industry-bars": ("industry", "industry_bars", "store + classification -> industry bars"),
     "train": (
         "train",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import REPO, day_bars, write
+from conftest import REPO, day_bars, next_days, write
 
 from rotation_dl.data.ingest import ingest_bars
 from rotation_dl.data.store import (
@@ -281,3 +281,32 @@ def test_old_layout_is_refused_and_converted_by_store_upgrade(tmp_path, capsys):
     assert rows_of(store).equals(rows.sort("symbol", "ts"))
     assert stored_partitions(store) == [f"date={d}" for d in weekdays(3)]
     assert (store / "bars.pre-delta").is_dir() and not (store / "bars").exists()
+
+
+def test_a_deleted_data_file_or_log_is_one_store_error_and_store_check_names_it(tmp_path):
+    """A data file deleted from the table, or the whole _delta_log: readers and store-check
+    give one StoreError naming the path, the cause and the fix, not a reader's traceback or
+    "no stored bars between None and None"."""
+    import shutil
+
+    from rotation_dl.data.store import check_store, scan_store
+    from rotation_dl.errors import StoreError
+
+    raw = tmp_path / "raw"
+    for d in next_days(3):
+        write(day_bars(("600000.SH", "000001.SZ"), d), raw / f"{d}.parquet")
+    store = tmp_path / "store"
+    ingest_bars(raw, store, session=A_SHARE)
+    ok = check_store(store)
+    assert (ok["version"], ok["partitions"], ok["rows"]) == (1, 3, 96)
+    victim = sorted((store / "table").glob("part=*/*.parquet"))[1]
+    victim.unlink()
+    for call in (lambda: scan_store(store).collect(), lambda: check_store(store)):
+        with pytest.raises(StoreError) as err:
+            call()
+        msg = str(err.value)
+        assert "1 data file(s) of store version 1 are missing" in msg and victim.name in msg
+        assert "restore them from a backup" in msg and "\n" not in msg
+    shutil.rmtree(store / "table" / "_delta_log")
+    with pytest.raises(StoreError, match="_delta_log\\) is missing while 2 data file"):
+        scan_store(store)

@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -142,6 +142,13 @@ def _table(root: Path | str, version: int | None):
 
     path = table_path(root)
     if not (path / "_delta_log").is_dir():
+        orphans = sorted(path.glob("part=*/*.parquet")) if path.is_dir() else []
+        if orphans:  # data without the log that says which files are committed
+            raise StoreError(
+                f"{root}: the store's log ({path / '_delta_log'}) is missing while "
+                f"{len(orphans)} data file(s) are there, so no version can be read: restore "
+                "_delta_log from a backup, or ingest again into a new store (paths.store)"
+            )
         return None
     try:
         return DeltaTable(str(path), version=version)
@@ -211,6 +218,7 @@ def scan_store(
     files = [f for name, f, _ in _files(root, version) if _overlaps(name, start, end)]
     if not files:
         raise StoreError(f"{root}: no stored bars between {start} and {end}")
+    refuse_missing_files(root, files, version)
     lf = pl.scan_parquet(files)
     key = pl.col(manifest.key)
     day = key.dt.date() if manifest.key == "ts" else key
@@ -221,6 +229,41 @@ def scan_store(
     if symbols is not None:
         lf = lf.filter(pl.col("symbol").is_in(list(symbols)))
     return lf
+
+
+def refuse_missing_files(root: Path, files: Sequence[Path], version: int | None) -> None:
+    """StoreError naming the data files a version lists but the disk lacks (deleted by hand,
+    a partial restore), with what to do, instead of a reader's FileNotFoundError."""
+    gone = [f for f in files if not f.exists()]
+    if gone:
+        v = store_version(root) if version is None else version
+        raise StoreError(
+            f"{root}: {len(gone)} data file(s) of store version {v} are missing, e.g. "
+            f"{gone[0].relative_to(root)}: restore them from a backup, or read a version "
+            "before they were added (data.store_version=N; `rotation-dl store-check` lists "
+            "what each needs)"
+        )
+
+
+def check_store(root: Path | str, version: int | None = None) -> dict:
+    """What `store-check` reports: the version, its partitions, files and rows; StoreError
+    when the manifest, the log or any listed data file is missing."""
+    root = Path(root)
+    if read_manifest(root) is None:
+        raise StoreError(f"{root}: not a rotation_dl store (no {MANIFEST})")
+    files = _files(root, version)  # raises for a missing or damaged log
+    if not files:
+        raise StoreError(f"{root}: the store holds no committed bars")
+    refuse_missing_files(root, [f for _, f, _ in files], version)
+    return {
+        "store": str(root),
+        "version": store_version(root) if version is None else version,
+        "partitions": len({name for name, _, _ in files}),
+        "files": len(files),
+        "rows": sum(n for _, _, n in files),
+        "first": files[0][0],
+        "last": files[-1][0],
+    }
 
 
 def resolve_version(root: Path | str, version: int | None) -> int | None:

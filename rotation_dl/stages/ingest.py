@@ -64,6 +64,27 @@ def store_upgrade(cfg: RunConfig) -> UpgradeResult:
 
 
 @dataclass(frozen=True)
+class StoreCheckResult:
+    report: dict
+
+    def describe(self) -> str:
+        r = self.report
+        return (
+            f"store-check: {r['store']} version {r['version']} is whole: {r['files']:,} data "
+            f"file(s) in {r['partitions']:,} partition(s) ({r['first']} .. {r['last']}), "
+            f"{r['rows']:,} rows"
+        )
+
+
+def store_check(cfg: RunConfig) -> StoreCheckResult:
+    """Check that the run's store (or data.store_version) has its manifest, its log and
+    every data file its version lists; a StoreError names what is missing and what to do."""
+    from rotation_dl.data.store import check_store
+
+    return StoreCheckResult(check_store(layout_of(cfg).store, cfg.data.store_version))
+
+
+@dataclass(frozen=True)
 class IngestResult:
     report: IngestReport
     store: Path
