@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from rotation_dl.errors import RotationDLError, environment_error
+from rotation_dl.errors import RotationDLError, environment_error_in
 
 log = logging.getLogger("rotation_dl")
 
@@ -174,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_command(name, overrides, multirun)
     except RotationDLError as exc:
         return _user_error(name, exc)
-    except OSError as exc:  # the environment's failures: disk full, read-only, permission
-        typed = environment_error(exc)
+    except Exception as exc:  # the environment's failures: disk full, read-only, file size
+        typed = environment_error_in(exc)
         if typed is None:
             raise
         return _user_error(name, typed)

@@ -158,8 +158,12 @@ def environment_error(exc: OSError) -> OutputError | None:
     """The typed, one-line form of an OSError the environment raised, or None when it is not
     one of the environment's failures (disk full, read-only, permission, missing folder)."""
     import errno
+    import re
 
-    path = exc.filename or "(unknown path)"
+    path = str(exc.filename) if exc.filename else None
+    if path:  # an atomic write's temporary name: the file it was writing is what to name
+        path = re.sub(r"/\.([^/]+)\.[0-9a-f]{32}\.tmp$", r"/\1", path)
+    path = path or "a file of this run's outputs (paths.output_dir, paths.checkpoints)"
     fixes = {
         errno.ENOSPC: "the disk is full: free space, or point paths.output_dir (and "
         "paths.checkpoints) at another disk",
@@ -170,6 +174,28 @@ def environment_error(exc: OSError) -> OutputError | None:
         errno.EPERM: "operation not permitted: point paths.output_dir at a folder you own",
         errno.ENOENT: "no such file or folder: check the path (or create the folder)",
         errno.ENOTDIR: "a path component is a file, not a folder: check the path",
+        errno.EFBIG: "the file is larger than this process may write (a file-size limit, "
+        "ulimit -f): raise the limit, or write to another file system",
     }
     fix = fixes.get(exc.errno)
     return None if fix is None else OutputError(f"{path}: {fix} ({exc.strerror})")
+
+
+def environment_error_in(exc: BaseException) -> OutputError | None:
+    """`environment_error` of an OSError anywhere in `exc`'s chain, or of a library error that
+    only carries the OS's number in its text (polars and deltalake say "(os error 28)")."""
+    import os
+    import re
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno is not None:
+            return environment_error(cur)
+        m = re.search(r"os error (\d+)", str(cur))
+        if m:
+            code = int(m.group(1))
+            return environment_error(OSError(code, os.strerror(code)))
+        cur = cur.__cause__ or cur.__context__
+    return None

@@ -126,3 +126,46 @@ def test_train_that_fails_keeps_the_previous_factor_panel(tmp_path, capsys):
     assert main(["train", *args, *SMALL_TRAIN, "walkforward.min_train_days=500"]) == 2
     assert "walk-forward needs at least" in capsys.readouterr().err
     assert panel.read_bytes() == good
+
+
+def test_environment_errors_name_the_target_not_a_temporary_name():
+    import errno
+
+    from rotation_dl.errors import environment_error
+
+    tmp = "/runs/x/checkpoints/fold_00/seed_0/.last.ckpt.0123456789abcdef0123456789abcdef.tmp"
+    full = environment_error(OSError(errno.ENOSPC, "No space left on device", tmp))
+    assert str(full).startswith("/runs/x/checkpoints/fold_00/seed_0/last.ckpt: the disk is full")
+    big = environment_error(OSError(errno.EFBIG, "File too large"))
+    assert "paths.output_dir" in str(big) and "ulimit -f" in str(big)
+
+
+def test_a_file_size_limit_during_ingest_is_one_line_and_the_store_is_untouched(tmp_path):
+    """EFBIG (ulimit -f) while ingest writes: one line naming the limit, exit 2, and the
+    store keeps its previous version."""
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import day_bars, next_days, write
+
+    raw = tmp_path / "raw"
+    for d in next_days(2):
+        bars = day_bars(tuple(f"60{k:04d}.SH" for k in range(400)), d)
+        bars = bars.with_columns(pl.col("volume") + pl.int_range(pl.len()))  # less compressible
+        write(bars.with_columns(amount=pl.col("volume") * pl.col("close")), raw / f"{d}.parquet")
+    args = [
+        sys.executable, "-m", "rotation_dl.cli", "ingest", "data=parquet", f"data.bars={raw}",
+        f"paths.output_dir={tmp_path / 'o'}", "market.calendar=null",
+    ]  # fmt: skip
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+    run = subprocess.run(args, capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    errors = [line for line in run.stderr.splitlines() if ": error: " in line]
+    assert run.returncode == 2 and len(errors) == 1, run.stderr[-2000:]
+    assert "OutputError" in errors[0] and "ulimit -f" in errors[0]
+    assert not list((tmp_path / "o" / "store").rglob("_delta_log/*.json"))
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
