@@ -149,6 +149,31 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
     return stage(cfg)
 
 
+# what each command writes (RunLayout paths): named when an OS error carries no path
+WRITES = {
+    "sample": ("output_dir",),
+    "ingest": ("store",),
+    "store-upgrade": ("store",),
+    "industry-bars": ("industry_bars",),
+    "train": ("checkpoints", "output_dir"),
+    "export": ("onnx",),
+    "score": ("score",),
+    "report": ("report",),
+}
+
+
+def writing_to(name: str, overrides: Sequence[str]) -> str | None:
+    """The folders (or file) the command writes, for an error that names no path."""
+    from rotation_dl.config import compose_run
+
+    try:
+        paths = compose_run(overrides).paths
+    except RotationDLError:
+        return None
+    keys = WRITES.get(name, ("output_dir",))
+    return " or ".join(str(getattr(paths, k)) for k in keys)
+
+
 def _user_error(name: str, exc: Exception) -> int:
     """Print one line for a user or environment error; the exit status 2 (or the error's own,
     e.g. 143 for training stopped by SIGTERM)."""
@@ -175,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RotationDLError as exc:
         return _user_error(name, exc)
     except Exception as exc:  # the environment's failures: disk full, read-only, file size
-        typed = environment_error_in(exc)
+        typed = environment_error_in(exc, writing_to(name, overrides))
         if typed is None:
             raise
         return _user_error(name, typed)

@@ -154,16 +154,28 @@ class CheckpointError(RotationDLError):
     loader refuses)."""
 
 
-def environment_error(exc: OSError) -> OutputError | None:
+def _system_temp(path: str) -> bool:
+    """Whether `path` is a temporary file in the system's temp folder (tmpXXXX)."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    return p.parent == Path(tempfile.gettempdir()) and p.name.startswith("tmp")
+
+
+def environment_error(exc: OSError, writing: str | None = None) -> OutputError | None:
     """The typed, one-line form of an OSError the environment raised, or None when it is not
-    one of the environment's failures (disk full, read-only, permission, missing folder)."""
+    one of the environment's failures (disk full, read-only, permission, missing folder).
+    `writing`: what the command writes, named when the error carries no path."""
     import errno
     import re
 
     path = str(exc.filename) if exc.filename else None
     if path:  # an atomic write's temporary name: the file it was writing is what to name
         path = re.sub(r"/\.([^/]+)\.[0-9a-f]{32}\.tmp$", r"/\1", path)
-    path = path or "a file of this run's outputs (paths.output_dir, paths.checkpoints)"
+    if path and writing and _system_temp(path):  # a library's staging file (Lightning's
+        path = writing  # checkpoint saves stage in the system temp dir, then move)
+    path = path or writing or "a file of this run's outputs (paths.output_dir, paths.checkpoints)"
     fixes = {
         errno.ENOSPC: "the disk is full: free space, or point paths.output_dir (and "
         "paths.checkpoints) at another disk",
@@ -181,7 +193,7 @@ def environment_error(exc: OSError) -> OutputError | None:
     return None if fix is None else OutputError(f"{path}: {fix} ({exc.strerror})")
 
 
-def environment_error_in(exc: BaseException) -> OutputError | None:
+def environment_error_in(exc: BaseException, writing: str | None = None) -> OutputError | None:
     """`environment_error` of an OSError anywhere in `exc`'s chain, or of a library error that
     only carries the OS's number in its text (polars and deltalake say "(os error 28)")."""
     import os
@@ -192,10 +204,10 @@ def environment_error_in(exc: BaseException) -> OutputError | None:
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, OSError) and cur.errno is not None:
-            return environment_error(cur)
+            return environment_error(cur, writing)
         m = re.search(r"os error (\d+)", str(cur))
         if m:
             code = int(m.group(1))
-            return environment_error(OSError(code, os.strerror(code)))
+            return environment_error(OSError(code, os.strerror(code)), writing)
         cur = cur.__cause__ or cur.__context__
     return None

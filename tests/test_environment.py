@@ -8,6 +8,7 @@ injected as the OSErrors the kernel raises (ENOSPC, EROFS, EACCES) at the moment
 from __future__ import annotations
 
 import errno
+import os
 import pickle
 
 import polars as pl
@@ -169,3 +170,45 @@ def test_a_file_size_limit_during_ingest_is_one_line_and_the_store_is_untouched(
     assert not list((tmp_path / "o" / "store").rglob("_delta_log/*.json"))
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+def _unshare_ok() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare -m for a small tmpfs")
+def test_a_full_disk_during_ingest_train_and_export_is_one_line(tmp_path):
+    """ENOSPC for real: each command writes to a small tmpfs mounted in a private mount
+    namespace; each says in one line that the disk is full, naming a path under it, exit 2."""
+    import shlex
+    import subprocess
+    import sys
+
+    full = tmp_path / "full"
+    full.mkdir()
+    base = [f"paths.output_dir={tmp_path / 'o'}", f"paths.checkpoints={tmp_path / 'ck'}",
+            *SMALL_TRAIN, "walkforward.max_folds=1"]  # fmt: skip
+    cli = [sys.executable, "-m", "rotation_dl.cli"]
+    for command in ("industry-bars", "train"):  # the run, on a disk with room
+        done = subprocess.run([*cli, command, *base], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    cases = {  # (tmpfs size, arguments): each too small for what the command writes
+        "ingest": ("64k", [*base, f"paths.store={full / 'store'}"]),
+        "train": ("4k", [*base, f"paths.checkpoints={full / 'ck'}", "run=again"]),
+        "export": ("4k", [*base, f"paths.onnx={full / 'onnx'}"]),
+    }
+    for command, (size, args) in cases.items():
+        inner = " ".join(shlex.quote(a) for a in [*cli, command, *args])
+        script = f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(full))} && {inner}"
+        run = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        errors = [line for line in run.stderr.splitlines() if ": error: " in line]
+        assert run.returncode == 2 and len(errors) == 1, (command, run.stderr[-2000:])
+        assert "the disk is full" in errors[0] and str(full) in errors[0], (command, errors)
