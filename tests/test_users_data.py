@@ -180,7 +180,8 @@ def test_classification_errors_name_the_file(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()[-1]
-    assert "my_industries.csv" in err and "two industries on one date" in err
+    assert "my_industries.csv" in err and "in another industry" in err
+    assert "600000.SH in Banks (no end) and in Energy (no start)" in err
 
 
 def _split_daily(tmp_path):

@@ -519,16 +519,16 @@ def refuse_overlapping_intervals(cls: pl.DataFrame, file: str) -> None:
     )
     if clash.height:
         r = clash.row(0, named=True)
+        until = "(no end)" if r["prev_hi"] == date.max else f"until {r['prev_hi']}"
+        since = "(no start)" if r["lo"] == date.min else f"from {r['lo']}"
         raise SchemaError(
             "overlap an interval of the same stock in another industry (start/end): the file "
             "contradicts itself",
             file=file,
             column="start/end",
             count=clash.height,
-            example=(
-                f"{r['symbol']} in {r['prev_industry']} until {r['prev_hi']} and in "
-                f"{r['industry']} from {r['lo']}"
-            ),
+            example=f"{r['symbol']} in {r['prev_industry']} {until} and in {r['industry']} "
+            f"{since}",
             unit="interval",
         )
 
