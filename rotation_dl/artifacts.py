@@ -19,7 +19,35 @@ COMPRESSION = "lz4"  # fast to write and read; artifacts are working copies, not
 
 
 def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    """A temporary name beside `path` carrying this process's pid (`.name.<pid>-<uuid>.tmp`),
+    after sweeping the ones that dead processes left for the same file."""
+    sweep_stale_temps(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+
+
+LEGACY_TEMP_AGE_S = 24 * 3600  # a temporary without a pid (older releases) counts as stale after
+
+
+def sweep_stale_temps(path: Path) -> list[Path]:
+    """Remove the temporaries of `path` that a killed writer left: those whose pid is gone
+    (and pid-less ones of older releases after a day); a live writer's are kept."""
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for f in path.parent.glob(f".{path.name}.*.tmp"):
+        tag = f.name[len(path.name) + 2 : -4]  # "<pid>-<uuid>" or "<uuid>"
+        pid, sep, _ = tag.partition("-")
+        if sep and pid.isdigit():
+            stale = not process_alive(int(pid))
+        else:
+            try:
+                stale = time.time() - f.stat().st_mtime > LEGACY_TEMP_AGE_S
+            except FileNotFoundError:
+                continue
+        if stale:
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

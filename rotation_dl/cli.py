@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "store_upgrade",
         "convert a store of the old layout (parquet under bars/) to the Delta table",
     ),
+    "store-vacuum": (
+        "ingest",
+        "store_vacuum",
+        "remove what killed commits left in the store (no committed version loses a file)",
+    ),
     "store-check": (
         "ingest",
         "store_check",

@@ -172,7 +172,7 @@ def environment_error(exc: OSError, writing: str | None = None) -> OutputError |
 
     path = str(exc.filename) if exc.filename else None
     if path:  # an atomic write's temporary name: the file it was writing is what to name
-        path = re.sub(r"/\.([^/]+)\.[0-9a-f]{32}\.tmp$", r"/\1", path)
+        path = re.sub(r"/\.([^/]+)\.(\d+-)?[0-9a-f]{32}\.tmp$", r"/\1", path)
     if path and writing and _system_temp(path):  # a library's staging file (Lightning's
         path = writing  # checkpoint saves stage in the system temp dir, then move)
     path = path or writing or "a file of this run's outputs (paths.output_dir, paths.checkpoints)"

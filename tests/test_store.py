@@ -310,3 +310,59 @@ def test_a_deleted_data_file_or_log_is_one_store_error_and_store_check_names_it(
     shutil.rmtree(store / "table" / "_delta_log")
     with pytest.raises(StoreError, match="_delta_log\\) is missing while 2 data file"):
         scan_store(store)
+
+
+def test_a_killed_commits_orphans_are_removed_and_no_version_loses_a_file(tmp_path):
+    """Files a killed commit moved into the table (no log entry lists them) are removed by the
+    next ingest and by store-vacuum; every file of every version, replaced ones included, stays,
+    so time travel still reads version 1."""
+    import shutil
+
+    from rotation_dl.data.store import check_store, referenced_files, vacuum_store
+
+    raw = tmp_path / "raw"
+    days = next_days(3)
+    for d in days[:2]:
+        write(day_bars(("600000.SH",), d), raw / f"{d}.parquet")
+    store = tmp_path / "store"
+    ingest_bars(raw, store, session=A_SHARE)
+    write(day_bars(("000001.SZ",), days[1]), raw / "more.parquet")  # replaces a partition
+    ingest_bars(raw, store, session=A_SHARE)
+    base = store / "table"
+    listed = referenced_files(store)
+    assert len(listed) == 3  # two from version 1, the merged partition of version 2
+    kept = sorted(base.glob("part=*/*.parquet"))
+    orphan = base / f"part={days[0]}" / "0123456789abcdef0123456789abcdef.parquet"
+    shutil.copy(kept[0], orphan)  # what a commit killed between its moves and its log entry
+    (base / f"part={days[2]}").mkdir()
+    shutil.copy(kept[0], base / f"part={days[2]}" / "fedcba9876543210fedcba9876543210.parquet")
+    removed = vacuum_store(store)
+    assert sorted(p.name for p in removed) == sorted(
+        ["0123456789abcdef0123456789abcdef.parquet", "fedcba9876543210fedcba9876543210.parquet"]
+    )
+    assert sorted(base.glob("part=*/*.parquet")) == kept
+    assert check_store(store, 1)["rows"] == 32 and check_store(store)["rows"] == 48
+    shutil.copy(kept[0], orphan)
+    write(day_bars(("600000.SH",), days[2]), raw / f"{days[2]}.parquet")
+    ingest_bars(raw, store, session=A_SHARE)  # the next ingest sweeps it too
+    assert not orphan.exists() and check_store(store)["rows"] == 64
+
+
+def test_temporaries_of_dead_writers_are_swept_and_a_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from rotation_dl.artifacts import atomic_write_bytes
+
+    target = tmp_path / "industry_bars.parquet"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".industry_bars.parquet.{dead.pid}-{'a' * 32}.tmp"
+    live = tmp_path / f".industry_bars.parquet.{os.getpid()}-{'b' * 32}.tmp"
+    other = tmp_path / f".report.html.{dead.pid}-{'c' * 32}.tmp"  # another file's: not ours
+    for f in (stale, live, other):
+        f.write_bytes(b"half")
+    atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not stale.exists() and live.exists() and other.exists()

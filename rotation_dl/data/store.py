@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -46,6 +47,8 @@ from rotation_dl.artifacts import (
     process_alive,
 )
 from rotation_dl.errors import BarSizeError, DuplicateRowsError, StoreError, StoreLockedError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["atomic_write_bytes", "atomic_write_parquet"]  # re-exported for existing callers
 
@@ -400,6 +403,45 @@ def _ensure_table(root: Path, schema) -> None:
     DeltaTable.create(str(table_path(root)), full, partition_by=[PART], mode="ignore")
 
 
+def referenced_files(root: Path) -> set[str]:
+    """Every data file (relative to the table) that any committed version lists: the adds of
+    every log entry (and of any checkpoint the log keeps). Time travel reads all of them."""
+    from urllib.parse import unquote
+
+    log = table_path(root) / "_delta_log"
+    refs: set[str] = set()
+    for entry in sorted(log.glob("*.json")):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "add" in action:
+                refs.add(unquote(action["add"]["path"]))
+    for cp in log.glob("*.checkpoint*.parquet"):
+        adds = pl.read_parquet(cp, columns=["add"])["add"].struct.field("path").drop_nulls()
+        refs.update(unquote(p) for p in adds.to_list())
+    return refs
+
+
+def remove_orphans(root: Path) -> list[Path]:
+    """Delete the data files in the table that no committed version lists (moved in by a
+    commit that was killed before its log entry); never a listed one. Call it holding the
+    writer lock, so no commit is between its moves and its log entry."""
+    base = table_path(root)
+    if not (base / "_delta_log").is_dir():
+        return []
+    refs = referenced_files(root)
+    orphans = [f for f in base.glob("part=*/*") if f.is_file()
+               and f.relative_to(base).as_posix() not in refs]  # fmt: skip
+    for f in orphans:
+        f.unlink(missing_ok=True)
+    return orphans
+
+
+def vacuum_store(root: Path, lock_timeout_s: float = 600.0) -> list[Path]:
+    """`store-vacuum`: remove orphaned data files and stale staging under the writer lock."""
+    with writer_lock(Path(root), lock_timeout_s):
+        return remove_orphans(Path(root)) + remove_stale_staging(Path(root))
+
+
 def _add_action(root: Path, rel: str, value: str, rows: int):
     from deltalake.transaction import AddAction
 
@@ -439,6 +481,9 @@ def commit_partitions(
 
     root = Path(root)
     with writer_lock(root, lock_timeout_s):
+        orphans = remove_orphans(root)  # a killed commit's files: no version lists them
+        if orphans:
+            log.info("%s: removed %d orphaned data file(s) of a killed commit", root, len(orphans))
         existing_manifest = read_manifest(root)
         check_compatible(existing_manifest, manifest, root)
         parts = sorted(p for p in staging.iterdir() if p.is_dir())

@@ -85,6 +85,30 @@ def store_check(cfg: RunConfig) -> StoreCheckResult:
 
 
 @dataclass(frozen=True)
+class VacuumResult:
+    store: Path
+    removed: list[Path]
+
+    def describe(self) -> str:
+        names = ", ".join(str(p.relative_to(self.store)) for p in self.removed[:3])
+        more = f" (+{len(self.removed) - 3} more)" if len(self.removed) > 3 else ""
+        what = f": {names}{more}" if self.removed else ""
+        return (
+            f"store-vacuum: {self.store}: removed {len(self.removed)} file(s) or folder(s) "
+            f"that no committed version lists{what}"
+        )
+
+
+def store_vacuum(cfg: RunConfig) -> VacuumResult:
+    """Remove what killed commits left in the store (data files no version lists, staging of
+    dead ingests), under the writer lock; every version stays readable."""
+    from rotation_dl.data.store import vacuum_store
+
+    root = layout_of(cfg).store
+    return VacuumResult(root, vacuum_store(root, cfg.ingest.lock_timeout_s))
+
+
+@dataclass(frozen=True)
 class IngestResult:
     report: IngestReport
     store: Path
