@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from rotation_dl.errors import RotationDLError, environment_error_in
+from rotation_dl.errors import RotationDLError, TrainingStopped, environment_error_in
 
 log = logging.getLogger("rotation_dl")
 
@@ -179,7 +179,7 @@ def writing_to(name: str, overrides: Sequence[str]) -> str | None:
     return " or ".join(str(getattr(paths, k)) for k in keys)
 
 
-def _user_error(name: str, exc: Exception) -> int:
+def _user_error(name: str, exc: BaseException) -> int:
     """Print one line for a user or environment error; the exit status 2 (or the error's own,
     e.g. 143 for training stopped by SIGTERM)."""
     msg = " ".join(str(exc).split())
@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ONCE.seen.clear()
     try:
         result = run_command(name, overrides, multirun)
-    except RotationDLError as exc:
+    except (RotationDLError, TrainingStopped) as exc:
         return _user_error(name, exc)
     except Exception as exc:  # the environment's failures: disk full, read-only, file size
         typed = environment_error_in(exc, writing_to(name, overrides))

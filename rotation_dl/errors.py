@@ -143,8 +143,11 @@ class OutputError(RotationDLError):
     permission denied. The message names the path and the fix."""
 
 
-class TrainingStopped(RotationDLError):
-    """Training was stopped by a signal (SIGTERM); finished epochs' checkpoints are kept."""
+class TrainingStopped(BaseException):
+    """Training was stopped by a signal (SIGTERM); finished epochs' checkpoints are kept.
+
+    A BaseException, like KeyboardInterrupt: library code that catches Exception (inspect,
+    loggers) must not swallow or re-type a stop. The CLI reports it in one line."""
 
     exit_status = 128 + 15  # the shell's convention for a process ended by SIGTERM
 

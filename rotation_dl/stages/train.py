@@ -467,9 +467,10 @@ def training_processes(cfg: RunConfig) -> int:
 
 @contextlib.contextmanager
 def sigterm_stops_training() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop, `kill`) interrupts training at once with TrainingStopped:
-    Lightning tears the fit down, checkpoints of finished epochs stay, and `resume=true` goes
-    on. Only the main thread can hold a signal handler; elsewhere nothing changes."""
+    """SIGTERM (a scheduler's stop, `kill`) stops training with TrainingStopped at the next
+    batch boundary (at once outside a fit): Lightning tears the fit down, checkpoints of
+    finished epochs stay, and `resume=true` goes on. Only the main thread can hold a signal
+    handler; elsewhere nothing changes."""
     import signal
     import threading
 
@@ -479,11 +480,15 @@ def sigterm_stops_training() -> Iterator[None]:
         yield
         return
 
+    from rotation_dl.training.loop import STOP
+
     def stop(signum, frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
-        raise TrainingStopped(
-            "stopped by SIGTERM; the checkpoints of finished epochs and folds are kept: run "
-            "the same command with resume=true to go on"
+        STOP.request(  # at the next batch boundary during a fit, else at once
+            TrainingStopped(
+                "stopped by SIGTERM; the checkpoints of finished epochs and folds are kept: "
+                "run the same command with resume=true to go on"
+            )
         )
 
     previous = signal.signal(signal.SIGTERM, stop)

@@ -255,7 +255,7 @@ def train_fold(
         precision=tc.resolved_precision(),
         deterministic=tc.deterministic,
         gradient_clip_val=tc.grad_clip or None,
-        callbacks=[ckpt, stop, *extra_callbacks],
+        callbacks=[ckpt, stop, StopAtBatchEnd(), *extra_callbacks],
         logger=loggers,
         enable_progress_bar=tc.enable_progress_bar,
         log_every_n_steps=tc.log_every_n_steps,
@@ -300,6 +300,48 @@ def train_fold(
             ).encode(),
         )
     return result
+
+
+class StopRequest:
+    """A stop asked for by a signal: during a fit it is honoured at the next batch boundary
+    (`StopAtBatchEnd`), so nothing is cut in the middle of a write; outside a fit at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_fit = False
+
+    def request(self, error: BaseException) -> None:
+        if not self.in_fit:
+            raise error
+        self.requested = True
+        self.error = error
+
+
+STOP = StopRequest()
+
+
+class StopAtBatchEnd(L.Callback):
+    """Raises the requested stop after the batch (or validation batch) in progress."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        STOP.in_fit = True
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        STOP.in_fit = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        STOP.in_fit = False
+
+    def _check(self) -> None:
+        if STOP.requested:
+            STOP.requested, STOP.in_fit = False, False
+            raise STOP.error
+
+    def on_train_batch_end(self, *args) -> None:
+        self._check()
+
+    def on_validation_batch_end(self, *args) -> None:
+        self._check()
 
 
 def seconds_per_batch(
