@@ -63,6 +63,18 @@ def tiny_market():
     return make_sample_market(TINY)
 
 
+@pytest.fixture(scope="session")
+def tiny_panel(tiny_market):
+    """The tiny market's industry panel (adjusted industry bars, the default features)."""
+    from rotation_dl.features.panel import build_panel
+    from rotation_dl.industry.aggregate import industry_bars
+
+    ib = industry_bars(
+        tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
+    ).collect()
+    return build_panel(ib, feature_spec())
+
+
 def day_bars(
     symbols=("600000.SH",), day="2025-01-02", bar_minutes=15, price=10.0, volume=1000.0
 ) -> pl.DataFrame:

@@ -5,21 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import feature_spec
 
 from rotation_dl.features.normalize import normalise
-from rotation_dl.features.panel import build_panel
-from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.training.datamodule import EpochSeededSampler, PanelDataModule
 from rotation_dl.training.walkforward import walk_forward_folds
 
 
 @pytest.fixture(scope="module")
-def panel(tiny_market):
-    ib = industry_bars(
-        tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
-    ).collect()
-    return build_panel(ib, feature_spec())
+def panel(tiny_panel):
+    return tiny_panel
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from conftest import feature_spec
 
 from rotation_dl.features.inputs import gather_windows, model_inputs, panel_inputs
 from rotation_dl.features.normalize import NormStats, fit_norm, fit_norm_stats, normalise
-from rotation_dl.features.panel import build_panel
-from rotation_dl.industry.aggregate import industry_bars
 from rotation_dl.training.datamodule import PanelDataModule
 from rotation_dl.training.walkforward import walk_forward_folds
 
@@ -92,11 +89,8 @@ def test_fit_norm_skips_non_finite_cells_and_guards_constant_features():
 
 
 @pytest.fixture(scope="module")
-def panel(tiny_market):
-    ib = industry_bars(
-        tiny_market.bars.lazy(), tiny_market.classification, adjustment=tiny_market.adj_factors
-    ).collect()
-    return build_panel(ib, feature_spec())
+def panel(tiny_panel):
+    return tiny_panel
 
 
 def test_industry_statistics_are_the_training_cells_moments(panel):
