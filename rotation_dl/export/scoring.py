@@ -46,11 +46,6 @@ def providers(prefer: str = "auto") -> list[str]:
 STOCK_CHUNK = 1000  # at most this many stocks per onnxruntime call when runs are spread
 
 
-def cpu_workers() -> int:
-    """CPU cores this process may use."""
-    return usable_cores()
-
-
 class OnnxScorer:
     """One or several ONNX models (an ensemble averages their scores) sharing one input spec.
 
@@ -69,7 +64,7 @@ class OnnxScorer:
         self.metas = []
         self.sessions = []
         chosen = providers(prefer)
-        self.workers = cpu_workers() if chosen == ["CPUExecutionProvider"] else 1
+        self.workers = usable_cores() if chosen == ["CPUExecutionProvider"] else 1
         for p in self.paths:
             model, meta = read_model(p)
             self.metas.append(meta)

@@ -93,9 +93,11 @@ def init_experiment(args: Sequence[str]) -> ExperimentResult:
     text = experiment_yaml(name, overrides, Path.cwd())
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode())
+    composed = False
     try:
         compose_run([f"experiment={name}"])
-    except Exception:
-        path.unlink(missing_ok=True)
-        raise
+        composed = True
+    finally:
+        if not composed:  # a file that does not compose (or an interrupted check) is not kept
+            path.unlink(missing_ok=True)
     return ExperimentResult(name, path, text)

@@ -214,8 +214,6 @@ def plan(cfg: RunConfig) -> WalkForwardPlan:
     estimate of the training time from a timing probe on this machine; trains nothing."""
     from dataclasses import replace
 
-    import torch
-
     p = plan_walk_forward(
         ensure_industry_bars(cfg),
         layout_of(cfg),
@@ -224,8 +222,7 @@ def plan(cfg: RunConfig) -> WalkForwardPlan:
         cfg.trading_session(),
         cfg.data.series,
     )
-    threads, why = cpu_threads(cfg.trainer.cpu_threads, training_processes(cfg))
-    torch.set_num_threads(threads)
+    cpu_note = use_cpu_threads(cfg)
     if cfg.model.level != "industry":
         estimate = (
             f"estimate: not timed for model.level={cfg.model.level} (its stock panel is built "
@@ -238,7 +235,7 @@ def plan(cfg: RunConfig) -> WalkForwardPlan:
         estimate = estimate_text(
             p.panel, p.folds, net, cfg.trainer, cfg.features.window, len(cfg.seeds)
         )
-    return replace(p, notes=(*p.notes, f"CPU threads: {threads} ({why})", estimate))
+    return replace(p, notes=(*p.notes, cpu_note, estimate))
 
 
 def train_walk_forward(
@@ -414,13 +411,11 @@ def _train(
     extra_callbacks: ExtraCallbacks | None,
     progress: Callable[[str], None] | None,
 ) -> TrainResult:
-    import torch
 
     from rotation_dl.models.tracking import finish_wandb
 
     ib = ensure_industry_bars(cfg)
-    threads, why = cpu_threads(cfg.trainer.cpu_threads, training_processes(cfg))
-    torch.set_num_threads(threads)
+    cpu_note = use_cpu_threads(cfg)
     builder = None
     if cfg.model.level != "industry":
         from rotation_dl.stages.stock_panel import stock_panel_for
@@ -447,10 +442,20 @@ def _train(
                 progress=progress,
                 stock_panel=builder,
                 caveats=data_caveats(cfg) if not cfg.data.series else (),
-                cpu_note=f"CPU threads: {threads} ({why})",
+                cpu_note=cpu_note,
             )
     finally:
         finish_wandb()
+
+
+def use_cpu_threads(cfg: RunConfig) -> str:
+    """Set torch's CPU threads for this machine and run (`machine.cpu_threads`); the line
+    that says so."""
+    import torch
+
+    threads, why = cpu_threads(cfg.trainer.cpu_threads, training_processes(cfg))
+    torch.set_num_threads(threads)
+    return f"CPU threads: {threads} ({why})"
 
 
 def training_processes(cfg: RunConfig) -> int:
