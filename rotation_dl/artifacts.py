@@ -18,7 +18,7 @@ import polars as pl
 COMPRESSION = "lz4"  # fast to write and read; artifacts are working copies, not archives
 
 
-def _tmp(path: Path) -> Path:
+def temp_name(path: Path) -> Path:
     """A temporary name beside `path` carrying this process's pid (`.name.<pid>-<uuid>.tmp`),
     after sweeping the ones that dead processes left for the same file."""
     sweep_stale_temps(path)
@@ -53,7 +53,7 @@ def sweep_stale_temps(path: Path) -> list[Path]:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same directory and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temp_name(path)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -131,7 +131,7 @@ def atomic_write_parquet(
     """Write a parquet file atomically (temp file + rename); `provenance` (e.g. the store
     version it was built from) goes into the file's key-value metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    tmp = temp_name(path)
     meta = {PROVENANCE_KEY: json.dumps(provenance, default=str)} if provenance else None
     try:
         df.write_parquet(tmp, compression=COMPRESSION, statistics=True, metadata=meta)

@@ -133,16 +133,26 @@ from rotation_dl.models.config import GRUConfig, TrainConfig
 from rotation_dl.session import A_SHARE
 from rotation_dl.stages.train import train_walk_forward
 
-class KillMidEpoch(L.Callback):
-    def __init__(self, epoch, batch):
-        self.epoch, self.batch = epoch, batch
+# kill -9 at a point inside fold 1: a training batch's end, or a validation's end (this runs
+# before ModelCheckpoint's, which Lightning orders last: the kill lands between validation and
+# the checkpoint)
+class KillAt(L.Callback):
+    def __init__(self, hook, epoch, batch):
+        self.hook, self.epoch, self.batch = hook, epoch, batch
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+        if (self.hook, trainer.current_epoch, batch_idx) == ("batch", self.epoch, self.batch):
+            os.kill(os.getpid(), signal.SIGKILL)
+    def on_validation_end(self, trainer, pl_module):
+        if self.hook == "validation" and trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+    def on_train_end(self, trainer, pl_module):  # the fold's training done, done.json not yet
+        if self.hook == "train_end":
             os.kill(os.getpid(), signal.SIGKILL)
 
 args = json.loads(sys.argv[1])
 o = Path(args["out"])
-cbs = (lambda f, s: [KillMidEpoch(2, 3)] if f == 1 else []) if args["kill"] else None
+kill = args["kill"]
+cbs = (lambda f, s: [KillAt(*kill)] if f == 1 else []) if kill else None
 train_walk_forward(
     Path(args["industry_bars"]),
     RunLayout(o / "run", o / "store", o / "ckpt", o / "cache", o / "ib.parquet",
@@ -161,45 +171,116 @@ train_walk_forward(
 """
 
 
-def test_resume_after_kill_mid_epoch(learn_bars, tmp_path):
-    script = tmp_path / "train_script.py"
+RESUME_TRAIN = {**TRAIN, "max_epochs": 4, "patience": 10}
+RESUME_NET = {**NET, "dropout": 0.2}  # random draws in every step: a resume must replay them
+
+
+def _kill_script_run(script, learn_bars, out, resume, kill):
+    args = {
+        "industry_bars": str(learn_bars),
+        "out": str(out),
+        "net": RESUME_NET,
+        "train": RESUME_TRAIN,
+        "walkforward": WF,
+        "resume": resume,
+        "kill": kill,
+    }
+    return subprocess.run(
+        [sys.executable, str(script), json.dumps(args)], cwd=REPO, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope="module")
+def straight_run(learn_bars, tmp_path_factory):
+    """The uninterrupted run every killed-and-resumed run must reproduce bit for bit."""
+    tmp = tmp_path_factory.mktemp("straight")
+    script = tmp / "train_script.py"
     script.write_text(KILL_SCRIPT)
-    train = {**TRAIN, "max_epochs": 4, "patience": 10}
+    done = _kill_script_run(script, learn_bars, tmp / "s", False, None)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return script, tmp / "s"
 
-    def args(out, resume, kill):
-        return json.dumps(
-            {
-                "industry_bars": str(learn_bars),
-                "out": str(out),
-                "net": NET,
-                "train": train,
-                "walkforward": WF,
-                "resume": resume,
-                "kill": kill,
-            }
-        )
 
-    def run(out, resume, kill):
-        return subprocess.run(
-            [sys.executable, str(script), args(out, resume, kill)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
+def _fold_state(out: Path, fold: int) -> tuple[dict, dict, dict]:
+    d = out / "ckpt" / f"fold_{fold:02d}" / "seed_0"
+    best = torch.load(d / "best.ckpt", weights_only=True)
+    last = torch.load(d / "last.ckpt", weights_only=True)
+    return best, last, json.loads((d / "done.json").read_text())
 
-    killed = run(tmp_path / "k", False, True)
+
+def _assert_same_checkpoint(a: dict, b: dict) -> None:
+    """Weights, AdamW moments, epoch and step equal bit for bit."""
+    assert a["epoch"] == b["epoch"] and a["global_step"] == b["global_step"]
+    for name, tensor in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][name], tensor), name
+    moments = zip(a["optimizer_states"][0]["state"].values(),
+                  b["optimizer_states"][0]["state"].values(), strict=True)  # fmt: skip
+    for sa, sb in moments:
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]), "exp_avg"
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"]), "exp_avg_sq"
+
+
+@pytest.mark.parametrize(
+    "kill",
+    [
+        pytest.param(["batch", 0, 2], id="first-epoch"),  # before any last.ckpt of the fold
+        pytest.param(["batch", 2, 3], id="mid-epoch"),
+        pytest.param(["validation", 1, 0], id="between-validation-and-checkpoint"),
+        pytest.param(["train_end", 3, 0], id="after-the-last-epoch"),
+    ],
+)
+def test_resume_after_kill_inside_a_fold_is_bit_identical(
+    learn_bars, straight_run, tmp_path, kill
+):
+    script, straight = straight_run
+    killed = _kill_script_run(script, learn_bars, tmp_path / "k", False, kill)
     assert killed.returncode == -9, killed.stderr[-2000:]
     fold1 = tmp_path / "k" / "ckpt" / "fold_01" / "seed_0"
-    assert (fold1 / "last.ckpt").exists() and not (fold1 / "done.json").exists()
+    assert (fold1 / "last.ckpt").exists() == (kill[1] > 0)
+    assert not (fold1 / "done.json").exists()
     assert (tmp_path / "k" / "ckpt" / "fold_00" / "seed_0" / "done.json").exists()
     assert not (tmp_path / "k" / "run" / "factor_panel.parquet").exists()
-    resumed = run(tmp_path / "k", True, False)
+    resumed = _kill_script_run(script, learn_bars, tmp_path / "k", True, None)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = run(tmp_path / "s", False, False)
-    assert straight.returncode == 0, straight.stderr[-2000:]
+    # the factor panel, bit for bit
     a = pl.read_parquet(tmp_path / "k" / "run" / "factor_panel.parquet").drop("model_version")
-    b = pl.read_parquet(tmp_path / "s" / "run" / "factor_panel.parquet").drop("model_version")
+    b = pl.read_parquet(straight / "run" / "factor_panel.parquet").drop("model_version")
     assert a.equals(b)
+    # the interrupted fold's checkpoints (the best one and the last epoch's) and metrics
+    (ba, la, ia), (bb, lb, ib) = _fold_state(tmp_path / "k", 1), _fold_state(straight, 1)
+    _assert_same_checkpoint(ba, bb)
+    _assert_same_checkpoint(la, lb)
+    assert ia["best_val_rank_ic"] == ib["best_val_rank_ic"] and ia["epochs"] == ib["epochs"]
+    ma = json.loads((tmp_path / "k" / "run" / "train_metrics.json").read_text())
+    mb = json.loads((straight / "run" / "train_metrics.json").read_text())
+    assert ma["oos_rank_ic"] == mb["oos_rank_ic"]
+
+
+def test_early_stopping_decision_survives_a_resume():
+    """A fold whose last.ckpt records an exhausted patience stops at once when resumed."""
+    from types import SimpleNamespace
+
+    from rotation_dl.training.loop import ResumableEarlyStopping
+
+    stop = ResumableEarlyStopping(monitor="val/rank_ic", mode="max", patience=2)
+    stop.load_state_dict({"wait_count": 2, "stopped_epoch": 0, "best_score": torch.tensor(0.1),
+                          "patience": 2})  # fmt: skip
+    trainer = SimpleNamespace(current_epoch=5, min_epochs=1, should_stop=False)
+    stop.on_train_start(trainer, None)
+    assert trainer.should_stop
+    stop.load_state_dict({"wait_count": 1, "stopped_epoch": 0, "best_score": torch.tensor(0.1),
+                          "patience": 2})  # fmt: skip
+    trainer.should_stop = False
+    stop.on_train_start(trainer, None)
+    assert not trainer.should_stop
+
+
+def test_per_step_seed_mixes_every_input():
+    from rotation_dl.models.module import step_seed
+
+    seeds = {step_seed(s, e, b) for s in range(3) for e in range(3) for b in range(50)}
+    assert len(seeds) == 3 * 3 * 50 and all(0 <= x < 2**63 for x in seeds)
+    assert step_seed(1, 2, 3) == step_seed(1, 2, 3)
 
 
 def test_no_look_ahead(tiny_market):

@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from rotation_dl.errors import ConfigError
 from rotation_dl.models.config import GRUConfig, LossConfig
 from rotation_dl.models.gru import build_net
 from rotation_dl.models.losses import make_loss, pearson_per_date, rank_ic_per_date
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int) -> int:
+    """A 63-bit seed mixed from (seed, epoch, batch): neighbouring steps get unrelated streams."""
+    state = np.random.SeedSequence([seed, epoch, batch_idx]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
 
 
 class RotationModule(L.LightningModule):
@@ -89,12 +96,13 @@ class RotationModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
-    def on_train_epoch_start(self) -> None:
-        # randomness of an epoch depends only on (seed, epoch): resumed runs replay it exactly
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # The random draws of a training step (dropout) depend only on (seed, epoch, batch):
+        # a run resumed from last.ckpt replays them exactly, however many draws Lightning's
+        # loops made before the step (a per-epoch seed was not enough: a resumed epoch's
+        # dataloader set-up draws differently from an uninterrupted one's).
         if self.hparams.epoch_seed is not None:
-            L.seed_everything(
-                self.hparams.epoch_seed * 1009 + self.current_epoch, workers=True, verbose=False
-            )
+            torch.manual_seed(step_seed(self.hparams.epoch_seed, self.current_epoch, batch_idx))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(

@@ -15,15 +15,16 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import polars as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
 
-from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
+from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet, temp_name
 from rotation_dl.features.panel import Panel
 from rotation_dl.layout import FoldFiles
 from rotation_dl.models.config import GRUConfig, TrainConfig
@@ -240,11 +241,11 @@ def train_fold(
         filename=files.best.stem,
         monitor="val/rank_ic",
         mode="max",
-        save_last=True,
+        save_last=False,  # AtomicLastCheckpoint writes last.ckpt after every epoch
         save_top_k=1,
         enable_version_counter=False,
     )
-    stop = EarlyStopping(monitor="val/rank_ic", mode="max", patience=tc.patience)
+    stop = ResumableEarlyStopping(monitor="val/rank_ic", mode="max", patience=tc.patience)
     trainer = L.Trainer(
         max_epochs=tc.max_epochs,
         min_epochs=tc.min_epochs,
@@ -255,7 +256,13 @@ def train_fold(
         precision=tc.resolved_precision(),
         deterministic=tc.deterministic,
         gradient_clip_val=tc.grad_clip or None,
-        callbacks=[ckpt, stop, StopAtBatchEnd(), *extra_callbacks],
+        callbacks=[
+            ckpt,
+            AtomicLastCheckpoint(files.last),
+            stop,
+            StopAtBatchEnd(),
+            *extra_callbacks,
+        ],
         logger=loggers,
         enable_progress_bar=tc.enable_progress_bar,
         log_every_n_steps=tc.log_every_n_steps,
@@ -300,6 +307,37 @@ def train_fold(
             ).encode(),
         )
     return result
+
+
+class ResumableEarlyStopping(EarlyStopping):
+    """EarlyStopping whose decision survives a kill: a fold killed after the epoch that ran out
+    of patience (its last.ckpt written, its done.json not yet) stops again at once on resume,
+    instead of training one more epoch (Lightning does not store `trainer.should_stop`)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.wait_count >= self.patience and trainer.current_epoch >= (trainer.min_epochs or 0):
+            trainer.should_stop = True
+
+
+class AtomicLastCheckpoint(Checkpoint):
+    """Writes `last.ckpt` at the end of every epoch, to a temporary name and then a rename, so a
+    killed fold resumes from its latest epoch and never finds a half-written file.
+
+    Lightning's own `save_last=True` (2.6) rewrites `last.ckpt` only when the monitored metric
+    improves, so a resume replayed every epoch since the best one, and it writes in place. Being
+    a `Checkpoint`, this runs after EarlyStopping's end-of-epoch check (validation runs every
+    epoch here), so the file holds the updated patience count and a finished epoch.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tmp = temp_name(self.path) if trainer.is_global_zero else self.path
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank zero writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last_checkpoint")
 
 
 class StopRequest:
