@@ -432,9 +432,20 @@ class SweepConfig:
     pruner_startup_trials: int = 3
     pruner_warmup_steps: int = 2
     best_config_dir: str = "conf/experiment"
+    heartbeat_s: int = 10
+    grace_s: int = 60
+    retries: int = 1
 
     def __post_init__(self) -> None:
         _positive("hparams_search", n_trials=self.n_trials, workers=self.workers)
+        _positive("hparams_search", heartbeat_s=self.heartbeat_s)
+        if self.grace_s <= self.heartbeat_s:
+            raise ConfigError(
+                f"hparams_search.grace_s ({self.grace_s}) must exceed heartbeat_s "
+                f"({self.heartbeat_s}): a live trial would be taken for a dead one"
+            )
+        if self.retries < 0:
+            raise ConfigError(f"hparams_search.retries must be >= 0, got {self.retries}")
         if not self.params:
             raise ConfigError("hparams_search.params is empty: nothing to search")
 

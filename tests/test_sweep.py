@@ -108,39 +108,50 @@ def test_sweep_where_every_trial_fails_exits_2_with_the_first_error(tmp_path):
 
 @pytest.mark.slow
 def test_killed_sweep_resumes(tmp_path):
+    """kill -9 while trial 2 runs: the re-run marks it FAIL at once (its worker was a dead
+    process on this host), runs it again with its parameters and seed, and finishes the rest;
+    the completed trials are kept and nothing is counted twice."""
     proc = _sweep(tmp_path, [], 4, background=True)
     db = tmp_path / "sweeps" / f"{STUDY}.db"
     deadline = time.time() + 300
-    done = 0
+    done = running = 0
     while time.time() < deadline:
         if db.exists():
             try:
                 with sqlite3.connect(db) as con:
-                    done = con.execute(
-                        "select count(*) from trials where state='COMPLETE'"
+                    rows = dict(con.execute("select state, count(*) from trials group by state"))
+                    running = con.execute(  # a running trial that has its seed: it trains
+                        "select count(*) from trials t join trial_user_attributes a "
+                        "on a.trial_id = t.trial_id where t.state = 'RUNNING' and a.key = 'seed'"
                     ).fetchone()[0]
+                done = rows.get("COMPLETE", 0)
             except sqlite3.Error:
-                done = 0
-        if done >= 2:
+                done = running = 0
+        if done >= 2 and running:
             break
-        time.sleep(0.5)
+        time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert done >= 2, "the sweep made no progress before the kill"
+    assert done >= 2 and running, "the sweep made no progress before the kill"
+    study = _study(tmp_path)
     before = {
-        t.number: t.params
-        for t in _study(tmp_path).trials
-        if t.state == optuna.trial.TrialState.COMPLETE
+        t.number: t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
     }
+    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     resumed = _sweep(tmp_path, [], 4)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     trials = _study(tmp_path).trials
     numbers = [t.number for t in trials]
     assert numbers == list(range(len(numbers))), "trial numbers continue without gaps"
-    finished = [t for t in trials if t.state != optuna.trial.TrialState.RUNNING]
-    assert len(finished) == 4 and len(trials) == 4
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len(trials) == 4 + len(killed)
     for n, params in before.items():  # finished trials are kept, not re-run
         assert trials[n].params == params and trials[n].state == optuna.trial.TrialState.COMPLETE
+    for k in killed:
+        assert trials[k.number].state == optuna.trial.TrialState.FAIL
+        (rerun,) = [t for t in trials if t.user_attrs.get("rerun_of") == k.number]
+        assert rerun.params == k.params and rerun.user_attrs["seed"] == k.user_attrs["seed"]
+    assert len({t.user_attrs["seed"] for t in complete}) == 4
 
 
 @pytest.mark.slow
@@ -162,3 +173,18 @@ def test_each_run_has_its_own_default_study():
     b = compose_run(["hparams_search=gru_optuna", "run=b"]).hparams_search
     assert (a.study_name, b.study_name) == ("a_gru_optuna", "b_gru_optuna")
     assert a.storage != b.storage and a.storage.endswith("a_gru_optuna.db")
+
+
+def test_a_trial_killed_before_its_worker_tagged_it_is_failed_after_the_grace_period(tmp_path):
+    from rotation_dl.models import search
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = search.open_study("s", url, "maximize", 0, 1, 1, 1, heartbeat_s=1, grace_s=2)
+    trial = study.ask()  # RUNNING, no worker tag, no heartbeat: its worker died at once
+    trial.suggest_float("x", 0.0, 1.0)
+    assert search.fail_dead_trials(study) == 0  # too young to tell
+    time.sleep(2.5)
+    assert search.fail_dead_trials(study) == 1
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert search.progress(study.get_trials(deepcopy=False)) == (0, 0, 1)

@@ -3,8 +3,12 @@
 Why not the Hydra Optuna sweeper plugin: it pins Optuna 2.10, offers no pruning, and a killed
 sweep cannot resume its study. This driver uses a maintained Optuna directly:
 
-* the study lives in an RDB storage (SQLite by default), so re-running the same command resumes
-  it: trials left RUNNING by a killed sweep are marked FAIL and only the remaining trials run;
+* the study lives in an RDB storage (SQLite by default, PostgreSQL for a team), so re-running the
+  same command resumes it. Each running trial beats a heartbeat; a trial whose worker died
+  (kill -9, a lost node) is marked FAIL once its heartbeat is `grace_s` old, or at once when its
+  worker was a dead process on this host, and is re-run with the same parameters and seed (a
+  WAITING copy, `retries` times at most). `n_trials` counts trials, not attempts: a failed
+  attempt that was re-run is not counted, so no trial counts twice;
 * a trial that raises or returns NaN is recorded FAIL and the sweep goes on;
 * hopeless trials are pruned on their validation rank IC by a Lightning callback;
 * each trial's config overrides and seed are stored on the trial, so any trial can be re-run;
@@ -17,9 +21,15 @@ never imports Hydra itself.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import logging
 import math
+import os
+import re
+import socket
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +37,16 @@ from typing import Any
 import lightning as L
 import optuna
 import polars as pl
+import sqlalchemy.exc
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
-from rotation_dl.artifacts import atomic_write_bytes, write_table
+from rotation_dl.artifacts import atomic_write_bytes, process_alive, write_table
 from rotation_dl.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# heartbeats and re-runs of dead trials are marked experimental in Optuna; they are relied on here
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 RunTrial = Callable[[list[str], Callable[[int, int], Sequence[Any]]], float]
 
@@ -89,15 +104,70 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fail_stale_trials(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a killed sweep as FAIL; returns how many."""
-    n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        n += 1
+def _worker_tag(number: int) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "trial": number}
+
+
+def _dead(trial: optuna.trial.FrozenTrial, grace_s: float) -> bool:
+    """A RUNNING trial whose worker is gone though its heartbeat may not say so yet: a process
+    on this host that no longer exists, or no worker tag at all `grace_s` after the start (a
+    worker killed between creating the trial and tagging it never beat a heartbeat either).
+    The tag names the trial it was written for: a re-run copies the dead attempt's attributes."""
+    tag = trial.user_attrs.get("worker")
+    if not isinstance(tag, dict) or tag.get("trial") != trial.number:
+        start = trial.datetime_start
+        return start is not None and (datetime.datetime.now() - start).total_seconds() > grace_s
+    return tag.get("host") == socket.gethostname() and not process_alive(int(tag.get("pid", 0)))
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Mark FAIL the RUNNING trials whose worker is gone: a stale heartbeat (any host), a dead
+    process on this host, or an untagged trial older than the grace period. Each is queued
+    again by the storage's retry callback. Returns how many this call failed (another worker
+    may fail some first)."""
+    storage = study._storage
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    optuna.storages.fail_stale_trials(study)
+    retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
+    grace_s = float(getattr(backend, "grace_period", None) or 60)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _dead(t, grace_s):
+            continue
+        try:
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(t._trial_id)))
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    n = len(failed - before)
     if n:
-        log.warning("marked %d trial(s) left running by an interrupted sweep as failed", n)
+        log.warning("marked %d trial(s) whose worker died as failed; they run again", n)
     return n
+
+
+def retried(trials: Sequence[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the failed attempts that a later trial re-runs."""
+    out: set[int] = set()
+    for t in trials:
+        out.update(RetryHeartbeatStaleTrialCallback.retry_history(t))
+    return out
+
+
+def progress(trials: Sequence[optuna.trial.FrozenTrial]) -> tuple[int, int, int]:
+    """(finished, running, waiting) trials, where a failed attempt that was re-run is not a
+    finished trial: its re-run is."""
+    again = retried(trials)
+    finished = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and t.number not in again)
+        for t in trials
+    )
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return finished, running, waiting
 
 
 def open_study(
@@ -108,12 +178,47 @@ def open_study(
     n_startup_trials: int,
     pruner_startup: int,
     warmup_steps: int,
+    heartbeat_s: int = 10,
+    grace_s: int = 60,
+    retries: int = 1,
 ) -> optuna.Study:
+    """Create or load the study on an RDB storage with heartbeats and re-runs of dead trials."""
+    engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # local workers share one file
+    else:
+        engine_kwargs = {"pool_pre_ping": True}  # a server restart does not kill the sweep
+    callback = RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries > 0 else None
+    for attempt in range(5):
+        try:
+            rdb = optuna.storages.RDBStorage(
+                storage,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
+                heartbeat_stale_trial_callback=callback,
+            )
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # workers that start together on an empty database race to create its tables;
+            # the loser finds them on the next try
+            if attempt == 4:
+                raise
+            time.sleep(0.2 + 0.3 * attempt)
+        except ImportError as exc:  # e.g. postgresql:// without its driver
+            raise ConfigError(
+                f"hparams_search.storage {redact(storage)}: {exc} "
+                "(PostgreSQL: pip install 'rotation_dl[postgres]')"
+            ) from exc
+        except sqlalchemy.exc.OperationalError as exc:
+            first = " ".join(str(exc.orig or exc).split())[:300]
+            raise ConfigError(
+                f"hparams_search.storage {redact(storage)}: cannot connect ({first})"
+            ) from exc
     return optuna.create_study(
         study_name=name,
-        storage=storage,
+        storage=rdb,
         direction=direction,
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials),
@@ -123,13 +228,9 @@ def open_study(
     )
 
 
-def finished(study: optuna.Study) -> int:
-    states = (
-        optuna.trial.TrialState.COMPLETE,
-        optuna.trial.TrialState.PRUNED,
-        optuna.trial.TrialState.FAIL,
-    )
-    return len(study.get_trials(deepcopy=False, states=states))
+def redact(url: str) -> str:
+    """The storage URL without its password (it goes into messages and logs)."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def run_study(
@@ -140,19 +241,31 @@ def run_study(
     seed: int = 0,
     base_overrides: Sequence[str] = (),
     timeout_s: float | None = None,
+    poll_s: float = 2.0,
 ) -> optuna.Study:
-    """Run trials until the study holds `n_trials` finished ones (resuming counts earlier)."""
+    """Run trials until the study holds `n_trials` finished ones (resuming counts earlier).
+
+    Several workers (processes, hosts) may run this on one study. A worker takes a queued re-run
+    first, starts a new trial while finished + running ones fall short of `n_trials`, and
+    otherwise waits for the running ones: if their worker dies, it takes over their re-run.
+    """
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", _worker_tag(trial.number))
         params = suggest(trial, space)
+        frozen = study._storage.get_trial(trial._trial_id)
+        original = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        trial_seed = seed + (trial.number if original is None else original)
         overrides = [
             *base_overrides,
             *(f"{k}={v}" for k, v in params.items()),
-            f"seeds=[{seed + trial.number}]",
+            f"seeds=[{trial_seed}]",
             f"run={study.study_name}/trial_{trial.number:03d}",
         ]
         trial.set_user_attr("overrides", overrides)
-        trial.set_user_attr("seed", seed + trial.number)
+        trial.set_user_attr("seed", trial_seed)
+        if original is not None:
+            trial.set_user_attr("rerun_of", original)
         try:
             value = run_trial(overrides, lambda fold, s: [PruneOnValRankIC(trial, fold)])
         except optuna.TrialPruned:
@@ -164,12 +277,19 @@ def run_study(
             raise ValueError(f"trial {trial.number} produced a non-finite objective ({value})")
         return value
 
-    remaining = n_trials - finished(study)
-    while remaining > 0:
+    started = time.monotonic()
+    while timeout_s is None or time.monotonic() - started < timeout_s:
+        fail_dead_trials(study)
+        finished, running, waiting = progress(study.get_trials(deepcopy=False))
+        if finished >= n_trials and not waiting:
+            break
+        if not waiting and finished + running >= n_trials:
+            time.sleep(poll_s)  # the last trials run elsewhere: wait in case a worker dies
+            continue
+        left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - started))
         study.optimize(
-            objective, n_trials=1, catch=(Exception,), timeout=timeout_s, gc_after_trial=True
+            objective, n_trials=1, catch=(Exception,), timeout=left, gc_after_trial=True
         )
-        remaining = n_trials - finished(study)
     return study
 
 

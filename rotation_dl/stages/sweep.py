@@ -93,15 +93,17 @@ def hyperparameter_search(
         hs.sampler_startup_trials,
         hs.pruner_startup_trials,
         hs.pruner_warmup_steps,
+        hs.heartbeat_s,
+        hs.grace_s,
+        hs.retries,
     )
     worker_argv = [
         sys.executable, "-m", "rotation_dl.cli", "train", "-m", *overrides,
         "sweep_worker=true", "launcher=basic",
     ]  # fmt: skip
     if not cfg.sweep_worker:
-        search.fail_stale_trials(study)  # before any worker starts: only dead runs' trials
         if cfg.launcher.kind == "submitit_slurm":
-            return SweepResult(submit_slurm(cfg, worker_argv), trials, hs.storage)
+            return SweepResult(submit_slurm(cfg, worker_argv), trials, search.redact(hs.storage))
     workers = []
     if hs.workers > 1 and not cfg.sweep_worker:
         workers = [subprocess.Popen(worker_argv) for _ in range(hs.workers - 1)]
@@ -120,7 +122,7 @@ def hyperparameter_search(
         raise SweepFailedError(
             f"all {summary['trials']} trial(s) of {hs.study_name} failed; the first: {failure}"
         )
-    return SweepResult(summary, trials, hs.storage)
+    return SweepResult(summary, trials, search.redact(hs.storage))
 
 
 def submit_slurm(cfg: RunConfig, argv: list[str]) -> dict:
