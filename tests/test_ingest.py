@@ -230,3 +230,34 @@ def test_forward_adjusted_day_files_are_told_by_the_later_files(tmp_path):
         write(part, lots / f"{day}.parquet")
     with pytest.raises(UnitsError, match="volume_multiplier=100"):
         ingest_bars(lots, tmp_path / "s2", session=A_SHARE, check_limits=False)
+
+
+def test_kill_between_commit_and_sources_record_does_not_reread(tmp_path, monkeypatch):
+    """The files an ingest read are recorded in its commit too: an ingest killed after its
+    log entry, before `_sources.json`, leaves a store whose next ingest still knows them."""
+    import rotation_dl.data.ingest as ing
+
+    days = next_days(4)
+    raw = _days(tmp_path, days[:2])
+    store = tmp_path / "store"
+    ingest_bars(raw, store, session=A_SHARE)
+    _days(tmp_path, days[2:])
+
+    class Killed(BaseException):
+        pass
+
+    def die(*a, **k):
+        raise Killed
+
+    monkeypatch.setattr(ing, "write_sources", die)
+    with pytest.raises(Killed):
+        ingest_bars(raw, store, session=A_SHARE)
+    monkeypatch.undo()
+    sources = ing.read_sources(store)
+    assert len(sources) == 4  # two from _sources.json, two from the killed ingest's commit
+    again = ingest_bars(raw, store, session=A_SHARE)
+    assert again.skipped_files == 4 and again.rows_added == 0 and again.rows_read == 0
+    touched = sorted(raw.rglob("*.parquet"))[-1]  # a later version of a file wins
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert ingest_bars(raw, store, session=A_SHARE).skipped_files == 3
+    assert ingest_bars(raw, store, session=A_SHARE).skipped_files == 4

@@ -184,6 +184,9 @@ def test_kill_at_each_commit_point_leaves_a_whole_version(tmp_path, point, incre
     assert store_rows(store) == union.height
     assert rows_of(store).select("symbol", "ts").is_unique().all()
     assert report.rows_added == union.height - after
+    # killed after its log entry: the commit's own record says which files it read, so the
+    # next ingest reads nothing again
+    assert report.skipped_files == (1 if point == "after_log" else 0)
 
 
 # ---- concurrent writers -----------------------------------------------------------------------

@@ -58,6 +58,7 @@ from rotation_dl.data.store import (
     StoreManifest,
     check_compatible,
     commit_partitions,
+    committed_records,
     partition_name,
     read_manifest,
     remove_stale_staging,
@@ -155,16 +156,34 @@ def fingerprint(path: Path, settings: str) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "settings": settings}
 
 
+SOURCES_RECORD = "rotation_dl.sources"  # the same record, in each ingest's commit info
+
+
+VERSION_KEY = "_store_version"  # the store version `_sources.json` is up to date with
+
+
 def read_sources(root: Path) -> dict:
+    """Which file versions the store holds: `_sources.json`, brought up to date by the records
+    of commits newer than it (an ingest killed between its commit and `_sources.json` left only
+    the commit's record)."""
     p = Path(root) / SOURCES
     try:
-        return json.loads(p.read_text()) if p.is_file() else {}
+        known = json.loads(p.read_text()) if p.is_file() else {}
     except (OSError, ValueError):  # unreadable record: re-read every file
-        return {}
+        known = {}
+    upto = known.pop(VERSION_KEY, -1)
+    for version, text in committed_records(Path(root), SOURCES_RECORD):
+        if version > upto:
+            try:
+                known.update(json.loads(text))
+            except ValueError:
+                continue
+    return known
 
 
-def write_sources(root: Path, sources: dict) -> None:
-    atomic_write_bytes(Path(root) / SOURCES, json.dumps(sources, indent=1).encode())
+def write_sources(root: Path, sources: dict, version: int) -> None:
+    record = {VERSION_KEY: version, **sources}
+    atomic_write_bytes(Path(root) / SOURCES, json.dumps(record, indent=1).encode())
 
 
 LIMITS = "_limits.json"
@@ -516,6 +535,8 @@ def ingest_bars(
     report.skipped_files = len(files) - len(fresh)
     if not fresh:
         log.info("ingest %s: every input unchanged since the last ingest; nothing to do", root)
+        for stale in remove_stale_staging(root):  # left by an ingest killed after its commit
+            log.info("removed %s, the staging area of an interrupted ingest", stale)
         if existing is not None:
             report.frequency, report.bar_minutes = existing.frequency, existing.bar_minutes
             report.store_version = store_version(root)
@@ -633,6 +654,7 @@ def ingest_bars(
         report.notes += check_units(
             [*profiles.values(), *small_profiles], mapping, units_unchecked, final=True
         )
+        seen = {str(f.resolve()): fingerprint(f, settings) for f in files}
         result = commit_partitions(
             root,
             staging,
@@ -640,9 +662,10 @@ def ingest_bars(
             policy.on_conflict == "replace",
             sources=[str(f) for f in files],
             lock_timeout_s=lock_timeout_s,
+            record={SOURCES_RECORD: json.dumps(seen)},
         )
-        seen = {str(f.resolve()): fingerprint(f, settings) for f in files}
-        write_sources(root, {**read_sources(root), **seen})  # re-read: another ingest's too
+        # re-read: another ingest's too
+        write_sources(root, {**read_sources(root), **seen}, result.version)
         report.store_version = result.version
         if tally is not None:
             report.limit_breaks = record_limit_breaks(root, tally)

@@ -464,6 +464,7 @@ def commit_partitions(
     sources: list[str] | None = None,
     lock_timeout_s: float = 600.0,
     before_commit=None,
+    record: dict[str, str] | None = None,
 ) -> CommitResult:
     """Merge staged fragments (<staging>/<partition>/<file index>-<chunk>.parquet) into the
     store as one Delta commit, under the writer lock.
@@ -472,11 +473,12 @@ def commit_partitions(
     the table is touched; a partition with one fragment and nothing stored is used as is, the
     others are merged with the stored rows of the version the lock holder sees); then the ready
     files move into the table and one log entry adds them and removes the replaced ones.
-    `before_commit` (tests: fault injection) runs just before that entry is written.
+    `before_commit` (tests: fault injection) runs just before that entry is written; `record`
+    (string keys and values) goes into the entry's commit info, atomically with the data.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from deltalake import DeltaTable
+    from deltalake import CommitProperties, DeltaTable
     from deltalake.transaction import RemoveAction
 
     root = Path(root)
@@ -545,10 +547,28 @@ def commit_partitions(
             before_commit()
         table = DeltaTable(str(base))
         table.create_write_transaction(
-            actions, mode="append", schema=pa.schema(table.schema()), partition_by=[PART]
+            actions,
+            mode="append",
+            schema=pa.schema(table.schema()),
+            partition_by=[PART],
+            commit_properties=CommitProperties(custom_metadata=record) if record else None,
         )
         written = [name for _, name, _, _ in ready]
         return CommitResult(written, unchanged, rows_added, store_version(root))
+
+
+def committed_records(root: Path, key: str, last: int = 50) -> list[tuple[int, str]]:
+    """(version, `record[key]`) of the newest `last` commits that carry one, oldest first."""
+    from deltalake import DeltaTable
+
+    base = table_path(Path(root))
+    if not (base / "_delta_log").is_dir():
+        return []
+    try:
+        history = DeltaTable(str(base)).history(last)
+    except Exception:  # an unreadable log is reported by the readers, not here
+        return []
+    return sorted((int(h.get("version", 0)), h[key]) for h in history if key in h)
 
 
 # ---- the pre-Delta layout ----
