@@ -204,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_command(name, overrides, multirun)
     except (RotationDLError, TrainingStopped) as exc:
         return _user_error(name, exc)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops at a batch boundary)
+        print(
+            f"rotation-dl {name}: interrupted (Ctrl-C); every artifact is written whole or not "
+            "at all, so the same command starts again from the last good state",
+            file=sys.stderr,
+        )
+        return 130
     except Exception as exc:  # the environment's failures: disk full, read-only, file size
         typed = environment_error_in(exc, writing_to(name, overrides))
         if typed is None:

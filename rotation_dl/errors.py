@@ -144,12 +144,14 @@ class OutputError(RotationDLError):
 
 
 class TrainingStopped(BaseException):
-    """Training was stopped by a signal (SIGTERM); finished epochs' checkpoints are kept.
+    """Training was stopped by a signal (SIGTERM, SIGINT); finished epochs' checkpoints are kept.
 
     A BaseException, like KeyboardInterrupt: library code that catches Exception (inspect,
     loggers) must not swallow or re-type a stop. The CLI reports it in one line."""
 
-    exit_status = 128 + 15  # the shell's convention for a process ended by SIGTERM
+    def __init__(self, message: str, exit_status: int = 128 + 15) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status  # the shell's convention: 128 + the signal's number
 
 
 class CheckpointError(RotationDLError):

@@ -427,3 +427,15 @@ def test_the_demo_command_runs_the_demo_experiment(monkeypatch):
     cli.run_command("demo", [])
     cli.run_command("demo", ["experiment=sample_stock"])
     assert seen == ["demo", "sample_stock"]
+
+
+def test_ctrl_c_outside_training_is_one_line_exit_130(monkeypatch, capsys):
+    import rotation_dl.cli as cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_command", interrupted)
+    assert cli.main(["ingest"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rotation-dl ingest: interrupted (Ctrl-C)")

@@ -472,9 +472,11 @@ def training_processes(cfg: RunConfig) -> int:
 
 @contextlib.contextmanager
 def sigterm_stops_training() -> Iterator[None]:
-    """SIGTERM (a scheduler's stop, `kill`) stops training with TrainingStopped at the next
-    batch boundary (at once outside a fit): Lightning tears the fit down, checkpoints of
-    finished epochs stay, and `resume=true` goes on. Only the main thread can hold a signal
+    """SIGTERM (a scheduler's stop, `kill`) or SIGINT (Ctrl-C) stops training with
+    TrainingStopped at the next batch boundary (at once outside a fit): Lightning tears the fit
+    down, checkpoints of finished epochs stay, and `resume=true` goes on. (Left to Lightning, a
+    Ctrl-C ended only the fold in progress, which was then recorded as finished, and the run
+    went on.) A second signal ends the process at once. Only the main thread can hold a signal
     handler; elsewhere nothing changes."""
     import signal
     import threading
@@ -488,16 +490,20 @@ def sigterm_stops_training() -> Iterator[None]:
     from rotation_dl.training.loop import STOP
 
     def stop(signum, frame) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+        name = signal.Signals(signum).name
+        for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal ends the process
+            signal.signal(sig, signal.SIG_DFL)
         STOP.request(  # at the next batch boundary during a fit, else at once
             TrainingStopped(
-                "stopped by SIGTERM; the checkpoints of finished epochs and folds are kept: "
-                "run the same command with resume=true to go on"
+                f"stopped by {name}; the checkpoints of finished epochs and folds are kept: "
+                "run the same command with resume=true to go on",
+                exit_status=128 + signum,
             )
         )
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
