@@ -468,6 +468,30 @@ class PathsConfig:
 
 
 @dataclass(frozen=True)
+class CostConfig:
+    """`market.costs`: what a trade costs, in basis points of the traded value."""
+
+    commission_bps: float = 0.0  # each side
+    transfer_bps: float = 0.0  # each side
+    slippage_bps: float = 0.0  # each side, per unit of turnover
+    stamp_duty: tuple[tuple[str, float], ...] = ()  # [effective from (ISO date), bps on sells]
+
+    def __post_init__(self) -> None:
+        self.model()  # validates
+
+    def model(self):
+        from datetime import date
+
+        from rotation_dl.backtest.costs import CostModel
+
+        try:
+            steps = tuple((date.fromisoformat(str(d)), float(r)) for d, r in self.stamp_duty)
+            return CostModel(self.commission_bps, self.transfer_bps, self.slippage_bps, steps)
+        except ValueError as exc:
+            raise ConfigError(f"market.costs: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class MarketConfig:
     """The `market` group: local time zone, trading session and holiday calendar."""
 
@@ -477,6 +501,7 @@ class MarketConfig:
     calendar: str | None = "XSHG"
     symbol_format: Literal["ashare", "keep"] = "ashare"  # the default of data.mapping
     price_limits: Literal["ashare", "none"] = "ashare"  # the unadjusted-price check's limits
+    costs: CostConfig = field(default_factory=lambda: CostConfig())
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -4,7 +4,8 @@ Timing (METHODOLOGY section 0): scores dated t are known at the close of t; hold
 rebalance date t are held from that close to the next rebalance close, so they earn the returns
 of days t+1 .. t_next. Weights are equal at each rebalance and drift with returns in between.
 The benchmark is the equal-weight mean of all industries' daily returns (rebalanced daily).
-Costs: `cost_rate` x turnover, charged on the first day of the new holding period.
+Costs (`costs.CostModel`: commission, transfer fee, stamp duty on sells by the trade date,
+slippage) are charged on the first day of the new holding period.
 Turnover is averaged over **held** rebalances after the first formation: a formation on the
 last data date is never held (no day follows it), so it is reported as the next holdings, not
 as traded (`rebalances.held`).
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import numpy as np
 import polars as pl
 
+from rotation_dl.backtest.costs import BPS, CostModel, uniform
 from rotation_dl.backtest.schedule import Schedule, rebalance_dates
 from rotation_dl.backtest.selection import SelectionRule, rank_orders, select_indices
 from rotation_dl.errors import DataError
@@ -27,8 +29,9 @@ from rotation_dl.errors import DataError
 
 @dataclass
 class BacktestResult:
-    """daily: date, port_ret, bench_ret, excess_ret, port_nav, bench_nav, excess_nav, turnover,
-    cost. holdings: rebalance date, industry, weight. rebalances: date, n_in, n_out, turnover,
+    """daily: date, port_ret (after costs), bench_ret, excess_ret, port_nav, bench_nav,
+    excess_nav, turnover, cost, port_ret_gross (before costs). holdings: rebalance date,
+    industry, weight. rebalances: date, n_in, n_out, turnover,
     held (False for a formation on the last data date: the next holdings), entered, exited."""
 
     daily: pl.DataFrame
@@ -138,15 +141,22 @@ def _select_path(prep: PreparedPanel, rebal: list[int], rule: SelectionRule) -> 
 
 
 def _simulate_arrays(
-    R: np.ndarray, rebal: list[int], holdings: list[list[int]], cost_rate: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
-    """Daily portfolio returns with drifting equal weights; turnover and cost on the first day
-    of each holding period; turnover per rebalance.
+    R: np.ndarray,
+    rebal: list[int],
+    holdings: list[list[int]],
+    costs: CostModel | float,
+    cal: Sequence[date] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float], np.ndarray]:
+    """Daily portfolio returns after costs with drifting equal weights; turnover and cost on the
+    first day of each holding period; turnover per rebalance; daily returns before costs.
 
     Vectorised over holding periods with growth indices G (cumulative products of 1 + r): a
     portfolio bought with weights w at the close of t_k is worth sum_j w_j G_j(t) / G_j(t_k) at
-    t, so every day's value is one row of (weights / G at the period start) times G.
+    t, so every day's value is one row of (weights / G at the period start) times G. The cost
+    of a rebalance (`costs.CostModel`: buys and sells, stamp duty by the trade date) is charged
+    on the first day it is held; a float is one rate per unit traded.
     """
+    costs = uniform(costs) if isinstance(costs, int | float) else costs
     D, N = R.shape
     K = len(rebal)
     growth = np.cumprod(1 + np.nan_to_num(R, nan=0.0), axis=0)  # a missing return: flat day
@@ -161,7 +171,9 @@ def _simulate_arrays(
     sums = drift.sum(axis=1, keepdims=True)
     drift = np.divide(drift, sums, out=np.zeros_like(drift), where=sums > 0)
     prev = np.vstack([np.zeros((1, N)), drift[:-1]])
-    traded = np.abs(W - prev).sum(axis=1)
+    change = W - prev
+    buys, sells = np.clip(change, 0, None).sum(axis=1), np.clip(-change, 0, None).sum(axis=1)
+    traded = buys + sells
     # day t (after the first rebalance) belongs to the period of the last rebalance before t
     days = np.arange(D)
     period = np.searchsorted(idx, days, side="left") - 1  # rebalance strictly before t
@@ -171,16 +183,17 @@ def _simulate_arrays(
     value = np.where(W[p].sum(axis=1) > 0, value, 1.0)  # nothing held: cash
     first = days[live] == idx[p] + 1
     prev_value = np.where(first, 1.0, np.concatenate([[1.0], value[:-1]]))
-    port = np.full(D, np.nan)
-    port[live] = value / prev_value - 1
+    gross = np.full(D, np.nan)
+    gross[live] = value / prev_value - 1
     turnover = np.zeros(D)
     cost = np.zeros(D)
     starts = idx + 1
     ok = starts < D
     turnover[starts[ok]] = traded[ok]
-    cost[starts[ok]] = cost_rate * traded[ok]
-    port -= cost
-    return port, turnover, cost, traded.tolist()
+    if not costs.is_free():
+        trade_days = [cal[i] for i in idx] if cal is not None else [date(2000, 1, 1)] * K
+        cost[starts[ok]] = costs.cost(buys, sells, trade_days)[ok]
+    return gross - cost, turnover, cost, traded.tolist(), gross
 
 
 def held_mask(rebal: Sequence[int], n_days: int) -> np.ndarray:
@@ -214,6 +227,7 @@ def run_backtest(
     start: date | None = None,
     end: date | None = None,
     prepared: PreparedPanel | None = None,
+    costs: CostModel | None = None,
 ) -> BacktestResult:
     """Backtest a (date, industry, score) panel against (date, industry, ret) daily returns.
 
@@ -222,7 +236,8 @@ def run_backtest(
         returns: industry daily returns on the trading calendar (close-to-close).
         rule: selection (top-k, buffer, swap cap, exclusions).
         schedule: weekly | monthly | daily | every_n | dates.
-        cost_rate: proportional cost per unit of turnover.
+        cost_rate: proportional cost per unit of turnover (added to `costs`' slippage).
+        costs: commission, transfer fee, stamp duty and slippage (`costs.CostModel`).
         start, end: restrict the calendar (defaults: first scored date .. last return).
         prepared: reuse an aligned panel from `prepare` (sweeps).
     """
@@ -230,7 +245,12 @@ def run_backtest(
     prep = prepared or prepare(factors, returns, factor_col)
     rebal = _rebalance_index(prep, schedule, every_n, dates, start, end)
     holdings = _select_path(prep, rebal, rule)
-    port, turnover, cost, traded = _simulate_arrays(prep.R, rebal, holdings, cost_rate)
+    model = costs or CostModel()
+    if cost_rate:
+        model = replace(model, slippage_bps=model.slippage_bps + cost_rate / BPS)
+    port, turnover, cost, traded, gross = _simulate_arrays(
+        prep.R, rebal, holdings, model, prep.cal
+    )
     config = {
         "k": rule.k,
         "buffer": rule.buffer,
@@ -239,11 +259,14 @@ def run_backtest(
         "schedule": schedule,
         "every_n": every_n,
         "cost_rate": cost_rate,
+        "costs": model.describe(),
     }
-    return _frames(prep, rebal, holdings, port, turnover, cost, traded, config)
+    return _frames(prep, rebal, holdings, port, turnover, cost, traded, config, gross)
 
 
-def _frames(prep, rebal, holdings, port, turnover, cost, traded, config) -> BacktestResult:
+def _frames(
+    prep, rebal, holdings, port, turnover, cost, traded, config, gross=None
+) -> BacktestResult:
     cal, inds = prep.cal, prep.inds
     start = rebal[0]
     bench = equal_weight_benchmark(prep.R)
@@ -256,6 +279,7 @@ def _frames(prep, rebal, holdings, port, turnover, cost, traded, config) -> Back
                 "bench_ret": bench[sl],
                 "turnover": turnover[sl],
                 "cost": cost[sl],
+                "port_ret_gross": (gross if gross is not None else port + cost)[sl],
             }
         )
         .with_columns(
@@ -328,7 +352,9 @@ def run_backtest_grid(
             None,
         )
         hold = _select_path(prep, rebal, rule)
-        port, _, _, traded = _simulate_arrays(prep.R, rebal, hold, cfg.get("cost_rate", 0.0))
+        port, _, _, traded, _ = _simulate_arrays(
+            prep.R, rebal, hold, cfg.get("costs") or cfg.get("cost_rate", 0.0), prep.cal
+        )
         p = port[rebal[0] + 1 :]
         b = bench[rebal[0] + 1 :]
         nav = np.cumprod(1 + p)

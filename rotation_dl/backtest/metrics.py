@@ -22,6 +22,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from rotation_dl.backtest.costs import break_even_bps
 from rotation_dl.backtest.engine import BacktestResult
 from rotation_dl.backtest.ic import ic_series, summarize_ic
 from rotation_dl.features.labels import forward_excess_from_returns
@@ -249,10 +250,16 @@ def backtest_summary(
     reb = result.rebalances
     held = reb.slice(1).filter(pl.col("held"))["turnover"] if "held" in reb.columns else None
     perf = summarize_performance(result.daily, rebalance_turnover=held)
+    gross_daily = result.daily.with_columns(pl.col("port_ret_gross").alias("port_ret"))
+    gross = summarize_performance(gross_daily, rebalance_turnover=held)
+    ex_gross = (gross_daily["port_ret"] - gross_daily["bench_ret"]).drop_nulls().to_numpy()
     latest = result.holdings.filter(pl.col("date") == result.holdings["date"].max())
     unheld = reb.filter(~pl.col("held")) if "held" in reb.columns else reb.clear()
     return {
-        "performance": perf.to_dict(),
+        "performance": perf.to_dict(),  # after costs
+        "performance_before_costs": gross.to_dict(),
+        "break_even_cost_bps": break_even_bps(ex_gross, result.daily["turnover"].to_numpy()),
+        "costs": result.config.get("costs", "none"),
         "calendar_years": calendar_year_table(result.daily).to_dicts(),
         "to_date": to_date_excess(result.daily),
         "ic": factor_ic_report(factors, fwd, factor_col=factor_col, horizon=horizon),

@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from rotation_dl.artifacts import write_json, write_table
+from rotation_dl.backtest.costs import CostModel
 from rotation_dl.backtest.engine import run_backtest
 from rotation_dl.backtest.ic import describe_t
 from rotation_dl.backtest.metrics import backtest_summary, calendar_year_table
@@ -33,17 +34,21 @@ log = logging.getLogger(__name__)
 
 def describe_performance(name: str, summary: dict, out: Path) -> str:
     p = summary["performance"]
+    g = summary.get("performance_before_costs", p)
     ic = summary["ic"]["rank_ic"]
     against = summary["ic"].get("measured_against")
+    be = summary.get("break_even_cost_bps", float("nan"))
     return (
-        f"{name}: {p['start']}..{p['end']}: excess total {p['excess_compounded']:+.2%} "
-        f"geometric / {p['excess_total_arithmetic']:+.2%} arithmetic (summed daily "
-        f"{p['excess_summed']:+.2%}), annual {p['annual_excess']:+.2%} geometric / "
-        f"{p['annual_excess_arithmetic']:+.2%} arithmetic, IR {p['information_ratio']:.2f}, "
-        "max DD of excess "
+        f"{name}: {p['start']}..{p['end']}: annual excess {g['annual_excess']:+.2%} before "
+        f"costs, {p['annual_excess']:+.2%} after (geometric; arithmetic "
+        f"{g['annual_excess_arithmetic']:+.2%} / {p['annual_excess_arithmetic']:+.2%}), IR "
+        f"{g['information_ratio']:.2f} / {p['information_ratio']:.2f}, break-even cost "
+        f"{be:.1f} bps per unit traded; excess total {p['excess_compounded']:+.2%} after costs "
+        f"(summed daily {p['excess_summed']:+.2%}), max DD of excess "
         f"{p['max_drawdown_excess']:.2%}, turnover {p['mean_turnover']:.2f}; rank IC "
         f"{ic['mean']:.4f} ({describe_t(ic)})"
         + (f" vs {against}" if against else "")
+        + f"\n  costs: {summary.get('costs', 'none')}"
         + "".join(f"\n  caveat: {c}" for c in summary.get("data_caveats", []))
         + f"\n  outputs: {out}"
     )
@@ -60,6 +65,7 @@ def run_and_write_backtest(
     horizon: int = 5,
     measured_against: str | None = None,
     caveats: Sequence[str] = (),
+    costs: CostModel | None = None,
 ) -> dict:
     """Run the engine and write daily, holdings, rebalances, years and the summary (whose IC
     says what it is `measured_against`)."""
@@ -72,6 +78,7 @@ def run_and_write_backtest(
         dates=portfolio.rebalance_dates(),
         cost_rate=portfolio.cost_rate,
         factor_col=factor_col,
+        costs=costs,
     )
     summary = backtest_summary(res, factors, returns, factor_col, horizon)
     if measured_against:
@@ -128,6 +135,7 @@ def backtest(cfg: RunConfig) -> BacktestStageResult:
         horizon=cfg.backtest.horizon,
         measured_against=ic_label(cfg),
         caveats=data_caveats(cfg) if not cfg.data.series else (),
+        costs=cfg.market.costs.model(),
     )
     return BacktestStageResult(summary, files.dir)
 
@@ -190,6 +198,7 @@ def baseline(cfg: RunConfig) -> BaselineResult:
             horizon=cfg.backtest.horizon,
             measured_against=ic_label(cfg),
             caveats=caveats,
+            costs=cfg.market.costs.model(),
         )
         write_table(di, layout.di_panel(v), csv=False)
         rankings = di_rankings(di, rebalance_dates(di["date"].unique(), "weekly"))
