@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
+from rotation_dl.backtest.selection import tie_round
+
 
 def ic_series(
     factors: pl.LazyFrame | pl.DataFrame,
@@ -21,12 +23,14 @@ def ic_series(
 ) -> pl.DataFrame:
     """Per-date Pearson IC and Spearman rank IC between a factor and a forward return.
 
+    The factor is rounded to `SCORE_DECIMALS` first: exact ties rank as ties.
+
     Both inputs carry (`by`, `key`); rows with a null factor or return are left out; dates with
     fewer than `min_assets` pairs are dropped. Returns (date, n, ic, rank_ic) sorted by date.
     """
     joined = (
         factors.lazy()
-        .select(by, key, pl.col(factor_col).alias("_f"))
+        .select(by, key, tie_round(pl.col(factor_col)).alias("_f"))
         .join(returns.lazy().select(by, key, pl.col(return_col).alias("_r")), on=[by, key])
         .filter(
             pl.col("_f").is_not_null()

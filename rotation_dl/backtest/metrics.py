@@ -25,6 +25,7 @@ import polars as pl
 from rotation_dl.backtest.costs import break_even_bps
 from rotation_dl.backtest.engine import BacktestResult
 from rotation_dl.backtest.ic import ic_series, summarize_ic
+from rotation_dl.backtest.selection import tie_round
 from rotation_dl.features.labels import forward_excess_from_returns
 
 TRADING_DAYS = 252
@@ -186,7 +187,7 @@ def group_returns(
     """Mean forward return of factor groups per date (top / middle / bottom for groups=3),
     averaged over dates. Works with ~30 assets: groups are rank terciles per date."""
     j = (
-        factors.select("date", "industry", pl.col(factor_col).alias("_f"))
+        factors.select("date", "industry", tie_round(pl.col(factor_col)).alias("_f"))
         .join(
             fwd.select("date", "industry", pl.col(return_col).alias("_r")), on=["date", "industry"]
         )

@@ -25,9 +25,26 @@ class SelectionRule:
     exclude: tuple[str, ...] = ()
 
 
+SCORE_DECIMALS = 12  # scores are compared at this precision: equal fractions tie exactly
+
+
+def tie_round(x):
+    """Round scores to `SCORE_DECIMALS` before they are ranked or correlated, so values that
+    are equal but for floating-point noise (a multi-horizon DI's equal fractions, 1 ulp apart)
+    rank as ties. Takes a float, a numpy array or a polars expression."""
+    import numpy as np
+
+    if isinstance(x, float | int):
+        return round(float(x), SCORE_DECIMALS)
+    if isinstance(x, np.ndarray):
+        return np.round(x, SCORE_DECIMALS)
+    return x.round(SCORE_DECIMALS)
+
+
 def rank_order(scores: dict[str, float | None]) -> list[str]:
-    """Industries best first: score descending, ties by name, missing scores last."""
-    valid = [(i, s) for i, s in scores.items() if s is not None and s == s]
+    """Industries best first: score descending (at `SCORE_DECIMALS`), ties by name, missing
+    scores last."""
+    valid = [(i, tie_round(s)) for i, s in scores.items() if s is not None and s == s]
     missing = sorted(i for i, s in scores.items() if s is None or s != s)
     return [i for i, _ in sorted(valid, key=lambda t: (-t[1], t[0]))] + missing
 
@@ -50,13 +67,14 @@ def select(scores: dict[str, float | None], held: Iterable[str], rule: Selection
 
 
 def rank_orders(scores: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of a [T, N] score matrix: industry indices best first (score descending, ties
-    by name, NaN last) and each industry's 1-based rank. Same order as `rank_order`."""
+    """Per row of a [T, N] score matrix: industry indices best first (score descending at
+    `SCORE_DECIMALS`, ties by name, NaN last) and each industry's 1-based rank. Same order as
+    `rank_order`."""
     import numpy as np
 
     T, N = scores.shape
     name_rank = np.argsort(np.argsort(np.asarray(names, dtype=object)))
-    key = np.where(np.isfinite(scores), -scores, np.inf)
+    key = np.where(np.isfinite(scores), -tie_round(scores), np.inf)
     # lexsort: last key is primary -> (missing last, score desc, name)
     order = np.lexsort((np.broadcast_to(name_rank, (T, N)), key), axis=1)
     ranks = np.empty_like(order)

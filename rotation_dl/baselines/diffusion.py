@@ -24,6 +24,7 @@ from typing import Literal, get_args
 import numpy as np
 import polars as pl
 
+from rotation_dl.backtest.selection import tie_round
 from rotation_dl.data.matrix import CloseMatrix, close_matrix, industry_mean, membership
 from rotation_dl.errors import ConfigError
 
@@ -145,7 +146,7 @@ def di_rankings(di: pl.DataFrame, dates: list) -> pl.DataFrame:
     date, industry, di, rank (1 = highest; ties by name), di_change, rank_change."""
     sub = di.filter(pl.col("date").is_in(dates)).sort("date", "industry")
     ranked = sub.with_columns(
-        pl.struct(pl.col("di").fill_null(-1.0).neg(), "industry")
+        pl.struct(tie_round(pl.col("di")).fill_null(-1.0).neg(), "industry")
         .rank("ordinal")
         .over("date")
         .alias("rank")

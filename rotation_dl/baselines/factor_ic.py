@@ -88,9 +88,15 @@ def weekly_factor_ic(
     closes = daily.lazy().filter(pl.col("close") > 0).select("symbol", "date", "close").collect()
     weeks = rebalance_dates(closes["date"].unique(), "weekly")
     wk = closes.filter(pl.col("date").is_in(weeks)).sort("symbol", "date")
-    wk = wk.with_columns(
-        (pl.col("close").shift(-1).over("symbol") / pl.col("close") - 1).alias("_fwd"),
-        pl.col("date").shift(-1).over("symbol").alias("week_end"),
+    # a stock-week's forward return runs to the NEXT week-end; a stock without a close there
+    # (suspended) is left out, not paired with a return over several weeks
+    following = pl.DataFrame({"date": weeks}, schema={"date": pl.Date}).with_columns(
+        pl.col("date").shift(-1).alias("week_end")
+    )
+    wk = wk.join(following, on="date", how="left").with_columns(
+        pl.when(pl.col("date").shift(-1).over("symbol") == pl.col("week_end"))
+        .then(pl.col("close").shift(-1).over("symbol") / pl.col("close") - 1)
+        .alias("_fwd")
     )
     f = factors.lazy().collect()
     names = [c for c in f.columns if c not in ("symbol", "date") and f[c].dtype.is_numeric()]

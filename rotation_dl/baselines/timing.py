@@ -10,8 +10,8 @@ x * close_t > close_{t-T}: "if every constituent sits at x times today's close N
 from now, what will DI be?". Three signal machines turn DI into a position (1 long, 0 flat):
 
 * first threshold (left side):  long -> flat when DI > upper; flat -> long when DI < lower
-* delayed threshold (right side): flat when DI falls through upper; long when it rises
-  through lower
+* delayed threshold (right side): flat when DI falls through upper (prev > upper >= DI);
+  long when it rises through lower (prev < lower <= DI)
 * dual moving average:          long while MA_fast(DI) > MA_slow(DI)
 
 A machine holds no position before its first defined signal (DI defined; both moving averages
@@ -171,9 +171,11 @@ def signal_states(di: np.ndarray, machine: Machine, cfg: SignalConfig | None = N
                 elif state == 0 and x < cfg.lower:
                     state = 1
             elif machine == "delayed_threshold":
-                if np.isfinite(prev) and prev >= cfg.upper and x < cfg.upper:
+                # strict like the first threshold: flat when prev > upper >= DI, long when
+                # prev < lower <= DI (a DI sitting exactly on a threshold has not crossed it)
+                if np.isfinite(prev) and prev > cfg.upper >= x:
                     state = 0
-                elif np.isfinite(prev) and prev <= cfg.lower and x > cfg.lower:
+                elif np.isfinite(prev) and prev < cfg.lower <= x:
                     state = 1
             else:
                 raise ConfigError(f"unknown signal machine {machine!r}; choose from {MACHINES}")
