@@ -48,6 +48,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "baseline": ("evaluate", "baseline", "diffusion-index baseline and its backtest"),
     "timing": ("evaluate", "timing", "micro-cap diffusion timing: DI, grid, signal machines"),
     "factor-ic": ("evaluate", "factor_ic", "weekly rank-IC monitor of price/volume factors"),
+    "compare": (
+        "compare",
+        "compare",
+        "factor panels side by side: CIs, SPA vs a benchmark, model confidence set, costs",
+    ),
     "export": ("export", "export", "checkpoints -> ONNX with self-describing metadata"),
     "score": ("score", "score", "score the latest complete week with onnxruntime"),
     "report": ("report", "report", "weekly HTML + Markdown report"),

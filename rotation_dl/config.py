@@ -23,6 +23,7 @@ Groups and their types::
     backtest    BacktestConfig
     timing      TimingConfig
     factor_ic   FactorICConfig
+    compare     CompareConfig
     export      ExportConfig
     score       ScoreConfig
     report      ReportConfig
@@ -362,6 +363,26 @@ class FactorICConfig:
         _positive("factor_ic", trailing=self.trailing)
 
 
+@dataclass(frozen=True)
+class CompareConfig:
+    """`rotation-dl compare`: which factor panels, against which benchmark, how many draws."""
+
+    factors: dict[str, str] = field(default_factory=dict)  # name -> panel (empty: the run's)
+    factor_col: str = "score"  # the score column of the given panels (a DI panel's `di` works)
+    include_di: bool = True  # with no factors named: every DI variant
+    include_momentum: bool = True  # and n-day momentum (always available as a benchmark)
+    momentum_days: int = 20
+    benchmark: str = "momentum_20d"
+    bootstrap_reps: int = 1000
+    mcs_size: float = 0.10  # the model confidence set at 1 - mcs_size
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("compare", momentum_days=self.momentum_days, bootstrap_reps=self.bootstrap_reps)
+        if not 0 < self.mcs_size < 1:
+            raise ConfigError(f"compare.mcs_size must be in (0, 1), got {self.mcs_size}")
+
+
 # ---- production ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExportConfig:
@@ -536,6 +557,7 @@ class RunConfig:
     backtest: BacktestConfig
     timing: TimingConfig
     factor_ic: FactorICConfig
+    compare: CompareConfig
     export: ExportConfig
     score: ScoreConfig
     report: ReportConfig

@@ -16,6 +16,7 @@ fixed here::
     <output_dir>/baseline/               diffusion_<variant>_*, di_<variant>*.parquet
     <output_dir>/timing/                 timing_{series,grid,signals,curves}, timing_summary.json
     <output_dir>/factor_ic/              factor_ic_weekly, factor_ic_summary(.json)
+    <output_dir>/compare/                compare.json, compare_ic.parquet, compare.html
     <paths.score>/score_<date>.parquet|csv|json
     <paths.report>/report_<date>.html|md
     <paths.sweeps>/<study>/trials.parquet|csv, data/, panel_cache/
@@ -213,6 +214,11 @@ class RunLayout:
     def timing_signal_log(self) -> Path:
         """One row per switch of each timing machine: date, machine, state, di."""
         return self.output_dir / "timing" / "signal_log.parquet"
+
+    @property
+    def compare_dir(self) -> Path:
+        """`compare`: compare.json, compare_ic.parquet (per-date IC) and compare.html."""
+        return self.output_dir / "compare"
 
     @property
     def factor_ic(self) -> TableSet:

@@ -227,3 +227,98 @@ def test_the_ic_table_compares_models_on_their_common_dates_and_says_against_wha
     own = summarize_ic(ic_series(full, grid)["rank_ic"], 1).mean
     shared = summarize_ic(ic_series(full.filter(pl.col("date") >= days[30]), grid)["rank_ic"], 1)
     assert f"{shared.mean:.4f}"[:6] in html and shared.mean != own
+
+
+# ---- rotation-dl compare: the research report ------------------------------------------------
+
+
+def _compare(out, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "rotation_dl.cli", "compare", f"paths.output_dir={out}",
+         *DEMO, "compare.bootstrap_reps=200", *extra],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compared(demo_run):
+    out, _ = demo_run
+    proc = _compare(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout, json.loads((out / "compare" / "compare.json").read_text())
+
+
+def test_compare_run_puts_gru_di_and_momentum_side_by_side(compared):
+    from rotation_dl.backtest.ic import newey_west_t
+
+    out, stdout, c = compared
+    assert set(c["factors"]) == {"gru", "di_lag", "di_ema", "di_above_ma", "di_multi_horizon",
+                                 "momentum_20d"}  # fmt: skip
+    for f in c["factors"].values():
+        assert {"rank_ic", "icir", "t_naive", "t_nw", "t_nonoverlap", "ci95", "by_year",
+                "ir_before_costs", "ir_after_costs"} <= set(f)  # fmt: skip
+        assert f["ci95"][0] < f["ci95"][1] and len(f["t_nonoverlap_by_offset"]) == 5
+        assert f["ir_after_costs"] < f["ir_before_costs"]  # costs are never free
+    assert c["spa"]["benchmark"] == "momentum_20d" and 0 <= c["spa"]["pvalue"] <= 1
+    assert c["mcs"] and set(c["mcs"]) <= set(c["factors"])
+    # every statistic is computed on the same dates, recorded per date beside the summary
+    ic = pl.read_parquet(out / "compare" / "compare_ic.parquet")
+    assert ic.height == c["dates"] and ic.drop_nulls().height == ic.height
+    for name, f in c["factors"].items():
+        assert f["rank_ic"] == pytest.approx(ic[name].mean(), rel=1e-12)
+        assert f["t_nw"] == pytest.approx(newey_west_t(ic[name].to_numpy(), 4), rel=1e-12)
+    assert (
+        "SPA (H0: no candidate beats momentum_20d)" in stdout and "model confidence set" in stdout
+    )
+    assert "gru" in stdout.split("rank IC", 1)[1]
+
+
+def test_compare_named_panels_and_one_line_errors(compared, tmp_path):
+    out, _, _ = compared
+    gru = pl.read_parquet(out / "factor_panel.parquet")
+    mine = gru.select("date", "industry", (-pl.col("score")).alias("myfactor"))
+    mine.write_csv(tmp_path / "mine.csv")
+    proc = _compare(
+        out,
+        f"+compare.factors.gru={out / 'factor_panel.parquet'}",
+        f"+compare.factors.mine={tmp_path / 'mine.csv'}",
+        "compare.factor_col=myfactor",
+    )
+    assert proc.returncode != 0  # the GRU panel has no `myfactor` column: said in one line
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "factor panel 'gru' needs date, industry and 'myfactor'" in err[0]
+    gru.rename({"score": "myfactor"}).write_parquet(tmp_path / "gru.parquet")
+    proc = _compare(
+        out,
+        f"+compare.factors.gru={tmp_path / 'gru.parquet'}",
+        f"+compare.factors.mine={tmp_path / 'mine.csv'}",
+        "compare.factor_col=myfactor",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    c = json.loads((out / "compare" / "compare.json").read_text())
+    assert set(c["factors"]) == {"gru", "mine", "momentum_20d"}
+    assert c["factors"]["mine"]["rank_ic"] == pytest.approx(-c["factors"]["gru"]["rank_ic"])
+    bad = _compare(out, "compare.benchmark=nothing")
+    assert bad.returncode == 2 and "compare.benchmark='nothing' is not among" in bad.stderr
+    missing = _compare(out, f"+compare.factors.x={tmp_path / 'none.parquet'}")
+    assert missing.returncode == 2 and "factor panel 'x' not found" in missing.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (.ci/run installs it)")
+def test_research_report_renders_in_headless_chromium(compared, tmp_path):
+    out, _, _ = compared
+    page = out / "compare" / "compare.html"
+    c = json.loads((out / "compare" / "compare.json").read_text())  # the latest compare's
+    flags = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=8000", "--enable-logging=stderr", "--v=0"]  # fmt: skip
+    dom = subprocess.run([*flags, "--dump-dom", page.resolve().as_uri()], capture_output=True,
+                         text=True, timeout=180)  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    errors = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln and "Error" in ln]
+    assert not errors, errors
+    for chart in ("cum-ic", "ic-year", "boot", "nav"):
+        assert "main-svg" in dom.stdout.split(f'id="{chart}"', 1)[1][:200_000], chart
+    assert f"Best: <b>{c['spa']['best']}</b>" in dom.stdout
+    assert "Model confidence set at 90%" in dom.stdout

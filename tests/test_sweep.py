@@ -156,12 +156,26 @@ def test_killed_sweep_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_parallel_workers_share_one_study(tmp_path):
-    proc = _sweep(tmp_path, ["launcher=local", "launcher.workers=2"], 4)
+    longer = ["data.sample.n_days=110", "walkforward.max_folds=null"]  # ~50 OOS dates per trial
+    proc = _sweep(tmp_path, ["launcher=local", "launcher.workers=2", *longer], 4)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = _study(tmp_path).trials
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(len(numbers))) and len(numbers) >= 4  # no duplicate numbers
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+    # choosing the best is accounted for: every complete trial's OOS IC series, the deflated
+    # Sharpe ratio of the chosen one and the PBO
+    import json
+
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    oos = pl.read_parquet(tmp_path / "sweeps" / STUDY / "oos_ic.parquet")
+    assert set(oos.columns) == {"date"} | {f"trial_{t.number:03d}" for t in complete}
+    sel = json.loads((tmp_path / "sweeps" / STUDY / "selection.json").read_text())
+    best = max(complete, key=lambda t: t.value)
+    assert sel["selected"] == f"trial_{best.number:03d}" and sel["trials"] == len(complete)
+    assert 0 <= sel["deflated_sharpe"] <= 1 and 0 <= sel["pbo"] <= 1
+    assert sel["periods"] == oos.height
+    assert "deflated Sharpe ratio" in proc.stdout and "PBO" in proc.stdout
 
 
 def test_each_run_has_its_own_default_study():

@@ -207,18 +207,21 @@ def sharpe_moments(x: np.ndarray) -> tuple[float, int, float, float]:
     return sr, len(v), float(skew(v)), float(kurtosis(v, fisher=False))
 
 
-def selection_summary(series: Sequence[np.ndarray], names: Sequence[str]) -> dict:
-    """For trials' per-period series of equal length: the best trial by Sharpe ratio with its
-    deflated Sharpe ratio for the number of trials and their dispersion, and the PBO."""
+def selection_summary(
+    series: Sequence[np.ndarray], names: Sequence[str], selected: str | None = None
+) -> dict:
+    """For trials' per-period series of equal length: the selected trial (default: the best by
+    Sharpe ratio) with its deflated Sharpe ratio for the number of trials and the dispersion of
+    their Sharpe ratios, and the PBO of choosing by in-sample Sharpe among them."""
     m = np.column_stack([np.asarray(s, dtype=float) for s in series])
     stats = [sharpe_moments(m[:, j]) for j in range(m.shape[1])]
     srs = np.array([s[0] for s in stats])
-    best = int(np.nanargmax(srs))
+    best = list(names).index(selected) if selected is not None else int(np.nanargmax(srs))
     sr, n, sk, ku = stats[best]
     var = float(np.nanvar(srs, ddof=1)) if len(srs) > 1 else 0.0
     sr0, dsr = deflated_sharpe(sr, n, sk, ku, len(srs), var)
     out = {
-        "best": names[best],
+        "selected": names[best],
         "trials": len(srs),
         "periods": int(m.shape[0]),
         "sharpe_per_period": sr,

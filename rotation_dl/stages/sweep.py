@@ -39,17 +39,30 @@ class SweepResult:
             if "best_value" in s
             else ""
         )
+        sel = s.get("selection") or {}
+        chosen = (
+            f"\n  choosing the best of {sel['trials']} on {sel['periods']} OOS dates: deflated "
+            f"Sharpe ratio of {sel['selected']}'s rank IC {sel['deflated_sharpe']:.3f} "
+            f"(threshold SR0 {sel['sr0']:.3f} per date), PBO {sel['pbo']:.2f}"
+            if "deflated_sharpe" in sel
+            else (f"\n  {sel['note']}" if "note" in sel else "")
+        )
         return (
-            f"sweep {s['study']}: {s['trials']} trial(s) {states}{best}"
+            f"sweep {s['study']}: {s['trials']} trial(s) {states}{best}{chosen}"
             f"\n  trials: {self.trials}\n  storage: {self.storage}"
         )
 
 
 def shared_overrides(cfg: RunConfig, hs: SweepConfig) -> list[str]:
     """Every trial reuses the parent run's store, one industry-bars file per bar size and one
-    panel cache, so no trial rebuilds (or regenerates) the data."""
+    panel cache, so no trial rebuilds (or regenerates) the data. Each trial's own outputs go
+    to `<paths.sweeps>/<study>/trial_NNN/` and its checkpoints under the parent's, whatever
+    `paths.output_dir` the command gave (a fixed one would be shared, and overwritten, by
+    every trial)."""
     layout = layout_of(cfg)
     out = [
+        f"paths.output_dir={layout.sweeps.resolve()}/${{run}}",
+        f"paths.checkpoints={Path(cfg.paths.checkpoints).resolve()}/${{run}}",
         f"paths.store={layout.store.resolve()}",
         f"paths.industry_bars={layout.sweep_industry_bars(hs.study_name)}",
         f"paths.panel_cache={layout.sweep_panel_cache(hs.study_name).resolve()}",
@@ -117,12 +130,62 @@ def hyperparameter_search(
         layout.sweep_trials(hs.study_name),
         layout.best_sweep_config(Path(hs.best_config_dir), hs.study_name),
     )
+    if not cfg.sweep_worker:
+        evidence = selection_evidence(cfg, study, compose, layout.sweep_trials(hs.study_name))
+        if evidence is not None:
+            summary["selection"] = evidence
     failure = search.all_failed(study)
     if failure is not None:
         raise SweepFailedError(
             f"all {summary['trials']} trial(s) of {hs.study_name} failed; the first: {failure}"
         )
     return SweepResult(summary, trials, search.redact(hs.storage))
+
+
+def selection_evidence(
+    cfg: RunConfig,
+    study,
+    compose: Callable[[Sequence[str]], RunConfig],
+    trials_file: Path,
+) -> dict | None:
+    """How much of the best trial survives the choosing: each complete trial's out-of-sample
+    rank-IC series (written beside the trials table as `oos_ic.parquet`, one column per trial,
+    on the dates all share), the deflated Sharpe ratio of the best trial's series for the number
+    of trials and their dispersion, and the PBO by CSCV (`backtest.inference`)."""
+    import optuna
+    import polars as pl
+
+    from rotation_dl.artifacts import write_json, write_table
+    from rotation_dl.backtest.ic import ic_series
+    from rotation_dl.backtest.inference import selection_summary
+    from rotation_dl.features.labels import forward_excess_from_returns
+    from rotation_dl.stages.inputs import backtest_returns
+
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(done) < 2:
+        return None
+    labels = forward_excess_from_returns(backtest_returns(cfg), cfg.backtest.horizon)
+    wide = None
+    for t in done:
+        panel_path = layout_of(compose(t.user_attrs["overrides"])).factor_panel
+        if not panel_path.is_file():
+            continue
+        ic = ic_series(pl.read_parquet(panel_path), labels).select(
+            "date", pl.col("rank_ic").alias(f"trial_{t.number:03d}")
+        )
+        wide = ic if wide is None else wide.join(ic, on="date", how="inner")
+    if wide is None or wide.width < 3:
+        return None
+    wide = wide.drop_nulls().sort("date")
+    names = [c for c in wide.columns if c != "date"]
+    chosen = f"trial_{study.best_trial.number:03d}"
+    if wide.height < 8 or chosen not in names:
+        return {"note": f"only {wide.height} common out-of-sample dates: no selection figures"}
+    out = selection_summary([wide[n].to_numpy() for n in names], names, chosen)
+    out["series"] = "out-of-sample rank IC per date (the test blocks of the walk-forward)"
+    write_table(wide, trials_file.parent / "oos_ic.parquet", csv=False)
+    write_json(out, trials_file.parent / "selection.json")
+    return out
 
 
 def submit_slurm(cfg: RunConfig, argv: list[str]) -> dict:
