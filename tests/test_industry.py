@@ -235,3 +235,23 @@ def test_derived_factors_change_only_on_corporate_action_days():
         raw.filter(pl.col("ts").dt.date() >= days[4]), qfq, carry=carry
     ).collect()
     assert pl.concat([first, second]).sort("date")["factor"].to_list() == f["factor"].to_list()
+
+
+def test_tick_rounding_of_a_low_priced_stock_does_not_move_its_factor():
+    """A 1.50 stock whose vendor rounds the adjusted close to 0.01: one tick either way is 0.67%,
+    above the 0.5% tolerance, on days with no corporate action. The factor keeps its level;
+    a 10% ex-date still moves it."""
+    days = [date(2025, 3, 3) + timedelta(days=k) for k in range(8)]
+    raw_close = np.array([1.503, 1.497, 1.506, 1.494, 1.502, 1.498, 1.505, 1.501])
+    raw = _bars(
+        [("A", datetime.combine(d, datetime.min.time()) + timedelta(hours=15), c, c, c, c, 1.0, c)
+         for d, c in zip(days, raw_close, strict=True)]
+    )  # fmt: skip
+    level = np.where(np.arange(8) < 6, 0.9, 1.0)  # a 10% dividend on day 6
+    qfq = pl.DataFrame({"symbol": "A", "date": days,
+                        "close": np.round(raw_close * level, 2)})  # fmt: skip
+    r = qfq["close"].to_numpy() / raw_close
+    assert (np.abs(r[1:6] / r[:5] - 1) > 0.005).any()  # the jitter a plain 0.5% test mistakes
+    f = factors_from_adjusted_daily(raw, qfq).collect().sort("date")
+    changes = f.filter(pl.col("factor") != pl.col("factor").shift(1))["date"].to_list()
+    assert changes == [days[6]]

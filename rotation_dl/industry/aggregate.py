@@ -78,6 +78,7 @@ def factors_from_adjusted_daily(
     adjusted_daily: pl.LazyFrame | pl.DataFrame,
     tolerance: float = 0.005,
     carry: pl.DataFrame | None = None,
+    tick: float = 0.01,
 ) -> pl.LazyFrame:
     """Adjustment factors implied by adjusted daily closes, changing only on corporate-action
     days.
@@ -86,8 +87,11 @@ def factors_from_adjusted_daily(
     official close is not the last bar's), which would add spurious returns to the next day's
     first bar. A factor changes only where r moves by more than `tolerance` from the day
     before (an ex-date: dividends and splits move it by 0.5% to 50%); between such days it
-    keeps the level set on the last one. Causal: day t uses days <= t only. `carry` (symbol,
-    r, factor of the previous chunk's last day) continues a streamed build.
+    keeps the level set on the last one. The tolerance is tick-aware: the vendor rounds the
+    adjusted close to a price tick, so on a low-priced stock one tick of rounding on each of two
+    days (2 ticks / adjusted close: 1.3% at 1.50) can exceed `tolerance` on days without any
+    corporate action; a step must exceed both. Causal: day t uses days <= t only. `carry`
+    (symbol, r, factor of the previous chunk's last day) continues a streamed build.
 
     Returns (symbol, date, factor, r).
     """
@@ -99,7 +103,12 @@ def factors_from_adjusted_daily(
     lf = (
         last.join(adjusted_daily.lazy().select("symbol", "date", "close"), on=["symbol", "date"])
         .filter(pl.col("close").is_finite() & (pl.col("close") > 0))
-        .select("symbol", "date", (pl.col("close") / pl.col("raw_close")).alias("r"))
+        .select(
+            "symbol",
+            "date",
+            (pl.col("close") / pl.col("raw_close")).alias("r"),
+            pl.max_horizontal(pl.lit(tolerance), 2 * tick / pl.col("close")).alias("_tol"),
+        )
         .sort("symbol", "date")
     )
     if carry is not None:
@@ -112,7 +121,7 @@ def factors_from_adjusted_daily(
             pl.lit(None, pl.Float64).alias("_r0"), pl.lit(None, pl.Float64).alias("_f0")
         )
     prev = pl.coalesce(pl.col("r").shift(1).over("symbol"), pl.col("_r0"))
-    change = prev.is_null() | ((pl.col("r") / prev - 1).abs() > tolerance)
+    change = prev.is_null() | ((pl.col("r") / prev - 1).abs() > pl.col("_tol"))
     seg = change.cast(pl.Int64).cum_sum().over("symbol")
     factor = (
         pl.when(seg == 0).then(pl.col("_f0")).otherwise(pl.col("r").first().over("symbol", seg))
