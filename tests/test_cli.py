@@ -186,6 +186,7 @@ GROUP_TYPES = {
     "backtest": "BacktestConfig",
     "timing": "TimingConfig",
     "factor_ic": "FactorICConfig",
+    "compare": "CompareConfig",
     "export": "ExportConfig",
     "score": "ScoreConfig",
     "report": "ReportConfig",

@@ -322,3 +322,20 @@ def test_research_report_renders_in_headless_chromium(compared, tmp_path):
         assert "main-svg" in dom.stdout.split(f'id="{chart}"', 1)[1][:200_000], chart
     assert f"Best: <b>{c['spa']['best']}</b>" in dom.stdout
     assert "Model confidence set at 90%" in dom.stdout
+
+
+def test_score_never_writes_the_store(demo_run, tmp_path):
+    """A missing store, or one that ends before score.asof, is one line naming `ingest`:
+    production scoring never ingests (nothing is created)."""
+    out, _ = demo_run
+    onnx = out.parent / "ck" / "onnx"
+    empty = tmp_path / "fresh"
+    run = [sys.executable, "-m", "rotation_dl.cli", "score", *DEMO, f"paths.onnx={onnx}"]
+    proc = subprocess.run([*run, f"paths.output_dir={empty}"], cwd=REPO, capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 2 and not empty.exists()
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "no store here; `score` reads the store and never writes it" in err[0]
+    late = subprocess.run([*run, f"paths.output_dir={out}", "score.asof=2031-01-03"], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
+    assert late.returncode == 2 and "before score.asof=2031-01-03" in late.stderr

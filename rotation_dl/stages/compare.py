@@ -69,6 +69,21 @@ def read_panel(path: str | Path, factor_col: str = "score", name: str = "") -> p
     return panel.select(keep).drop_nulls("score")
 
 
+def seed_panels(checkpoints: Path, seeds) -> dict[str, pl.DataFrame]:
+    """Each seed's out-of-sample scores over every fold (`fold_XX/seed_N/scores.parquet`)."""
+    out = {}
+    for seed in seeds:
+        files = sorted(Path(checkpoints).glob(f"fold_*/seed_{seed}/scores.parquet"))
+        if files:
+            frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+            if "valid" in frame.columns:
+                frame = frame.filter(pl.col("valid"))
+            out[f"gru_seed{seed}"] = frame.select(
+                pl.col("date").cast(pl.Date), "industry", pl.col("score").cast(pl.Float64), "fold"
+            ).drop_nulls("score")
+    return out
+
+
 def momentum(returns: pl.DataFrame, days: int) -> pl.DataFrame:
     """n-day momentum from daily returns: the compounded return of the last `days` days."""
     logret = (1 + pl.col("ret")).log()
@@ -96,6 +111,8 @@ def candidates(cfg: RunConfig, returns: pl.DataFrame) -> tuple[dict[str, pl.Data
     else:
         if layout.factor_panel.is_file():
             panels["gru"] = read_panel(layout.factor_panel, "score", "gru")
+            if len(cfg.seeds) > 1:  # each seed alone beside the ensemble
+                panels.update(seed_panels(layout.checkpoints, cfg.seeds))
         else:
             notes.append(f"no GRU factor panel at {layout.factor_panel} (run `train` first)")
         if cc.include_di and not cfg.data.series:

@@ -145,6 +145,20 @@ def ingest(cfg: RunConfig) -> IngestResult:
     return IngestResult(report, store)
 
 
+def existing_store(cfg: RunConfig, command: str) -> Path:
+    """The run's store for a command that only reads it (`score`): never ingests. A missing
+    store is one line naming the command that builds it."""
+    layout = layout_of(cfg)
+    if cfg.data.store_version is None and (
+        read_manifest(layout.store) is None or not stored_partitions(layout.store)
+    ):
+        raise StoreError(
+            f"{layout.store}: no store here; `{command}` reads the store and never writes it: "
+            "run `rotation-dl ingest` with the same overrides first"
+        )
+    return ensure_store(cfg)  # with a store (or a pinned version) this only checks it
+
+
 def ensure_store(cfg: RunConfig) -> Path:
     """The run's store, ingesting the configured bars first when there is none (never when
     an older version is asked for: `data.store_version`)."""

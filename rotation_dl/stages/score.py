@@ -11,12 +11,12 @@ import numpy as np
 import polars as pl
 
 from rotation_dl.config import RunConfig
-from rotation_dl.data.store import partition_span, stored_partitions
+from rotation_dl.data.store import partition_span, scan_store, stored_partitions
 from rotation_dl.errors import ModelFileError, StoreError
 from rotation_dl.export.scoring import WeeklyScore
 from rotation_dl.stages.common import layout_of
 from rotation_dl.stages.gaps import data_caveats
-from rotation_dl.stages.ingest import ensure_store
+from rotation_dl.stages.ingest import existing_store
 
 
 def score_range(
@@ -29,6 +29,16 @@ def score_range(
         raise StoreError(f"{store}: empty store")
     end = asof or partition_span(names[-1])[1]
     return end - timedelta(days=int(lookback_days * 7 / 5) + 10), asof
+
+
+def store_last_date(store: Path, version: int | None = None) -> date:
+    """The last day with a stored bar (reads the last partition's timestamps only)."""
+    names = stored_partitions(store, version)
+    if not names:
+        raise StoreError(f"{store}: empty store")
+    first = partition_span(names[-1])[0]
+    ts = scan_store(store, first, None, version=version).select(pl.col("ts").max()).collect()
+    return ts.item().date()
 
 
 def table_text(table: pl.DataFrame) -> str:
@@ -77,8 +87,13 @@ def score(cfg: RunConfig) -> ScoreResult:
     if not models:
         raise ModelFileError(f"no ONNX models under {layout.onnx_dir}; run `rotation-dl export`")
     scorer = OnnxScorer(models, prefer=s.providers)
-    store = ensure_store(cfg)
+    store = existing_store(cfg, "score")
     asof = date.fromisoformat(str(s.asof)) if s.asof else None
+    if asof is not None and asof > (last := store_last_date(store, cfg.data.store_version)):
+        raise StoreError(
+            f"{store}: the store ends {last}, before score.asof={asof}; `score` never writes "
+            "the store: run `rotation-dl ingest` with the new bars first"
+        )
     if scorer.level != "industry":  # what its windows and volume baselines need, no more
         lookback = scorer.window + history_days(scorer.spec, cfg.features.min_listed_days) + 6
     else:
