@@ -184,7 +184,7 @@ def _unshare_ok() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _unshare_ok(), reason="needs root and unshare -m for a small tmpfs")
-def test_a_full_disk_during_ingest_train_and_export_is_one_line(tmp_path):
+def test_a_full_disk_or_a_file_size_limit_during_ingest_train_and_export_is_one_line(tmp_path):
     """ENOSPC for real: each command writes to a small tmpfs mounted in a private mount
     namespace; each says in one line that the disk is full, naming a path under it, exit 2."""
     import shlex
@@ -212,3 +212,19 @@ def test_a_full_disk_during_ingest_train_and_export_is_one_line(tmp_path):
         errors = [line for line in run.stderr.splitlines() if ": error: " in line]
         assert run.returncode == 2 and len(errors) == 1, (command, run.stderr[-2000:])
         assert "the disk is full" in errors[0] and str(full) in errors[0], (command, errors)
+    # EFBIG (ulimit -f) while train writes its checkpoints and export its ONNX files
+    import resource
+
+    def limit(size: int):
+        return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    for command, size, args in [
+        ("train", 16_384, [*base, f"paths.checkpoints={tmp_path / 'ck_limit'}", "run=limited"]),
+        ("export", 2_048, [*base, f"paths.onnx={tmp_path / 'onnx_limit'}"]),
+    ]:
+        run = subprocess.run([*cli, command, *args], capture_output=True, text=True,
+                             preexec_fn=limit(size), timeout=600)  # fmt: skip
+        errors = [line for line in run.stderr.splitlines() if ": error: " in line]
+        assert run.returncode == 2 and len(errors) == 1, (command, run.stderr[-2000:])
+        assert "ulimit -f" in errors[0], (command, errors)
+    assert not list((tmp_path / "onnx_limit").glob("*.onnx"))  # nothing half-written
