@@ -302,6 +302,13 @@ def test_compare_named_panels_and_one_line_errors(compared, tmp_path):
     assert bad.returncode == 2 and "compare.benchmark='nothing' is not among" in bad.stderr
     missing = _compare(out, f"+compare.factors.x={tmp_path / 'none.parquet'}")
     assert missing.returncode == 2 and "factor panel 'x' not found" in missing.stderr
+    (tmp_path / "bad.csv").write_text("date,industry,score\n2024-09-05,A,0.1\nsoon,B,abc\n")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1garbage")
+    for bad, says in (("bad.csv", "`date` must be dates and 'score' numbers; e.g. {'date'"),
+                      ("bad.parquet", "factor panel 'x' cannot be read")):  # fmt: skip
+        run = _compare(out, f"+compare.factors.x={tmp_path / bad}")
+        err = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(err) == 1 and says in err[0], run.stderr[-1500:]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (.ci/run installs it)")

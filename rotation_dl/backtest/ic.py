@@ -54,6 +54,22 @@ def ic_series(
     )
 
 
+def rank_ic_wide(
+    panels: dict[str, pl.DataFrame], labels: pl.DataFrame, factor_col: str = "score"
+) -> pl.DataFrame:
+    """(date, one rank-IC column per panel) on the dates every panel has an IC: the common
+    dates on which candidates are compared (`compare`, a sweep's trials)."""
+    wide = None
+    for name, panel in panels.items():
+        ic = ic_series(panel, labels, factor_col=factor_col).select(
+            "date", pl.col("rank_ic").alias(name)
+        )
+        wide = ic if wide is None else wide.join(ic, on="date", how="inner")
+    if wide is None:
+        raise ValueError("rank_ic_wide needs at least one panel")
+    return wide.drop_nulls().sort("date")
+
+
 MIN_DATES = 20  # fewer labelled dates than this: the summary is flagged, t-stats undefined
 
 

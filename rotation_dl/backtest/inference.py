@@ -46,7 +46,11 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile confidence interval of `stat` by the stationary bootstrap (mean block length
     `block`)."""
-    draws = bootstrap_draws(x, block, stat, reps, seed)
+    return percentile_ci(bootstrap_draws(x, block, stat, reps, seed), level)
+
+
+def percentile_ci(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` interval of bootstrap draws."""
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 

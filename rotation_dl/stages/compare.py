@@ -16,7 +16,7 @@ from rotation_dl.artifacts import write_json, write_table
 from rotation_dl.backtest import inference as inf
 from rotation_dl.backtest.costs import break_even_bps
 from rotation_dl.backtest.engine import run_backtest
-from rotation_dl.backtest.ic import ic_series, summarize_ic
+from rotation_dl.backtest.ic import rank_ic_wide, summarize_ic
 from rotation_dl.config import RunConfig
 from rotation_dl.errors import ConfigError, DataError
 from rotation_dl.features.labels import forward_excess_from_returns
@@ -53,7 +53,16 @@ def read_panel(path: str | Path, factor_col: str = "score", name: str = "") -> p
     p = Path(path)
     if not p.is_file():
         raise DataError(f"factor panel {name!r} not found", file=str(p))
-    panel = pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p, try_parse_dates=True)
+    try:
+        panel = (
+            pl.read_parquet(p) if p.suffix == ".parquet" else pl.read_csv(p, try_parse_dates=True)
+        )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(
+            f"factor panel {name!r} cannot be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]})",
+            file=str(p),
+        ) from exc
     col = factor_col if factor_col in panel.columns else ("di" if "di" in panel.columns else None)
     missing = [c for c in ("date", "industry") if c not in panel.columns]
     if col is None or missing:
@@ -66,7 +75,20 @@ def read_panel(path: str | Path, factor_col: str = "score", name: str = "") -> p
     keep.append(pl.col(col).cast(pl.Float64).alias("score"))
     if "fold" in panel.columns:
         keep.append(pl.col("fold"))
-    return panel.select(keep).drop_nulls("score")
+    try:
+        return panel.select(keep).drop_nulls("score")
+    except pl.exceptions.PolarsError as exc:  # a date or score that is not one
+        as_text = pl.col("date").cast(pl.String)
+        bad = panel.filter(
+            as_text.str.to_date(strict=False).is_null()
+            | pl.col(col).cast(pl.Float64, strict=False).is_null() & pl.col(col).is_not_null()
+        )
+        raise DataError(
+            f"factor panel {name!r}: `date` must be dates and {col!r} numbers",
+            file=str(p),
+            count=bad.height or None,
+            example=bad.row(0, named=True) if bad.height else None,
+        ) from exc
 
 
 def seed_panels(checkpoints: Path, seeds) -> dict[str, pl.DataFrame]:
@@ -136,31 +158,15 @@ def candidates(cfg: RunConfig, returns: pl.DataFrame) -> tuple[dict[str, pl.Data
     return panels, notes
 
 
-def per_date_ic(panels: dict[str, pl.DataFrame], labels: pl.DataFrame) -> pl.DataFrame:
-    """Wide (date, one rank-IC column per factor) on the dates every factor has an IC."""
-    wide = None
-    for name, panel in panels.items():
-        ic = ic_series(panel, labels).select("date", pl.col("rank_ic").alias(name))
-        wide = ic if wide is None else wide.join(ic, on="date", how="inner")
-    assert wide is not None
-    return wide.drop_nulls().sort("date")
-
-
 def factor_stats(
-    name: str,
-    ic: np.ndarray,
-    dates: pl.Series,
-    panel: pl.DataFrame,
-    horizon: int,
-    block: int,
-    reps: int,
-    seed: int,
+    ic: np.ndarray, dates: pl.Series, panel: pl.DataFrame, horizon: int, draws: np.ndarray
 ) -> dict:
-    """One factor's IC statistics on the common dates."""
+    """One factor's IC statistics on the common dates (`draws`: the stationary bootstrap's
+    mean ICs, for the CI)."""
     s = summarize_ic(pl.Series(ic), horizon)
     offsets = inf.nonoverlapping_t(ic, horizon)
     finite = [t for t in offsets if np.isfinite(t)]
-    lo, hi = inf.bootstrap_ci(ic, block, reps=reps, seed=seed)
+    lo, hi = inf.percentile_ci(draws)
     years = (
         pl.DataFrame({"date": dates, "ic": ic})
         .group_by(pl.col("date").dt.year().alias("year"))
@@ -263,7 +269,7 @@ def compare(cfg: RunConfig) -> CompareResult:
     returns = backtest_returns(cfg)
     labels = forward_excess_from_returns(returns, h)
     panels, notes = candidates(cfg, returns)
-    wide = per_date_ic(panels, labels)
+    wide = rank_ic_wide(panels, labels)
     if wide.height < inf.block_length(h) * 2:
         raise DataError(
             f"only {wide.height} labelled date(s) common to {sorted(panels)}: too few to compare"
@@ -278,12 +284,10 @@ def compare(cfg: RunConfig) -> CompareResult:
     draws: dict[str, list[float]] = {}
     for i, name in enumerate(names):
         ic = wide[name].to_numpy()
-        factors[name] = factor_stats(
-            name, ic, dates, panels[name], h, block, cc.bootstrap_reps, cc.seed + i
-        )
+        draws[name] = inf.bootstrap_draws(ic, block, reps=cc.bootstrap_reps, seed=cc.seed + i)
+        factors[name] = factor_stats(ic, dates, panels[name], h, draws[name])
         port, daily[name] = portfolio_stats(cfg, panels[name], returns, first, last, block)
         factors[name].update(port)
-        draws[name] = inf.bootstrap_draws(ic, block, reps=cc.bootstrap_reps, seed=cc.seed + i)
     scores = {n: wide[n].to_numpy() for n in names}
     spa = inf.spa_test(scores, cc.benchmark, block, cc.bootstrap_reps, cc.seed)
     mcs, mcs_p = inf.model_confidence_set(scores, block, cc.mcs_size, cc.bootstrap_reps, cc.seed)

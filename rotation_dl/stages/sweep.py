@@ -156,7 +156,7 @@ def selection_evidence(
     import polars as pl
 
     from rotation_dl.artifacts import write_json, write_table
-    from rotation_dl.backtest.ic import ic_series
+    from rotation_dl.backtest.ic import rank_ic_wide
     from rotation_dl.backtest.inference import selection_summary
     from rotation_dl.features.labels import forward_excess_from_returns
     from rotation_dl.stages.inputs import backtest_returns
@@ -165,18 +165,14 @@ def selection_evidence(
     if len(done) < 2:
         return None
     labels = forward_excess_from_returns(backtest_returns(cfg), cfg.backtest.horizon)
-    wide = None
+    panels = {}
     for t in done:
         panel_path = layout_of(compose(t.user_attrs["overrides"])).factor_panel
-        if not panel_path.is_file():
-            continue
-        ic = ic_series(pl.read_parquet(panel_path), labels).select(
-            "date", pl.col("rank_ic").alias(f"trial_{t.number:03d}")
-        )
-        wide = ic if wide is None else wide.join(ic, on="date", how="inner")
-    if wide is None or wide.width < 3:
+        if panel_path.is_file():
+            panels[f"trial_{t.number:03d}"] = pl.read_parquet(panel_path)
+    if len(panels) < 2:
         return None
-    wide = wide.drop_nulls().sort("date")
+    wide = rank_ic_wide(panels, labels)
     names = [c for c in wide.columns if c != "date"]
     chosen = f"trial_{study.best_trial.number:03d}"
     if wide.height < 8 or chosen not in names:
