@@ -56,6 +56,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "checkpoints -> ONNX with self-describing metadata"),
     "score": ("score", "score", "score the latest complete week with onnxruntime"),
     "report": ("report", "report", "weekly HTML + Markdown report"),
+    "cycle": (
+        "cycle",
+        "cycle",
+        "the weekly production cycle: ingest, bars, retrain when due, gate, score, monitor",
+    ),
+    "models": ("models", "models", "the model registry: models list | promote VERSION | rollback"),
     "init-experiment": (
         "experiment",
         "init_experiment",
@@ -142,6 +148,10 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
         from rotation_dl.stages.experiment import init_experiment
 
         return init_experiment(overrides)
+    positional = []
+    if name == "models":  # `models promote 3`: the action and version come first
+        positional = [o for o in overrides if "=" not in o and not o.startswith("~")]
+        overrides = [o for o in overrides if o not in positional]
     if name == "demo" and not any(o.lstrip("+").startswith("experiment=") for o in overrides):
         overrides = ["experiment=demo", *overrides]  # what `make demo` runs
     cfg = compose_run(overrides)
@@ -154,7 +164,9 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
         return hyperparameter_search(cfg, list(overrides))
     module, func, _ = COMMANDS[name]
     stage = getattr(importlib.import_module(f"rotation_dl.stages.{module}"), func)
-    if name in ("demo", "train"):  # progress (the demo's steps, the training plan) as it comes
+    if name == "models":
+        return stage(cfg, *positional)
+    if name in ("demo", "train", "cycle"):  # progress (steps, the training plan) as it comes
         return stage(cfg, progress=lambda text: print(text, flush=True))
     return stage(cfg)
 
@@ -169,6 +181,7 @@ WRITES = {
     "export": ("onnx",),
     "score": ("score",),
     "report": ("report",),
+    "cycle": ("output_dir", "score", "report"),
 }
 
 
@@ -226,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = result.describe()
     if text:
         print(text)
-    return 0
+    return int(getattr(result, "exit_status", 0))  # the cycle: 3 = done, with an alert
 
 
 if __name__ == "__main__":

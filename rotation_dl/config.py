@@ -27,6 +27,7 @@ Groups and their types::
     export      ExportConfig
     score       ScoreConfig
     report      ReportConfig
+    cycle       CycleConfig       (gate -> GateConfig, monitor -> MonitorConfig)
     launcher    LauncherConfig
     hparams_search  SweepConfig (only with `hparams_search=...`)
 """
@@ -421,6 +422,66 @@ class ReportConfig:
         _iso_date("report.asof", self.asof)
 
 
+@dataclass(frozen=True)
+class GateConfig:
+    """What a new model must show before it is promoted (`rotation-dl cycle`)."""
+
+    max_parity: float = 1.0e-5  # max |ONNX - torch| score on the shadow weeks' inputs
+    min_val_ic: float = 0.0  # mean validation rank IC over the seeds
+    shadow_weeks: int = 4  # labelled weeks of the candidate's validation block, scored by both
+    shadow_margin: float = 0.05  # refused when its shadow IC is below live's by more than this
+
+    def __post_init__(self) -> None:
+        _positive("cycle.gate", shadow_weeks=self.shadow_weeks)
+        if not self.max_parity > 0 or self.shadow_margin < 0:
+            raise ConfigError("cycle.gate.max_parity must be > 0 and shadow_margin >= 0")
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Alert levels of the live monitor."""
+
+    weeks: int = 12  # the live window set against the walk-forward OOS band
+    psi_alert: float = 0.25  # input drift: a feature's PSI at or above this
+    min_active_share: float = 0.8  # constituents trading vs the 20 days before
+    max_store_lag_days: int = 1  # trading days the store may lag the calendar
+
+    def __post_init__(self) -> None:
+        _positive("cycle.monitor", weeks=self.weeks)
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    """`rotation-dl cycle`: the weekly production cycle (and its replay over past weeks)."""
+
+    asof: str | None = None  # the week to publish (default: the latest complete week)
+    replay: str | None = None  # START..END: run the cycle week by week over past data
+    republish: bool = False  # a published week with a different result: add a revision
+    ingest: bool = True  # read new raw files first (off: the store as it is)
+    retrain: bool = True  # train a new fold when the walk-forward schedule says it is due
+    gate: GateConfig = field(default_factory=GateConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+    def __post_init__(self) -> None:
+        _iso_date("cycle.asof", self.asof)
+        if self.replay is not None:
+            self.replay_span()
+
+    def replay_span(self) -> tuple[Any, Any]:
+        from datetime import date
+
+        parts = str(self.replay).split("..")
+        try:
+            start, end = (date.fromisoformat(p.strip()) for p in parts)
+        except ValueError:
+            raise ConfigError(
+                f"cycle.replay={self.replay!r}: expected START..END, e.g. 2025-01-01..2025-03-31"
+            ) from None
+        if end < start:
+            raise ConfigError(f"cycle.replay={self.replay}: END is before START")
+        return start, end
+
+
 # ---- sweeps ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LauncherConfig:
@@ -561,6 +622,7 @@ class RunConfig:
     export: ExportConfig
     score: ScoreConfig
     report: ReportConfig
+    cycle: CycleConfig
     launcher: LauncherConfig
     factors: str | None = None
     seeds: tuple[int, ...] = (0,)

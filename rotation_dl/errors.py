@@ -216,3 +216,7 @@ def environment_error_in(exc: BaseException, writing: str | None = None) -> Outp
             return environment_error(OSError(code, os.strerror(code)), writing)
         cur = cur.__cause__ or cur.__context__
     return None
+
+
+class PublishedWeekError(RotationDLError):
+    """A week already in the score history would be published with a different result."""

@@ -20,6 +20,10 @@ fixed here::
     <paths.score>/score_<date>.parquet|csv|json
     <paths.report>/report_<date>.html|md
     <paths.sweeps>/<study>/trials.parquet|csv, data/, panel_cache/
+    <output_dir>/production/             the cycle: registry/, score_history/ (Delta tables),
+                                         industry_bars.parquet, checkpoints/, models/vNNNN/
+    <output_dir>/monitor/                monitor.parquet, psi.parquet
+    <paths.report>/cycle_<date>.html     the cycle's weekly report
 """
 
 from __future__ import annotations
@@ -241,6 +245,52 @@ class RunLayout:
 
     def report_file(self, asof: date, suffix: str = ".html") -> Path:
         return self.report_dir / f"report_{asof.isoformat()}{suffix}"
+
+    # ---- the weekly cycle (`rotation-dl cycle`) --------------------------------------------
+    @property
+    def production(self) -> Path:
+        """The cycle's own state: registry, score history, bars, checkpoints, models."""
+        return self.output_dir / "production"
+
+    @property
+    def registry(self) -> Path:
+        return self.production / "registry"
+
+    @property
+    def score_history(self) -> Path:
+        return self.production / "score_history"
+
+    @property
+    def production_bars(self) -> Path:
+        """Industry bars the cycle appends to each week (with their build state beside)."""
+        return self.production / "industry_bars.parquet"
+
+    @property
+    def production_panel_cache(self) -> Path:
+        return self.production / "panel_cache"
+
+    def production_fold(self, fold: int, seed: int) -> FoldFiles:
+        return FoldFiles(self.production / "checkpoints" / f"fold_{fold:02d}" / f"seed_{seed}")
+
+    def production_models(self, version: int) -> Path:
+        return self.production / "models" / f"v{version:04d}"
+
+    @property
+    def monitor_dir(self) -> Path:
+        return self.output_dir / "monitor"
+
+    @property
+    def monitor(self) -> Path:
+        """One row per published week: outcome, live IC against the band, drift, health."""
+        return self.monitor_dir / "monitor.parquet"
+
+    @property
+    def monitor_psi(self) -> Path:
+        """PSI of each input feature for each published week."""
+        return self.monitor_dir / "psi.parquet"
+
+    def cycle_report(self, asof: date) -> Path:
+        return self.report_dir / f"cycle_{asof.isoformat()}.html"
 
     def sweep_dir(self, study: str) -> Path:
         return self.sweeps / study

@@ -190,6 +190,7 @@ GROUP_TYPES = {
     "export": "ExportConfig",
     "score": "ScoreConfig",
     "report": "ReportConfig",
+    "cycle": "CycleConfig",
     "launcher": "LauncherConfig",
     "hparams_search": "SweepConfig",
 }

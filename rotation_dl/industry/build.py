@@ -45,12 +45,26 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+@dataclass(frozen=True)
+class BuildCarry:
+    """What a streamed build carries from one chunk to the next: each stock's last (adjusted)
+    close, each industry's index level, the adjusted-close factor state and the industries
+    seen. Handed to a build that starts the next day, it continues the series exactly as one
+    pass would (`industry.incremental`)."""
+
+    close: pl.DataFrame | None
+    level: pl.DataFrame | None
+    factor: pl.DataFrame | None
+    industries: tuple[str, ...]
+
+
 @dataclass
 class IndustryBarsResult:
     path: Path | None
     frame: pl.DataFrame
     bar_minutes: int
     store_version: int | None = None  # the store version it was built from
+    carry: BuildCarry | None = None  # the state after the last day built
 
     def summary(self) -> str:
         f = self.frame
@@ -139,6 +153,7 @@ def build_industry_bars(
     max_limit_breaks_per_10k: float | None = None,
     on_unadjusted: Literal["fail", "warn"] = "fail",
     store_version: int | None = None,
+    carry: BuildCarry | None = None,
 ) -> IndustryBarsResult:
     """Store + classification (+ adjustment) -> industry bars parquet at `output` (atomic).
 
@@ -147,7 +162,8 @@ def build_industry_bars(
     partitions at a time, carrying each stock's last
     (adjusted) close and each industry's index level into the next chunk, so memory stays flat
     as history grows and the result equals a single pass over all of it. `start`/`end` limit the
-    dates read; `output=None` skips writing.
+    dates read; `output=None` skips writing. `carry` (a previous build's, ending the day before
+    `start`) continues that build: the bars equal those of one build over both spans.
     """
     manifest, version = open_for_build(store, bar_minutes, store_version)
     daily = manifest.frequency == "daily"
@@ -168,12 +184,12 @@ def build_industry_bars(
     names = partitions_between(Path(store), start, end, version)
     if not names:
         raise StoreError(f"{store}: no stored bars between {start} and {end}")
-    carry_close: pl.DataFrame | None = None
-    carry_factor: pl.DataFrame | None = None
-    carry_level: pl.DataFrame | None = None
+    carry_close = carry.close if carry else None
+    carry_factor = carry.factor if carry else None
+    carry_level = carry.level if carry else None
     tally = LimitTally() if max_limit_breaks_per_10k is not None else None
     parts: list[pl.DataFrame] = []
-    industries: set[str] = set()
+    industries: set[str] = set(carry.industries) if carry else set()
 
     def read_chunk(chunk: list[str]) -> tuple[date, pl.DataFrame]:
         lo, hi = partition_span(chunk[0])[0], partition_span(chunk[-1])[1]
@@ -226,8 +242,11 @@ def build_industry_bars(
             if carry_close is None
             else pl.concat([carry_close.join(last, on="symbol", how="anti"), last])
         )
-        carry_level = part.group_by("industry").agg(
-            pl.col("close").sort_by("ts").last().alias("level")
+        levels = part.group_by("industry").agg(pl.col("close").sort_by("ts").last().alias("level"))
+        carry_level = (  # an industry without bars in this chunk keeps its level
+            levels
+            if carry_level is None
+            else pl.concat([carry_level.join(levels, on="industry", how="anti"), levels])
         )
     if not parts:
         raise StoreError(f"{store}: no bars to aggregate")
@@ -240,7 +259,8 @@ def build_industry_bars(
     out = Path(output) if output is not None else None
     if out is not None:
         atomic_write_parquet(frame, out, store_provenance(store, version))
-    return IndustryBarsResult(out, frame, size, version)
+    state = BuildCarry(carry_close, carry_level, carry_factor, tuple(sorted(industries)))
+    return IndustryBarsResult(out, frame, size, version, state)
 
 
 def _complete_grid(frame: pl.DataFrame, industries: list[str]) -> pl.DataFrame:

@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 from rotation_dl.config import RunConfig
-from rotation_dl.industry.build import IndustryBarsResult, build_industry_bars
+from rotation_dl.industry.build import BuildCarry, IndustryBarsResult, build_industry_bars
 from rotation_dl.stages.common import layout_of, require_classification
 from rotation_dl.stages.gaps import priced
 from rotation_dl.stages.ingest import ensure_store
@@ -34,10 +34,12 @@ def build_for(
     end: date | None = None,
     chunk_partitions: int | None = None,
     check_adjusted: bool = False,
+    carry: BuildCarry | None = None,
 ) -> IndustryBarsResult:
     """Industry bars from the run's store with the run's data and industry settings: from
     constituent stock bars and the classification, or (data.level=industries) taken from the
-    stored industry series as they are."""
+    stored industry series as they are. `carry`: continue a build that ended the day before
+    `start` (constituent stores; industry series are rebuilt)."""
     cfg = priced(cfg)  # under data.on_unadjusted=drop: the gap factors
     d, ind = cfg.data, cfg.industry
     if d.series:
@@ -79,6 +81,7 @@ def build_for(
         ),
         on_unadjusted=d.on_unadjusted,
         store_version=d.store_version,
+        carry=carry,
     )
 
 
