@@ -21,7 +21,7 @@ fixed here::
     <paths.report>/report_<date>.html|md
     <paths.sweeps>/<study>/trials.parquet|csv, data/, panel_cache/
     <output_dir>/production/             the cycle: registry/, score_history/ (Delta tables),
-                                         industry_bars.parquet, checkpoints/, models/vNNNN/
+                                         industry_bars/ (parts), checkpoints/, models/vNNNN/
     <output_dir>/monitor/                monitor.parquet, psi.parquet
     <paths.report>/cycle_<date>.html     the cycle's weekly report
 """
@@ -262,8 +262,13 @@ class RunLayout:
 
     @property
     def production_bars(self) -> Path:
-        """Industry bars the cycle appends to each week (with their build state beside)."""
-        return self.production / "industry_bars.parquet"
+        """Industry bars the cycle appends to each week: a folder of parts and their state."""
+        return self.production / "industry_bars"
+
+    @property
+    def production_train_bars(self) -> Path:
+        """The cycle's bars as one file, written for a retrain (what training reads)."""
+        return self.production / "train_bars.parquet"
 
     @property
     def production_panel_cache(self) -> Path:

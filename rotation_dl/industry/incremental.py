@@ -1,11 +1,12 @@
 """Industry bars kept up to date by appending new days, not rebuilding the history.
 
 A streamed build already carries each stock's last close and each industry's index level from
-one chunk to the next (`BuildCarry`); saving that state beside the bars lets next week's build
-start where this one ended, so a week costs a week's reading however long the history. The
-state names the bars it belongs to (last timestamp, rows, store version): bars and state that
-do not match (a kill between the two writes, a hand-edited file) are rebuilt in full, never
-extended from a wrong state.
+one chunk to the next (`BuildCarry`); saving that state lets next week's build start where this
+one ended, so a week costs a week's reading and writing however long the history. The bars live
+in a folder of parts, one per append, and `state.json` names the parts that make the bars (with
+the carried state, the last timestamp and the row count): a part not named there (a kill
+between the two writes) is never read and is removed by the next update. Bars that cannot be
+continued (no state, a replay going back, an industry first seen now) are rebuilt in full.
 """
 
 from __future__ import annotations
@@ -25,11 +26,7 @@ from rotation_dl.industry.build import BuildCarry, IndustryBarsResult
 
 # build(start, end, carry): bars of [start, end] continuing `carry` (start None: from day one)
 Build = Callable[[date | None, date, BuildCarry | None], IndustryBarsResult]
-
-
-def carry_path(bars: Path) -> Path:
-    """Where the build state of `bars` lives: beside it."""
-    return bars.with_name(bars.name + ".carry.json")
+STATE = "state.json"
 
 
 def _frame_text(frame: pl.DataFrame | None) -> str | None:
@@ -46,64 +43,88 @@ def _text_frame(text: str | None) -> pl.DataFrame | None:
 
 @dataclass(frozen=True)
 class BarsState:
-    """The build state saved with a bars file, and what identifies that file."""
+    """The parts that make the bars, and the build state after their last day."""
 
-    carry: BuildCarry
-    last_ts: str
+    carry: BuildCarry | None
+    parts: tuple[str, ...]
+    last_date: date
     rows: int
-    store_version: int | None
-
-    @property
-    def last_date(self) -> date:
-        return date.fromisoformat(self.last_ts[:10])
+    industries: tuple[str, ...]
 
 
-def write_state(bars: Path, frame: pl.DataFrame, result: IndustryBarsResult) -> None:
-    """Save `result.carry` as the state of the bars `frame` just written at `bars`."""
-    c = result.carry
-    if c is None:  # a build that cannot be continued (industry series): rebuilt each time
-        carry_path(bars).unlink(missing_ok=True)
-        return
-    payload = {
-        "close": _frame_text(c.close),
-        "level": _frame_text(c.level),
-        "factor": _frame_text(c.factor),
-        "industries": list(c.industries),
-        "last_ts": str(frame["ts"].max()),
-        "rows": frame.height,
-        "store_version": result.store_version,
-    }
-    atomic_write_bytes(carry_path(bars), json.dumps(payload).encode())
-
-
-def read_state(bars: Path) -> BarsState | None:
-    """The saved state of `bars`, or None when there is none or it belongs to other bars."""
-    path = carry_path(bars)
-    if not (path.exists() and bars.exists()):
-        return None
+def read_state(folder: Path) -> BarsState | None:
+    """The folder's state, or None when there is none or a part it names is gone."""
     try:
-        d = json.loads(path.read_text())
-        carry = BuildCarry(
-            _text_frame(d["close"]),
-            _text_frame(d["level"]),
-            _text_frame(d["factor"]),
+        d = json.loads((folder / STATE).read_text())
+        carry = (
+            BuildCarry(
+                _text_frame(d["carry"]["close"]),
+                _text_frame(d["carry"]["level"]),
+                _text_frame(d["carry"]["factor"]),
+                tuple(d["carry"]["industries"]),
+            )
+            if d["carry"]
+            else None
+        )
+        state = BarsState(
+            carry,
+            tuple(d["parts"]),
+            date.fromisoformat(d["last_date"]),
+            int(d["rows"]),
             tuple(d["industries"]),
         )
-        stats = pl.scan_parquet(bars).select(pl.len(), pl.col("ts").max()).collect()
-    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if stats.item(0, 0) != d["rows"] or str(stats.item(0, 1)) != d["last_ts"]:
-        return None  # not the bars this state ended
-    return BarsState(carry, d["last_ts"], d["rows"], d["store_version"])
+    if not all((folder / p).is_file() for p in state.parts):
+        return None
+    return state
+
+
+def _write_state(folder: Path, parts: list[str], frame_rows: int, last: date, res) -> None:
+    c: BuildCarry | None = res.carry
+    payload = {
+        "carry": None
+        if c is None
+        else {
+            "close": _frame_text(c.close),
+            "level": _frame_text(c.level),
+            "factor": _frame_text(c.factor),
+            "industries": list(c.industries),
+        },
+        "parts": parts,
+        "last_date": str(last),
+        "rows": frame_rows,
+        "industries": sorted(res.frame["industry"].unique().to_list()),
+        "store_version": res.store_version,
+    }
+    atomic_write_bytes(folder / STATE, json.dumps(payload).encode())
+
+
+def scan_bars(folder: Path) -> pl.LazyFrame:
+    """The bars the folder's state names (nothing a killed update left behind)."""
+    state = read_state(folder)
+    if state is None:
+        raise FileNotFoundError(f"{folder}: no industry bars here (no {STATE})")
+    return pl.scan_parquet([folder / p for p in state.parts])
+
+
+def _part_name(frame: pl.DataFrame) -> str:
+    a, b = frame["date"].min(), frame["date"].max()
+    return f"part-{a:%Y%m%d}-{b:%Y%m%d}.parquet"
+
+
+def _remove_unnamed(folder: Path, keep: set[str]) -> None:
+    for p in folder.glob("part-*.parquet"):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
 class BarsUpdate:
     """What `update_industry_bars` did: `appended` (days added to the saved bars), `rebuilt`
-    (a full build: no usable state, history rewritten, a new industry) or `current`."""
+    (a full build) or `current` (nothing new)."""
 
     mode: str
-    first_new: date | None
     last_date: date
     days_added: int
 
@@ -115,31 +136,49 @@ class BarsUpdate:
 
 
 def update_industry_bars(
-    bars: Path, end: date, build: Build, provenance: dict | None = None
+    folder: Path, end: date, build: Build, provenance: dict | None = None
 ) -> BarsUpdate:
-    """Bring the bars file at `bars` to `end`: append the days after its last one, continuing
-    its saved build state; a file that reaches past `end` (a replay going back) or has no
-    usable state is rebuilt in full up to `end`. Bars, then state, each written atomically."""
-    state = read_state(bars)
+    """Bring the bars in `folder` to `end`: a new part with the days after the last one,
+    continuing the saved build state; bars reaching past `end` (a replay going back), without a
+    usable state, or meeting an industry first seen now are rebuilt in full up to `end`. The
+    part is written first, then the state that names it, each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = read_state(folder)
     if state is not None and state.last_date == end:
-        return BarsUpdate("current", None, end, 0)
-    if state is not None and state.last_date < end:
+        _remove_unnamed(folder, set(state.parts))
+        return BarsUpdate("current", end, 0)
+    if state is not None and state.carry is not None and state.last_date < end:
         res = build(state.last_date + timedelta(days=1), end, state.carry)
-        if res.frame.is_empty():
-            return BarsUpdate("current", None, state.last_date, 0)
-        old = pl.read_parquet(bars)
-        known = set(old["industry"].unique().to_list())
-        if set(res.frame["industry"].unique().to_list()) <= known:
-            new = res.frame.select(old.columns)
-            frame = pl.concat([old, new]).sort("industry", "ts")
-            atomic_write_parquet(frame, bars, provenance)
-            write_state(bars, frame, res)
-            days = new["date"].n_unique()
-            return BarsUpdate("appended", new["date"].min(), frame["date"].max(), days)
+        new = res.frame
+        if new.is_empty():
+            return BarsUpdate("current", state.last_date, 0)
+        if set(new["industry"].unique().to_list()) <= set(state.industries):
+            name = _part_name(new)
+            atomic_write_parquet(new, folder / name, provenance)
+            parts = [*state.parts, name]
+            _write_state(folder, parts, state.rows + new.height, new["date"].max(), res)
+            _remove_unnamed(folder, set(parts))
+            return BarsUpdate("appended", new["date"].max(), new["date"].n_unique())
     res = build(None, end, None)  # an industry first seen now needs its history: full build
     frame = res.frame
-    atomic_write_parquet(frame, bars, provenance)
-    write_state(bars, frame, res)
-    return BarsUpdate(
-        "rebuilt", frame["date"].min(), frame["date"].max(), frame["date"].n_unique()
-    )
+    name = _part_name(frame)
+    atomic_write_parquet(frame, folder / name, provenance)
+    _write_state(folder, [name], frame.height, frame["date"].max(), res)
+    _remove_unnamed(folder, {name})
+    return BarsUpdate("rebuilt", frame["date"].max(), frame["date"].n_unique())
+
+
+def consolidate(folder: Path, target: Path, provenance: dict | None = None) -> Path:
+    """The folder's bars as one sorted parquet file at `target` (what training reads),
+    rewritten only when the bars changed since it was written."""
+    state = read_state(folder)
+    if state is None:
+        raise FileNotFoundError(f"{folder}: no industry bars here (no {STATE})")
+    stamp = target.with_name(target.name + ".parts")
+    key = json.dumps(list(state.parts))
+    if target.exists() and stamp.exists() and stamp.read_text() == key:
+        return target
+    frame = scan_bars(folder).collect().sort("industry", "ts")
+    atomic_write_parquet(frame, target, provenance)
+    atomic_write_bytes(stamp, key.encode())
+    return target

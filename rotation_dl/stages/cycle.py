@@ -183,13 +183,14 @@ def run_week(
     _step("bars")
     upd = update_bars(cfg, layout, store, end)
     note(f"[2/8] {upd.describe()}")
-    dates = bar_dates(layout.production_bars)
+    dates = bar_dates(layout)
     from rotation_dl.export.scoring import latest_complete_week_end
 
     asof = wanted or latest_complete_week_end(dates)
     if asof not in dates:
         raise ScoringError(f"cycle.asof={asof} is not a trading day in the data")
-    if not replay and new_rows == 0 and upd.mode == "current" and week_is_finished(layout, asof):
+    quiet = not replay and not c.republish and new_rows == 0 and upd.mode == "current"
+    if quiet and week_is_finished(layout, asof):
         note(f"no new data: week {asof} is published, monitored and reported already")
         live = registry.live(layout.registry)
         week = WeekResult(asof, live.version if live else None, False, lines=lines)
@@ -223,7 +224,8 @@ def run_week(
     )
     note(f"[6/8] {pub.describe()}")
     _step("monitor")
-    row = update_monitor(cfg, layout, live, asof, ws, psi_values, replay or c.asof is not None)
+    pinned = replay or c.asof is not None
+    row = update_monitor(cfg, layout, live, asof, ws, psi_values, pinned, dates)
     alerts += row["alerts"]
     note(f"[7/8] monitor: {monitor_text(row)}")
     _step("report")
@@ -249,14 +251,25 @@ def update_bars(cfg: RunConfig, layout: RunLayout, store: Path, end: date):
     )
 
 
-def bar_dates(bars: Path) -> list[date]:
-    return sorted(pl.scan_parquet(bars).select(pl.col("date").unique()).collect()["date"])
+def bars_of(layout: RunLayout) -> pl.LazyFrame:
+    """The cycle's industry bars (the parts its state names)."""
+    from rotation_dl.industry.incremental import scan_bars
+
+    return scan_bars(layout.production_bars)
+
+
+def bar_dates(layout: RunLayout) -> list[date]:
+    return sorted(bars_of(layout).select(pl.col("date").unique()).collect()["date"])
 
 
 def week_is_finished(layout: RunLayout, asof: date) -> bool:
-    """The week is in the history, the monitor and the report: nothing left to do."""
-    pub = history.published(layout.score_history)
-    if pub.filter(pl.col("asof") == asof).is_empty() or not layout.monitor.exists():
+    """The week is in the history (by the model live now), the monitor and the report:
+    nothing left to do."""
+    pub = history.published(layout.score_history).filter(pl.col("asof") == asof)
+    live = registry.live(layout.registry)
+    if pub.is_empty() or live is None or pub["model_version"][0] != live.version:
+        return False
+    if not layout.monitor.exists():
         return False
     rows = pl.read_parquet(layout.monitor).filter(pl.col("asof") == asof)
     return not rows.is_empty() and layout.cycle_report(asof).exists()
@@ -270,20 +283,52 @@ def standing_alerts(layout: RunLayout, asof: date) -> list[str]:
 
 
 # ---- retrain, export, gate, promote --------------------------------------------------------
+def cycle_walkforward(cfg: RunConfig):
+    """The run's schedule (`retrain_every`) without a fold cap (a cap would move every fold
+    as the history grows)."""
+    return replace(cfg.walkforward, fold_cap=None, max_folds=None)
+
+
 def production_plan(cfg: RunConfig, layout: RunLayout):
-    """The walk-forward plan on the cycle's bars: the run's schedule (`retrain_every`), no fold
-    cap (a cap would move every fold as the history grows)."""
+    """The walk-forward plan and panel on the cycle's bars (written as one file for it)."""
+    from rotation_dl.industry.incremental import consolidate
     from rotation_dl.stages.train import plan_walk_forward
 
-    wf = replace(cfg.walkforward, fold_cap=None, max_folds=None)
+    bars = consolidate(layout.production_bars, layout.production_train_bars)
     return plan_walk_forward(
-        layout.production_bars,
+        bars,
         replace(layout, panel_cache=layout.production_panel_cache),
         cfg.features,
-        wf,
+        cycle_walkforward(cfg),
         cfg.trading_session(),
         cfg.data.series,
     )
+
+
+def due_fold(cfg: RunConfig, layout: RunLayout, dates: list[date], asof: date):
+    """The walk-forward fold whose test block holds `asof` (None before the first), from the
+    calendar alone: no panel is built on a week without a retrain."""
+    from rotation_dl.industry.build import infer_bar_minutes
+    from rotation_dl.training.walkforward import walk_forward_folds
+
+    recent = bars_of(layout).filter(pl.col("date") >= dates[max(0, len(dates) - 3)])
+    spec = cfg.features.spec(
+        infer_bar_minutes(recent), cfg.trading_session(), series=cfg.data.series
+    )
+    wf = cycle_walkforward(cfg)
+    folds = walk_forward_folds(
+        len(dates),
+        warmup=spec.warmup_days(cfg.features.window),
+        min_train_days=wf.min_train_days,
+        val_days=wf.val_days,
+        retrain_every=wf.retrain_every,
+        gap=wf.gap,
+        scheme=wf.scheme,
+        train_days=wf.train_days,
+    )
+    idx = dates.index(asof)
+    due = [f for f in folds if f.test[0] <= idx]
+    return (due[-1] if due else None), (dates[folds[0].test[0]] if folds else None)
 
 
 def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note):
@@ -291,15 +336,12 @@ def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note)
     block holds asof) unless the registry has it. Returns (retrained, alert or None)."""
     reg = layout.registry
     _step("retrain")
-    plan = production_plan(cfg, layout)
-    idx = plan.panel.dates.index(asof)
-    due = [f for f in plan.folds if f.test[0] <= idx]
-    if not due:
-        first = plan.panel.dates[plan.folds[0].test[0]] if plan.folds else None
+    fold, first = due_fold(cfg, layout, dates, asof)
+    if fold is None:
         note(f"[3/8] retrain: no fold is due yet (the first model scores from {first})")
         return False, None
-    fold = due[-1]
     live = registry.live(reg)
+    plan = None
     entry = registry.for_fold(reg, fold.index)
     retrained = False
     if entry is None and (live is None or live.fold < fold.index):
@@ -309,6 +351,8 @@ def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note)
                 f"{live.version if live else '-'}"
             )
             return False, None
+        plan = production_plan(cfg, layout)
+        check_fold(plan, fold)
         entry = train_and_register(cfg, layout, plan, fold, asof, note)
         retrained = True
     elif entry is None:
@@ -316,14 +360,20 @@ def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note)
         return False, None
     else:
         note(f"[3/8] retrain: fold {fold.index} is model v{entry.version} ({entry.status})")
-    if entry.gate is None:
+    fresh = entry.gate is None
+    if fresh:
         _step("gate")
+        plan = plan or production_plan(cfg, layout)
         result = run_gate(cfg, layout, plan, fold, entry, live)
         registry.record_gate(reg, entry.version, result, user(), str(asof))
         entry = registry.for_fold(reg, fold.index)
     assert entry is not None and entry.gate is not None
     g = entry.gate
-    note(f"[4/8] gate v{entry.version}: {'passed' if g['passed'] else 'refused'} ({g['reason']})")
+    if fresh or not g["passed"]:
+        verdict = "passed" if g["passed"] else "refused"
+        note(f"[4/8] gate v{entry.version}: {verdict} ({g['reason']})")
+    else:
+        note(f"[4/8] gate: v{entry.version} passed its gate earlier")
     if not g["passed"]:
         keep = f"v{live.version} keeps scoring" if live else "there is no live model"
         return retrained, f"gate refused v{entry.version}: {g['reason']}; {keep}"
@@ -335,6 +385,16 @@ def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note)
             + (f" (v{live.version} retired)" if live else "")
         )
     return retrained, None
+
+
+def check_fold(plan, fold) -> None:
+    """The panel's own plan agrees with the calendar's (the same days, so the same fold)."""
+    same = [f for f in plan.folds if f.index == fold.index]
+    if not same or same[0] != fold:
+        raise ConfigError(
+            f"cycle: fold {fold.index} of the calendar differs from the panel's plan; "
+            "the walkforward settings changed since the registry's models were trained?"
+        )
 
 
 def train_and_register(cfg: RunConfig, layout: RunLayout, plan, fold, asof: date, note):
@@ -538,9 +598,10 @@ def score_week(cfg: RunConfig, layout: RunLayout, live, asof: date, dates):
     idx = dates.index(asof)
     start = dates[max(0, idx - cfg.score.lookback_days)]
     frame = (
-        pl.scan_parquet(layout.production_bars)
+        bars_of(layout)
         .filter(pl.col("date").is_between(start, asof))
         .collect()
+        .sort("industry", "ts")
     )
     bar_minutes = infer_bar_minutes(frame)
     before = history.published(layout.score_history).filter(pl.col("asof") < asof)
@@ -596,7 +657,9 @@ MONITOR_SCHEMA = {
 }
 
 
-def update_monitor(cfg, layout: RunLayout, live, asof: date, ws, psi_values, pinned) -> dict:
+def update_monitor(
+    cfg, layout: RunLayout, live, asof: date, ws, psi_values, pinned, dates: list[date]
+) -> dict:
     """This week's monitor row (and every published week's matured outcome) -> monitor.parquet
     and psi.parquet, each rewritten whole and atomically; returns this week's row."""
     from rotation_dl.artifacts import atomic_write_parquet
@@ -614,9 +677,7 @@ def update_monitor(cfg, layout: RunLayout, live, asof: date, ws, psi_values, pin
     labels = pl.DataFrame(schema={"date": pl.Date, "industry": pl.String, "fwd_ret": pl.Float64})
     if pending:
         labels = mon.matured_labels(
-            pl.scan_parquet(layout.production_bars).filter(
-                pl.col("date").is_between(pending[0], asof)
-            ),
+            bars_of(layout).filter(pl.col("date").is_between(pending[0], asof)),
             h,
         )
     outcomes = mon.weekly_outcomes(pub, labels, cfg.market.costs.model())
@@ -626,15 +687,15 @@ def update_monitor(cfg, layout: RunLayout, live, asof: date, ws, psi_values, pin
             outcomes.filter(~pl.col("asof").is_in(final["asof"].implode())),
         ]
     ).sort("asof")
-    band = oos_band(layout, cfg, m.weeks)
+    band, no_band = oos_band(layout, cfg, m.weeks, dates)
     live_stats = mon.live_summary(outcomes.filter(pl.col("asof") <= asof), h, band)
     bins = live.detail.get("feature_bins", {})
     psis = {f: mon.psi(bins[f], v) for f, v in psi_values.items() if f in bins}
     worst = max(psis, key=lambda f: -np.inf if np.isnan(psis[f]) else psis[f]) if psis else None
-    bars = pl.scan_parquet(layout.production_bars)
+    bars = bars_of(layout).filter(pl.col("date") >= asof - timedelta(days=45))  # 20+ days
     missing = sorted(set(ws.missing) | set(mon.missing_on(bars, asof)))
     share = mon.active_share(bars, asof)
-    lag = store_lag(cfg, layout, asof, pinned)
+    lag = store_lag(cfg, dates[-1], asof, pinned)
     alerts = []
     if live_stats["ic_alert"]:
         alerts.append(
@@ -675,7 +736,7 @@ def update_monitor(cfg, layout: RunLayout, live, asof: date, ws, psi_values, pin
         "drift_alert": bool(drifted),
         "missing_industries": ", ".join(missing),
         "active_share": share,
-        "store_last": bar_dates(layout.production_bars)[-1],
+        "store_last": dates[-1],
         "store_lag_days": lag,
         "health_alert": bool(health),
         "alerts": " | ".join(alerts),
@@ -700,15 +761,21 @@ def update_monitor(cfg, layout: RunLayout, live, asof: date, ws, psi_values, pin
         pl.concat([old_psi.filter(pl.col("asof") != asof), psi_rows]).sort("asof", "feature"),
         layout.monitor_psi,
     )
-    return {**row, "alerts": alerts, "band": band, "psi": psis, "outcomes": outcomes}
+    return {
+        **row,
+        "alerts": alerts,
+        "band": band,
+        "no_band": no_band,
+        "psi": psis,
+        "outcomes": outcomes,
+    }
 
 
-def store_lag(cfg: RunConfig, layout: RunLayout, asof: date, pinned: bool) -> int:
+def store_lag(cfg: RunConfig, last: date, asof: date, pinned: bool) -> int:
     """Trading days between the cycle's last bar and the reference day: `asof` for a replay or
     a week asked for by date, else the day before today in the market's time zone."""
     from rotation_dl.data.calendar import non_trading_days, today_in
 
-    last = bar_dates(layout.production_bars)[-1]
     ref = asof if pinned else today_in(cfg.market.timezone) - timedelta(days=1)
     if ref <= last:
         return 0
@@ -717,32 +784,39 @@ def store_lag(cfg: RunConfig, layout: RunLayout, asof: date, pinned: bool) -> in
     return sum(d not in closed for d in days)
 
 
-def oos_band(layout: RunLayout, cfg: RunConfig, weeks: int):
-    """The W-week band of the run's walk-forward OOS weekly rank IC (`rotation-dl train`'s
-    factor panel at week ends, against the cycle's bars' labels); None without that panel."""
+def oos_band(layout: RunLayout, cfg: RunConfig, weeks: int, dates: list[date]):
+    """The W-week band of the run's walk-forward OOS weekly rank IC: `rotation-dl train`'s
+    factor panel at week ends against the cycle's bars' labels, the weeks whose label has
+    matured by the last bar. Each week's IC is computed once and kept (monitor/
+    oos_weekly_ic.json), so a week's cost does not grow with the history. (None, why) when
+    there is no band."""
     import json
 
     from rotation_dl.artifacts import atomic_write_bytes
+    from rotation_dl.backtest.ic import ic_series
     from rotation_dl.features.panel import file_hash
 
     if not layout.factor_panel.exists():
-        return None
+        return None, "no walk-forward factor panel (run `rotation-dl train` for the band)"
+    h = cfg.features.horizon
     cache = layout.monitor_dir / "oos_weekly_ic.json"
-    key = f"{file_hash(layout.factor_panel)}:{cfg.features.horizon}"
-    ics = None
-    if cache.exists():
-        saved = json.loads(cache.read_text())
-        ics = saved["ic"] if saved.get("key") == key else None
-    if ics is None:
-        from rotation_dl.backtest.ic import ic_series
-
-        fp = pl.read_parquet(layout.factor_panel).select("date", "industry", "score")
-        ends = mon.week_ends(fp["date"].unique().to_list())
-        labels = mon.matured_labels(pl.scan_parquet(layout.production_bars), cfg.features.horizon)
-        scored = fp.filter(pl.col("date").is_in(ends))
-        ics = ic_series(scored, labels, return_col="fwd_ret")["rank_ic"].to_list()
+    key = f"{file_hash(layout.factor_panel)}:{h}"
+    saved = json.loads(cache.read_text()) if cache.exists() else {}
+    ics: dict[str, float | None] = saved.get("ic", {}) if saved.get("key") == key else {}
+    matured = set(dates[: max(0, len(dates) - h)])
+    fp = pl.read_parquet(layout.factor_panel, columns=["date", "industry", "score"])
+    ends = [d for d in mon.week_ends(fp["date"].unique().to_list()) if d in matured]
+    todo = [d for d in ends if str(d) not in ics]
+    if todo:
+        labels = mon.matured_labels(bars_of(layout).filter(pl.col("date") >= todo[0]), h)
+        got = ic_series(fp.filter(pl.col("date").is_in(todo)), labels, return_col="fwd_ret")
+        found = dict(zip(map(str, got["date"]), got["rank_ic"], strict=True))
+        ics.update({str(d): found.get(str(d)) for d in todo})
         atomic_write_bytes(cache, json.dumps({"key": key, "ic": ics}).encode())
-    return mon.oos_band(ics, weeks)
+    values = [ics[str(d)] for d in ends]
+    band = mon.oos_band(values, weeks)
+    why = None if band else f"{len(values)} walk-forward OOS week(s) matured: too few for a band"
+    return band, why
 
 
 def monitor_text(row: dict) -> str:
@@ -757,7 +831,7 @@ def monitor_text(row: dict) -> str:
         f"(Newey-West t {f(row['live_nw_t'], '.2f')})",
         f"last {band.weeks}: {f(row['window_mean_ic'])} vs band p5 {f(band.p5)}"
         if band
-        else "no OOS band (run `rotation-dl train` for the walk-forward)",
+        else f"no OOS band: {row['no_band']}",
         f"max PSI {f(row['psi_max'], '.3f')} ({row['psi_feature']})",
         f"active {f(row['active_share'], '.0%')}",
         f"alerts: {len(row['alerts'])}",
