@@ -103,7 +103,11 @@ def test_replay_equals_the_walk_forward_oos_panel(base, tmp_path):
     for c in ("open", "high", "low", "close", "ret", "volume", "amount"):
         assert np.allclose(inc[c], full[c], rtol=0, atol=1e-12), c
     assert (lay.monitor_dir / "oos_weekly_ic.json").exists()
-    assert pl.read_parquet(lay.monitor)["band_p5"].drop_nulls().len() > 0
+    monitor = pl.read_parquet(lay.monitor)
+    assert monitor["asof"].to_list() == weeks and monitor["band_p5"].drop_nulls().len() > 0
+    assert monitor["rank_ic"].drop_nulls().len() == 15  # the last week's label is not known yet
+    page = lay.cycle_report(weeks[-1]).read_text()
+    assert 'id="live-ic"' in page and 'id="psi"' in page and "Model registry" in page
 
 
 @pytest.mark.parametrize("first", [25, 61, 97])
@@ -147,9 +151,9 @@ def test_a_second_run_of_a_finished_week_changes_nothing(base, tmp_path, capsys)
     versions = (history.tables.version(lay.score_history), history.tables.version(lay.registry))
     score_bytes = lay.score_file(date.fromisoformat(KILL_WEEK)).read_bytes()
     capsys.readouterr()
-    assert main(["cycle", *args(out, f"cycle.asof={KILL_WEEK}")]) == first  # the same alerts
+    assert main(["cycle", *args(out, f"cycle.asof={KILL_WEEK}")]) == 0  # no new data: exit 0
     text = capsys.readouterr().out
-    assert "no new data" in text and f"cycle {KILL_WEEK}: live model v4" in text
+    assert f"cycle {KILL_WEEK}: live model v4, no new data, nothing published" in text
     assert_same_state(before, state_of(out))
     assert versions == (
         history.tables.version(lay.score_history),
@@ -340,3 +344,9 @@ def test_json_of_the_gate_names_its_shadow_weeks(base):
     later = [g for g in gates if "shadow_ic_live" in g]
     assert later and all(len(g["shadow_days"]) >= 1 for g in later)
     json.dumps(gates)  # plain JSON in the registry
+
+
+def test_a_week_before_the_live_models_first_week_is_refused(base, tmp_path, capsys):
+    out = copy_of(base, tmp_path)
+    assert main(["cycle", *args(out, "cycle.asof=2024-04-19")]) == 2
+    assert "scoring it would use later data" in capsys.readouterr().err

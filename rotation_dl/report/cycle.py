@@ -99,13 +99,15 @@ def build_cycle_report(
         k: row.get(k)
         for k in ("missing_industries", "active_share", "store_last", "store_lag_days")
     }
+    note = f" ({html.escape(row['live_note'])})" if row.get("live_note") else ""
     body = (
         f"<h1>Weekly cycle {asof}</h1><p>Holdings: <b>{html.escape(', '.join(holdings))}</b>; "
         f"live model v{row.get('model_version')}.</p><h2>Alerts</h2>{alert_html}"
         f"<h2>Scores</h2>{_table(scores.select(SCORE_COLS))}"
         f"<h2 id='monitor'>Monitor</h2><p>{html.escape(band_text)} Live: the latest revision "
         "of each published week whose label has matured; Newey-West t with the label's "
-        f"overlap in weeks.</p>{_live_ic_chart(monitor, band)}"
+        f"overlap in weeks{note}."
+        f"</p>{_live_ic_chart(monitor, band)}"
         f"{_table(monitor.select(live_cols).tail(16))}"
         f"{_psi_chart(psi, psi_alert) if psi.height else '<p>No PSI this week.</p>'}"
         f"<h3>Data health</h3>{_table(pl.DataFrame([health]))}"

@@ -67,6 +67,8 @@ class WeekResult:
     def summary(self) -> str:
         live = f"v{self.live_version}" if self.live_version else "none"
         alerts = "; ".join(self.alerts) if self.alerts else "none"
+        if self.no_new_data:
+            return f"cycle {self.asof}: live model {live}, no new data, nothing published"
         return (
             f"cycle {self.asof}: live model {live}, "
             f"{'retrained' if self.retrained else 'not retrained'}, alerts: {alerts}"
@@ -191,12 +193,20 @@ def run_week(
         raise ScoringError(f"cycle.asof={asof} is not a trading day in the data")
     quiet = not replay and not c.republish and new_rows == 0 and upd.mode == "current"
     if quiet and week_is_finished(layout, asof):
-        note(f"no new data: week {asof} is published, monitored and reported already")
+        raised = standing_alerts(layout, asof)
+        note(
+            f"no new data: week {asof} is published, monitored and reported already; nothing "
+            "appended"
+            + (
+                f" (its {len(raised)} alert(s) were raised when it ran: see the monitor)"
+                if raised
+                else ""
+            )
+        )
         live = registry.live(layout.registry)
-        week = WeekResult(asof, live.version if live else None, False, lines=lines)
-        week.no_new_data = True
-        week.alerts = standing_alerts(layout, asof)
-        return week
+        return WeekResult(
+            asof, live.version if live else None, False, lines=lines, no_new_data=True
+        )
 
     retrained, gate_alert = retrain_when_due(cfg, layout, dates, asof, note)
     alerts = [gate_alert] if gate_alert else []
@@ -225,8 +235,8 @@ def run_week(
     note(f"[6/8] {pub.describe()}")
     _step("monitor")
     pinned = replay or c.asof is not None
-    row = update_monitor(cfg, layout, live, asof, ws, psi_values, pinned, dates)
-    alerts += row["alerts"]
+    row = update_monitor(cfg, layout, live, asof, ws, psi_values, pinned, dates, alerts)
+    alerts = row["alerts"]  # the gate's, then the monitor's: all kept in the week's row
     note(f"[7/8] monitor: {monitor_text(row)}")
     _step("report")
     path = write_report(cfg, layout, asof, ws, row)
@@ -341,6 +351,13 @@ def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note)
         note(f"[3/8] retrain: no fold is due yet (the first model scores from {first})")
         return False, None
     live = registry.live(reg)
+    if live is not None and live.fold > fold.index:  # its training reaches past this week
+        raise ConfigError(
+            f"cycle: week {asof} comes before live model v{live.version}'s first week "
+            f"({live.detail.get('test_start')}): scoring it would use later data. A cycle "
+            "goes forward from its production state; replay earlier weeks into a fresh "
+            "paths.output_dir"
+        )
     plan = None
     entry = registry.for_fold(reg, fold.index)
     retrained = False
@@ -355,7 +372,7 @@ def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note)
         check_fold(plan, fold)
         entry = train_and_register(cfg, layout, plan, fold, asof, note)
         retrained = True
-    elif entry is None:
+    elif entry is None:  # the live model is this fold's already (registered by hand?)
         note(f"[3/8] retrain: not due (live v{live.version} is fold {live.fold})")
         return False, None
     else:
@@ -517,7 +534,9 @@ def run_gate(cfg: RunConfig, layout: RunLayout, plan, fold, entry, live) -> dict
         return {
             **out,
             "passed": False,
-            "reason": f"validation rank IC {val_ic} < cycle.gate.min_val_ic={g.min_val_ic}",
+            "reason": "validation rank IC "
+            + ("n/a" if val_ic is None else f"{val_ic:+.4f}")
+            + f" < cycle.gate.min_val_ic={g.min_val_ic:g}",
         }
     reason = f"parity {out['parity']:.1e}, validation rank IC {val_ic:+.4f}"
     if live is not None and shadow:
@@ -642,6 +661,7 @@ MONITOR_SCHEMA = {
     "live_weeks": pl.Int64,
     "live_mean_ic": pl.Float64,
     "live_nw_t": pl.Float64,
+    "live_note": pl.String,
     "window_mean_ic": pl.Float64,
     "band_p5": pl.Float64,
     "ic_alert": pl.Boolean,
@@ -658,7 +678,15 @@ MONITOR_SCHEMA = {
 
 
 def update_monitor(
-    cfg, layout: RunLayout, live, asof: date, ws, psi_values, pinned, dates: list[date]
+    cfg,
+    layout: RunLayout,
+    live,
+    asof: date,
+    ws,
+    psi_values,
+    pinned,
+    dates: list[date],
+    earlier_alerts: list[str],
 ) -> dict:
     """This week's monitor row (and every published week's matured outcome) -> monitor.parquet
     and psi.parquet, each rewritten whole and atomically; returns this week's row."""
@@ -696,7 +724,7 @@ def update_monitor(
     missing = sorted(set(ws.missing) | set(mon.missing_on(bars, asof)))
     share = mon.active_share(bars, asof)
     lag = store_lag(cfg, dates[-1], asof, pinned)
-    alerts = []
+    alerts = list(earlier_alerts)
     if live_stats["ic_alert"]:
         alerts.append(
             f"live IC over the last {m.weeks} weeks {live_stats['window_mean_ic']:+.4f} is below "
@@ -726,6 +754,7 @@ def update_monitor(
                 "live_weeks",
                 "live_mean_ic",
                 "live_nw_t",
+                "live_note",
                 "window_mean_ic",
                 "band_p5",
                 "ic_alert",
