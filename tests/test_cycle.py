@@ -350,3 +350,12 @@ def test_a_week_before_the_live_models_first_week_is_refused(base, tmp_path, cap
     out = copy_of(base, tmp_path)
     assert main(["cycle", *args(out, "cycle.asof=2024-04-19")]) == 2
     assert "scoring it would use later data" in capsys.readouterr().err
+
+
+def test_a_week_before_any_model_can_exist_alerts_and_publishes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["cycle", *args(out, "cycle.asof=2024-03-01")]) == 3
+    text = capsys.readouterr().out
+    assert "no fold is due yet (the first model scores from trading day" in text
+    assert "alerts: no live model: nothing published" in text
+    assert history.read(layout(out).score_history).is_empty()

@@ -326,9 +326,13 @@ def due_fold(cfg: RunConfig, layout: RunLayout, dates: list[date], asof: date):
         infer_bar_minutes(recent), cfg.trading_session(), series=cfg.data.series
     )
     wf = cycle_walkforward(cfg)
+    warmup = spec.warmup_days(cfg.features.window)
+    first = warmup + wf.min_train_days + 2 * wf.gap + wf.val_days  # the first test day's index
+    if first >= len(dates):  # the history is too short for a first model yet
+        return None, f"trading day {first + 1}; the bars have {len(dates)}"
     folds = walk_forward_folds(
         len(dates),
-        warmup=spec.warmup_days(cfg.features.window),
+        warmup=warmup,
         min_train_days=wf.min_train_days,
         val_days=wf.val_days,
         retrain_every=wf.retrain_every,
@@ -338,7 +342,7 @@ def due_fold(cfg: RunConfig, layout: RunLayout, dates: list[date], asof: date):
     )
     idx = dates.index(asof)
     due = [f for f in folds if f.test[0] <= idx]
-    return (due[-1] if due else None), (dates[folds[0].test[0]] if folds else None)
+    return (due[-1] if due else None), str(dates[folds[0].test[0]])
 
 
 def retrain_when_due(cfg: RunConfig, layout: RunLayout, dates, asof: date, note):
