@@ -442,12 +442,13 @@ class MonitorConfig:
     """Alert levels of the live monitor."""
 
     weeks: int = 12  # the live window set against the walk-forward OOS band
+    min_windows: int = 10  # a band of fewer W-week windows never alerts (its p5 ~ its minimum)
     psi_alert: float = 0.25  # input drift: a feature's PSI at or above this
     min_active_share: float = 0.8  # constituents trading vs the 20 days before
     max_store_lag_days: int = 1  # trading days the store may lag the calendar
 
     def __post_init__(self) -> None:
-        _positive("cycle.monitor", weeks=self.weeks)
+        _positive("cycle.monitor", weeks=self.weeks, min_windows=self.min_windows)
 
 
 @dataclass(frozen=True)

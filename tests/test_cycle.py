@@ -328,6 +328,11 @@ def test_psi_band_and_weekly_outcomes_by_hand():
     assert out["topk_excess_net"].to_list() == pytest.approx([0.03 - 0.001, -0.01 - 0.002])
     s = mon.live_summary(out, 5, None)
     assert s["live_weeks"] == 2 and "too few" in s["live_note"]
+    narrow = mon.Band(weeks=2, p5=0.5, p50=0.6, p95=0.7, windows=4)  # the live mean 0.25 < p5
+    s = mon.live_summary(out, 5, narrow, min_windows=10)
+    assert s["window_mean_ic"] == pytest.approx(0.25) and not s["ic_alert"]
+    assert "band of 4 window(s): too few to alert" in s["live_note"]
+    assert mon.live_summary(out, 5, narrow, min_windows=4)["ic_alert"]
 
 
 def test_cycle_config_refuses_a_bad_replay_span(capsys):

@@ -166,9 +166,12 @@ def week_ends(dates: Sequence[date]) -> list[date]:
     return sorted(ends.values())
 
 
-def live_summary(outcomes: pl.DataFrame, horizon_days: int, band: Band | None) -> dict:
+def live_summary(
+    outcomes: pl.DataFrame, horizon_days: int, band: Band | None, min_windows: int = 10
+) -> dict:
     """Running live mean rank IC with its Newey-West t, the last W weeks' mean, and whether it
-    lies below the OOS band's 5th percentile."""
+    lies below the OOS band's 5th percentile (never from a band of fewer than `min_windows`
+    windows: its 5th percentile would be little more than its minimum)."""
     ic = outcomes["rank_ic"].drop_nulls()
     s = summarize_ic(ic, overlap_weeks(horizon_days))
     out = {
@@ -185,7 +188,10 @@ def live_summary(outcomes: pl.DataFrame, horizon_days: int, band: Band | None) -
         if ic.len() >= band.weeks:
             window = float(ic.tail(band.weeks).mean())  # type: ignore[arg-type]
             out["window_mean_ic"] = window
-            out["ic_alert"] = window < band.p5
+            out["ic_alert"] = window < band.p5 and band.windows >= min_windows
+        if band.windows < min_windows:
+            few = f"band of {band.windows} window(s): too few to alert (needs {min_windows})"
+            out["live_note"] = "; ".join(x for x in (out["live_note"], few) if x)
     return out
 
 

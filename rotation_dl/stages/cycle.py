@@ -720,7 +720,7 @@ def update_monitor(
         ]
     ).sort("asof")
     band, no_band = oos_band(layout, cfg, m.weeks, dates)
-    live_stats = mon.live_summary(outcomes.filter(pl.col("asof") <= asof), h, band)
+    live_stats = mon.live_summary(outcomes.filter(pl.col("asof") <= asof), h, band, m.min_windows)
     bins = live.detail.get("feature_bins", {})
     psis = {f: mon.psi(bins[f], v) for f, v in psi_values.items() if f in bins}
     worst = max(psis, key=lambda f: -np.inf if np.isnan(psis[f]) else psis[f]) if psis else None
