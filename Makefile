@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_eval.py
 	$(PY) scripts/bench_infer.py
 	$(PY) scripts/bench_stock.py
+	$(PY) scripts/bench_cycle.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check rotation_dl tests scripts

@@ -172,7 +172,25 @@ def store_version(root: Path | str) -> int | None:
 
 def _files(root: Path | str, version: int | None = None) -> list[tuple[str, Path, int]]:
     """(partition name, file, rows) of every data file of `version` (latest: None), in
-    partition order."""
+    partition order. Remembered per log state (every commit adds a file to the log folder),
+    so a command that asks several times replays the log once."""
+    log = table_path(root) / "_delta_log"
+    try:
+        names = os.listdir(log)
+    except OSError:
+        return _read_files(root, version)
+    key = (str(log.resolve()), version, len(names), max(names, default=""))
+    if key not in _FILES:
+        if len(_FILES) >= 8:
+            _FILES.pop(next(iter(_FILES)))
+        _FILES[key] = _read_files(root, version)
+    return list(_FILES[key])
+
+
+_FILES: dict[tuple, list[tuple[str, Path, int]]] = {}
+
+
+def _read_files(root: Path | str, version: int | None) -> list[tuple[str, Path, int]]:
     table = _table(root, version)
     if table is None:
         return []
