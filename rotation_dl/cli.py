@@ -152,6 +152,11 @@ def run_command(name: str, overrides: Sequence[str], multirun: bool = False):
     if name == "models":  # `models promote 3`: the action and version come first
         positional = [o for o in overrides if "=" not in o and not o.startswith("~")]
         overrides = [o for o in overrides if o not in positional]
+        if len(positional) > 2:
+            raise RotationDLError(
+                f"models: unexpected {' '.join(positional[2:])}; use `models list`, "
+                "`models promote VERSION` or `models rollback` (then key=value overrides)"
+            )
     if name == "demo" and not any(o.lstrip("+").startswith("experiment=") for o in overrides):
         overrides = ["experiment=demo", *overrides]  # what `make demo` runs
     cfg = compose_run(overrides)
