@@ -55,6 +55,15 @@ def base(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def week_done(base, tmp_path_factory) -> Path:
+    """The base with the retrain week run to the end: the uninterrupted reference."""
+    out = tmp_path_factory.mktemp("week") / "run"
+    shutil.copytree(base, out)
+    assert main(["cycle", *args(out, f"cycle.asof={KILL_WEEK}")]) in (0, 3)
+    return out
+
+
 def copy_of(base: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"
     shutil.copytree(base, out)
@@ -142,10 +151,8 @@ def test_incremental_industry_bars_equal_a_full_rebuild(base, tmp_path, first):
 
 
 # ---- idempotence, faults, locks ---------------------------------------------------------------
-def test_a_second_run_of_a_finished_week_changes_nothing(base, tmp_path, capsys):
-    out = copy_of(base, tmp_path)
-    first = main(["cycle", *args(out, f"cycle.asof={KILL_WEEK}")])
-    assert first in (0, 3)
+def test_a_second_run_of_a_finished_week_changes_nothing(week_done, tmp_path, capsys):
+    out = copy_of(week_done, tmp_path)
     lay = layout(out)
     before = state_of(out)
     versions = (history.tables.version(lay.score_history), history.tables.version(lay.registry))
@@ -177,20 +184,44 @@ STEPS = [
 ]
 
 
-def test_kill_at_every_step_then_rerun_ends_as_an_uninterrupted_cycle(base, tmp_path):
-    reference = copy_of(base, tmp_path / "a")
-    assert main(["cycle", *args(reference, f"cycle.asof={KILL_WEEK}")]) in (0, 3)
-    out = copy_of(base, tmp_path / "b")
-    cmd = [sys.executable, "-m", "rotation_dl.cli", "cycle", *args(out, f"cycle.asof={KILL_WEEK}")]
-    for step in STEPS:  # each run gets one step further before it is killed
-        proc = subprocess.run(
-            cmd, cwd=REPO, env={**os.environ, "ROTATION_DL_CYCLE_KILL": step}, capture_output=True
-        )
-        assert proc.returncode == -9, (step, proc.stderr[-2000:])
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode in (0, 3), proc.stderr[-2000:]
-    assert_same_state(state_of(reference), state_of(out))
-    a, b = layout(reference), layout(out)
+# The cycle runs once per step in a fork of one process that has imported what it needs
+# (torch, Lightning, polars: imported only, nothing run, so no thread pool is forked): each
+# child kills itself with SIGKILL at its step, as kill -9 would; a last child runs to the end.
+FORKER = """
+import json, os, sys
+import lightning, torch  # noqa: F401  (imported once, shared by the children)
+from rotation_dl.cli import main
+args, steps = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+codes = []
+for step in [*steps, None]:
+    pid = os.fork()
+    if pid == 0:
+        if step:
+            os.environ["ROTATION_DL_CYCLE_KILL"] = step
+        sys.stdout = open(os.devnull, "w")
+        os._exit(main(args))
+    _, status = os.waitpid(pid, 0)
+    codes.append(-os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+print(json.dumps(codes))
+"""
+
+
+def test_kill_at_every_step_then_rerun_ends_as_an_uninterrupted_cycle(base, week_done, tmp_path):
+    out = copy_of(base, tmp_path)
+    cycle_args = ["cycle", *args(out, f"cycle.asof={KILL_WEEK}")]
+    proc = subprocess.run(
+        [sys.executable, "-c", FORKER, json.dumps(cycle_args), json.dumps(STEPS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "ROTATION_DL_CYCLE_KILL"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    codes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert codes[:-1] == [-9] * len(STEPS), (codes, proc.stderr[-3000:])  # killed at each step
+    assert codes[-1] in (0, 3), proc.stderr[-3000:]
+    assert_same_state(state_of(week_done), state_of(out))
+    a, b = layout(week_done), layout(out)
     week = date.fromisoformat(KILL_WEEK)
     assert a.score_file(week).read_bytes() == b.score_file(week).read_bytes()
     assert b.cycle_report(week).exists()
@@ -224,9 +255,9 @@ def test_a_failed_gate_alerts_with_exit_3_and_the_live_model_keeps_scoring(base,
     assert "its gate failed" in capsys.readouterr().err
 
 
-def test_rollback_then_a_published_week_needs_republish(base, tmp_path, capsys):
-    out = copy_of(base, tmp_path)
-    assert main(["cycle", *args(out, f"cycle.asof={KILL_WEEK}")]) in (0, 3)
+def test_rollback_then_a_published_week_needs_republish(week_done, tmp_path, capsys):
+    out = copy_of(week_done, tmp_path)
+    capsys.readouterr()
     assert main(["models", "rollback", *args(out)]) == 0
     assert "model v3 (fold 2) is live" in capsys.readouterr().out
     lay = layout(out)
