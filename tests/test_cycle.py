@@ -104,6 +104,8 @@ def test_replay_equals_the_walk_forward_oos_panel(base, tmp_path):
     reg = {e.version: e.fold for e in registry.entries(lay.registry)}
     assert (both["model_version"].replace_strict(reg) == both["fold"]).all()
     assert sorted(reg.values()) == [0, 1, 2, 3]
+    versions = {e.detail["store_version"] for e in registry.entries(lay.registry)}
+    assert versions == {1}  # the store version the bars were built from reaches the registry
     assert [e.status for e in registry.entries(lay.registry)] == ["retired"] * 3 + ["live"]
     # the cycle's bars, appended week by week, equal one build of the same days
     full = build_for(compose_run(args(out)), None, end=date.fromisoformat(LAST)).frame

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet
+from rotation_dl.artifacts import atomic_write_bytes, atomic_write_parquet, read_provenance
 from rotation_dl.industry.build import BuildCarry, IndustryBarsResult
 
 # build(start, end, carry): bars of [start, end] continuing `carry` (start None: from day one)
@@ -101,11 +101,13 @@ def _write_state(folder: Path, parts: list[str], frame_rows: int, last: date, re
 
 
 def scan_bars(folder: Path) -> pl.LazyFrame:
-    """The bars the folder's state names (nothing a killed update left behind)."""
-    state = read_state(folder)
-    if state is None:
-        raise FileNotFoundError(f"{folder}: no industry bars here (no {STATE})")
-    return pl.scan_parquet([folder / p for p in state.parts])
+    """The bars the folder's state names (nothing a killed update left behind); reads the
+    part names only, not the carried build state."""
+    try:
+        parts = json.loads((folder / STATE).read_text())["parts"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise FileNotFoundError(f"{folder}: no industry bars here (no readable {STATE})") from exc
+    return pl.scan_parquet([folder / p for p in parts])
 
 
 def _part_name(frame: pl.DataFrame) -> str:
@@ -168,17 +170,16 @@ def update_industry_bars(
     return BarsUpdate("rebuilt", frame["date"].max(), frame["date"].n_unique())
 
 
-def consolidate(folder: Path, target: Path, provenance: dict | None = None) -> Path:
-    """The folder's bars as one sorted parquet file at `target` (what training reads),
-    rewritten only when the bars changed since it was written."""
-    state = read_state(folder)
-    if state is None:
-        raise FileNotFoundError(f"{folder}: no industry bars here (no {STATE})")
+def consolidate(folder: Path, target: Path) -> Path:
+    """The folder's bars as one sorted parquet file at `target` (what training reads), with
+    the newest part's provenance (the store version it was built from); rewritten only when
+    the bars changed since it was written."""
+    parts = json.loads((folder / STATE).read_text())["parts"]
     stamp = target.with_name(target.name + ".parts")
-    key = json.dumps(list(state.parts))
+    key = json.dumps(list(parts))
     if target.exists() and stamp.exists() and stamp.read_text() == key:
         return target
     frame = scan_bars(folder).collect().sort("industry", "ts")
-    atomic_write_parquet(frame, target, provenance)
+    atomic_write_parquet(frame, target, read_provenance(folder / parts[-1]))
     atomic_write_bytes(stamp, key.encode())
     return target
