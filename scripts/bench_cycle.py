@@ -30,9 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rotation_dl.backtest.schedule import rebalance_dates  # noqa: E402
 from rotation_dl.cli import main  # noqa: E402
 from rotation_dl.config import compose_run  # noqa: E402
-from rotation_dl.production.monitor import week_ends  # noqa: E402
 
 
 def overrides(out: Path, days: int, stocks: int) -> list[str]:
@@ -77,7 +77,7 @@ def measure(days: int, stocks: int, work: Path, weeks: int = 4) -> dict:
     from datetime import date
 
     dates = [date(int(s[:4]), int(s[4:6]), int(s[6:])) for s in by_day]
-    ends = week_ends(dates)
+    ends = rebalance_dates(dates, "weekly")
     held = [d for d in dates if d > ends[-weeks - 1]]  # the last `weeks` weeks
     aside = work / f"aside{days}"
     aside.mkdir()

@@ -337,6 +337,20 @@ def score_from_industry_bars(
     week before, ranks, rank changes and holdings under the portfolio rule; model industries
     without bars are left unscored and unheld (`WeeklyScore.missing`)."""
     panel, missing = industry_panel_for(industry_bars, scorer, bar_minutes, on_missing_industry)
+    return score_from_panel(panel, missing, scorer, asof=asof, rule=rule,
+                            current_holdings=current_holdings)  # fmt: skip
+
+
+def score_from_panel(
+    panel: Panel,
+    missing: Sequence[str],
+    scorer: OnnxScorer,
+    *,
+    asof: date | None = None,
+    rule: SelectionRule | None = None,
+    current_holdings: Sequence[str] | None = None,
+) -> WeeklyScore:
+    """`score_from_industry_bars` on a panel `industry_panel_for` already built."""
     asof, prev, days = scored_days(panel.dates, asof, scorer.spec.warmup_days(scorer.window))
     order = [panel.industries.index(i) for i in scorer.industries]
     # inputs -> onnxruntime

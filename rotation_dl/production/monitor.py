@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import polars as pl
 
 from rotation_dl.backtest.costs import CostModel
 from rotation_dl.backtest.ic import ic_series, summarize_ic
+from rotation_dl.features.bars import daily_closes
 from rotation_dl.features.labels import forward_excess
 
 PSI_FLOOR = 1e-4  # a bin's share below this counts as this (an empty bin would be log 0)
@@ -58,26 +59,12 @@ def psi(reference: Mapping, values: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def psi_by_feature(bins: Mapping, values: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    return {n: psi(bins[n], values[:, j]) for j, n in enumerate(names) if n in bins}
-
-
 # ---- live performance ------------------------------------------------------------------------
-def daily_closes(industry_bars: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Each industry's last close of each day: the level its labels are measured on."""
-    return (
-        industry_bars.lazy()
-        .group_by("industry", "date")
-        .agg(pl.col("close").sort_by("ts").last())
-        .sort("industry", "date")
-    )
-
-
 def matured_labels(industry_bars: pl.DataFrame | pl.LazyFrame, horizon: int) -> pl.DataFrame:
     """(date, industry, fwd_ret) for each day whose h-day forward return is known (the
     training label's return; rank ICs need no excess, it only shifts each date)."""
     return (
-        forward_excess(daily_closes(industry_bars), horizon)
+        forward_excess(daily_closes(industry_bars.lazy()), horizon)
         .filter(pl.col("fwd_ret").is_not_null())
         .select("date", "industry", "fwd_ret")
         .collect()
@@ -158,14 +145,6 @@ def oos_band(weekly_ic: Sequence[float], weeks: int) -> Band | None:
     return Band(weeks, float(p5), float(p50), float(p95), int(means.size))
 
 
-def week_ends(dates: Sequence[date]) -> list[date]:
-    """The last day of each calendar week among `dates`."""
-    ends: dict[date, date] = {}
-    for d in sorted(dates):
-        ends[d - timedelta(days=d.weekday())] = d
-    return sorted(ends.values())
-
-
 def live_summary(
     outcomes: pl.DataFrame, horizon_days: int, band: Band | None, min_windows: int = 10
 ) -> dict:
@@ -200,10 +179,7 @@ def active_share(industry_bars: pl.DataFrame | pl.LazyFrame, asof: date, days: i
     """Constituents trading on `asof` (the sum over industries of their most active bar)
     against the median of the same count over the `days` trading days before it."""
     per_day = (
-        industry_bars.lazy()
-        .filter(pl.col("date") <= asof)
-        .group_by("date", "industry")
-        .agg(pl.col("n_active").max())
+        daily_closes(industry_bars.lazy().filter(pl.col("date") <= asof))
         .group_by("date")
         .agg(pl.col("n_active").sum())
         .sort("date")
@@ -218,11 +194,5 @@ def active_share(industry_bars: pl.DataFrame | pl.LazyFrame, asof: date, days: i
 
 def missing_on(industry_bars: pl.DataFrame | pl.LazyFrame, asof: date) -> list[str]:
     """Industries without a trading constituent on `asof`."""
-    day = (
-        industry_bars.lazy()
-        .filter(pl.col("date") == asof)
-        .group_by("industry")
-        .agg(pl.col("n_active").max())
-        .collect()
-    )
+    day = daily_closes(industry_bars.lazy().filter(pl.col("date") == asof)).collect()
     return sorted(day.filter(pl.col("n_active") == 0)["industry"].to_list())

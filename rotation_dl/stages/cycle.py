@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from rotation_dl.backtest.schedule import rebalance_dates
 from rotation_dl.config import RunConfig
 from rotation_dl.errors import ConfigError, RunLockedError, ScoringError, StoreError
 from rotation_dl.layout import RunLayout
@@ -138,7 +139,7 @@ def replay_weeks(cfg: RunConfig, start: date, end: date) -> list[date]:
 
     store = existing_store(cfg, "cycle")
     days = scan_trading_days(store, start, end + timedelta(days=7), cfg.data.store_version)
-    ends = mon.week_ends(days)
+    ends = rebalance_dates(days, "weekly")
     complete = [d for d in ends if start <= d <= end and (d.weekday() == 4 or d < days[-1])]
     if not complete:
         raise ConfigError(f"cycle.replay={cfg.cycle.replay}: no complete week with stored bars")
@@ -319,7 +320,8 @@ def due_fold(cfg: RunConfig, layout: RunLayout, dates: list[date], asof: date):
     """The walk-forward fold whose test block holds `asof` (None before the first), from the
     calendar alone: no panel is built on a week without a retrain."""
     from rotation_dl.industry.build import infer_bar_minutes
-    from rotation_dl.training.walkforward import walk_forward_folds
+    from rotation_dl.stages.train import folds_for
+    from rotation_dl.training.walkforward import first_test_day
 
     recent = bars_of(layout).filter(pl.col("date") >= dates[max(0, len(dates) - 3)])
     spec = cfg.features.spec(
@@ -327,19 +329,10 @@ def due_fold(cfg: RunConfig, layout: RunLayout, dates: list[date], asof: date):
     )
     wf = cycle_walkforward(cfg)
     warmup = spec.warmup_days(cfg.features.window)
-    first = warmup + wf.min_train_days + 2 * wf.gap + wf.val_days  # the first test day's index
+    first = first_test_day(warmup, wf.min_train_days, wf.val_days, wf.gap)
     if first >= len(dates):  # the history is too short for a first model yet
         return None, f"trading day {first + 1}; the bars have {len(dates)}"
-    folds = walk_forward_folds(
-        len(dates),
-        warmup=warmup,
-        min_train_days=wf.min_train_days,
-        val_days=wf.val_days,
-        retrain_every=wf.retrain_every,
-        gap=wf.gap,
-        scheme=wf.scheme,
-        train_days=wf.train_days,
-    )
+    folds = folds_for(len(dates), warmup, wf)
     idx = dates.index(asof)
     due = [f for f in folds if f.test[0] <= idx]
     return (due[-1] if due else None), str(dates[folds[0].test[0]])
@@ -519,7 +512,7 @@ def run_gate(cfg: RunConfig, layout: RunLayout, plan, fold, entry, live) -> dict
     panel = plan.panel
     labelled = np.where(panel.label_mask().any(axis=1))[0]
     val_days = [i for i in range(*fold.val) if i in set(labelled.tolist())]
-    ends = set(mon.week_ends([panel.dates[i] for i in val_days]))
+    ends = set(rebalance_dates([panel.dates[i] for i in val_days], "weekly") if val_days else [])
     shadow = [i for i in val_days if panel.dates[i] in ends][-g.shadow_weeks :]
     out: dict = {"shadow_days": [str(panel.dates[i]) for i in shadow]}
     try:
@@ -585,23 +578,14 @@ def parity(entry, scorer, panel, days: list[int]) -> float:
 
 
 def shadow_ic(scorer, panel, days: list[int]) -> float:
-    """The ensemble's mean rank IC on `days` of the panel (labels: the forward excess)."""
-    from rotation_dl.backtest.ic import ic_series
+    """The ensemble's mean rank IC on `days` of the panel against the training label, the
+    measure the export probe reports (`mean_rank_ic`)."""
+    from rotation_dl.export.onnx_export import mean_rank_ic
     from rotation_dl.features.inputs import panel_inputs
 
     scores = scorer.run(lambda norm: panel_inputs(panel, days, scorer.window, norm).x)
-    active = np.asarray(panel.active)[days]
-    frame = pl.DataFrame(
-        {
-            "date": pl.Series(
-                [panel.dates[i] for i in days for _ in panel.industries], dtype=pl.Date
-            ),
-            "industry": np.tile(panel.industries, len(days)),
-            "score": np.where(active, scores, np.nan).reshape(-1).astype(np.float64),
-        }
-    ).with_columns(pl.col("score").fill_nan(None))
-    ric = ic_series(frame, panel.labels_frame())["rank_ic"]
-    return float(ric.mean()) if ric.drop_nulls().len() else float("nan")
+    labels = np.where(panel.label_mask()[days], np.asarray(panel.label)[days], np.nan)
+    return mean_rank_ic(scores, labels)
 
 
 # ---- score, monitor, report ----------------------------------------------------------------
@@ -612,7 +596,7 @@ def score_week(cfg: RunConfig, layout: RunLayout, live, asof: date, dates):
     from rotation_dl.export.scoring import (
         OnnxScorer,
         industry_panel_for,
-        score_from_industry_bars,
+        score_from_panel,
         write_score,
     )
     from rotation_dl.industry.build import infer_bar_minutes
@@ -626,20 +610,21 @@ def score_week(cfg: RunConfig, layout: RunLayout, live, asof: date, dates):
         .collect()
         .sort("industry", "ts")
     )
-    bar_minutes = infer_bar_minutes(frame)
     before = history.published(layout.score_history).filter(pl.col("asof") < asof)
     held = None
     if not before.is_empty():
         prev = before.filter(pl.col("asof") == before["asof"].max())
         held = prev.filter(pl.col("held"))["industry"].to_list()
-    ws = score_from_industry_bars(
-        frame,
+    panel, missing = industry_panel_for(
+        frame, scorer, infer_bar_minutes(frame), cfg.score.on_missing_industry
+    )
+    ws = score_from_panel(
+        panel,
+        missing,
         scorer,
         asof=asof,
         rule=cfg.portfolio.rule(len(scorer.industries)),
         current_holdings=held,
-        bar_minutes=bar_minutes,
-        on_missing_industry=cfg.score.on_missing_industry,
     )
     write_score(
         ws,
@@ -648,7 +633,6 @@ def score_week(cfg: RunConfig, layout: RunLayout, live, asof: date, dates):
         layout.score_file(asof, ".json"),
         scorer.paths,
     )
-    panel, _ = industry_panel_for(frame, scorer, bar_minutes)
     week = [i for i, d in enumerate(panel.dates) if asof - timedelta(days=asof.weekday()) <= d]
     x = np.asarray(panel.x)[week]
     cells = x[np.asarray(panel.active)[week]].reshape(-1, x.shape[-1])
@@ -838,7 +822,7 @@ def oos_band(layout: RunLayout, cfg: RunConfig, weeks: int, dates: list[date]):
     ics: dict[str, float | None] = saved.get("ic", {}) if saved.get("key") == key else {}
     matured = set(dates[: max(0, len(dates) - h)])
     fp = pl.read_parquet(layout.factor_panel, columns=["date", "industry", "score"])
-    ends = [d for d in mon.week_ends(fp["date"].unique().to_list()) if d in matured]
+    ends = [d for d in rebalance_dates(fp["date"], "weekly") if d in matured]
     todo = [d for d in ends if str(d) not in ics]
     if todo:
         labels = mon.matured_labels(bars_of(layout).filter(pl.col("date") >= todo[0]), h)

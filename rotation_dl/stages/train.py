@@ -117,7 +117,6 @@ def plan_walk_forward(
     when the history is too short."""
     from rotation_dl.features.panel import cached_panel, constant_features
     from rotation_dl.industry.build import infer_bar_minutes
-    from rotation_dl.training.walkforward import walk_forward_folds
 
     bar_minutes = infer_bar_minutes(pl.scan_parquet(industry_bars_path))
     spec = features.spec(bar_minutes, session, series=series)
@@ -130,26 +129,13 @@ def plan_walk_forward(
         log.warning("feature(s) %s carry nothing in these data (kept: named in features.names)",
                     ", ".join(empty))  # fmt: skip
     wf = walkforward
-
-    def folds_every(retrain_every: int) -> list:
-        return walk_forward_folds(
-            len(panel.dates),
-            warmup=spec.warmup_days(features.window),
-            min_train_days=wf.min_train_days,
-            val_days=wf.val_days,
-            retrain_every=retrain_every,
-            gap=wf.gap,
-            scheme=wf.scheme,
-            train_days=wf.train_days,
-            max_folds=wf.max_folds,
-        )
-
-    folds = folds_every(wf.retrain_every)
+    warmup = spec.warmup_days(features.window)
+    folds = folds_for(len(panel.dates), warmup, wf)
     if wf.fold_cap is not None and len(folds) > wf.fold_cap:
         test_days = sum(f.test[1] - f.test[0] for f in folds)
         every = -(-test_days // wf.fold_cap)
         planned = len(folds)
-        folds = folds_every(every)
+        folds = folds_for(len(panel.dates), warmup, wf, every)
         notes.append(
             f"retrain_every raised from {wf.retrain_every} to {every}: {planned} folds over "
             f"{test_days:,} test days is more than walkforward.fold_cap={wf.fold_cap} "
@@ -157,6 +143,26 @@ def plan_walk_forward(
             "to choose yourself)"
         )
     return WalkForwardPlan(panel, spec, folds, wf, tuple(notes))
+
+
+def folds_for(
+    n_days: int, warmup: int, wf: WalkForwardConfig, retrain_every: int | None = None
+) -> list:
+    """The walk-forward folds of `n_days` days under the `walkforward` settings (a new model
+    every `retrain_every` days, default `wf.retrain_every`; the fold cap is the caller's)."""
+    from rotation_dl.training.walkforward import walk_forward_folds
+
+    return walk_forward_folds(
+        n_days,
+        warmup=warmup,
+        min_train_days=wf.min_train_days,
+        val_days=wf.val_days,
+        retrain_every=retrain_every or wf.retrain_every,
+        gap=wf.gap,
+        scheme=wf.scheme,
+        train_days=wf.train_days,
+        max_folds=wf.max_folds,
+    )
 
 
 def _without(panel: Any, empty: dict[str, float | None], notes: list[str]) -> tuple[Any, Any]:

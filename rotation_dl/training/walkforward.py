@@ -38,6 +38,11 @@ class Fold:
         return asdict(self)
 
 
+def first_test_day(warmup: int, min_train_days: int, val_days: int, gap: int) -> int:
+    """Index of the first fold's first test day: warm-up, training, purge, validation, purge."""
+    return warmup + min_train_days + gap + val_days + gap
+
+
 def walk_forward_folds(
     n_days: int,
     *,
@@ -62,7 +67,7 @@ def walk_forward_folds(
         scheme: `expanding` or `rolling` (then `train_days`, default `min_train_days`, long).
         max_folds: keep only the last this many folds (None: all).
     """
-    first_test = warmup + min_train_days + gap + val_days + gap
+    first_test = first_test_day(warmup, min_train_days, val_days, gap)
     if first_test >= n_days:
         raise ConfigError(
             f"walk-forward needs at least {first_test + 1} trading days (warm-up {warmup} = "
